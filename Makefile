@@ -1,0 +1,77 @@
+# Flux-Gate: build the nginx module and the worker, run the stack, test it.
+#
+#   make          build build/ngx_fluxgate_module.so and build/fluxgate-worker
+#   make run      start the whole stack in the foreground (Ctrl-C stops it)
+#   make up/down  the same stack in the background / stop it
+#   make test     build, start an isolated stack on free ports, prove t/
+#
+# Every target that needs packages or the Kafka jars runs scripts/setup.sh
+# first; it is quiet when everything is installed.
+
+ROOT      := $(CURDIR)
+BUILD     := $(ROOT)/build
+NGX_SRC   ?= /usr/share/nginx/src
+NGX_BUILD := $(BUILD)/nginx
+MODULE    := $(BUILD)/ngx_fluxgate_module.so
+WORKER    := $(BUILD)/fluxgate-worker
+RUN_DIR   ?= $(ROOT)/.run
+
+# our own code is held to these; nginx's configure adds its own -W flags
+FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
+
+MODULE_SRCS := $(wildcard ngx_fluxgate_module/*.c ngx_fluxgate_module/*.h) \
+               $(wildcard lua/*.lua) config
+
+.PHONY: all setup module worker run up down test clean distclean
+
+all: module worker
+
+setup:
+	@bash scripts/setup.sh
+
+module: setup $(MODULE)
+
+worker: setup
+	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
+
+# nginx-dev ships the configured source tree of Debian's nginx; a dynamic
+# module built from it with the same flags (--with-compat) loads into the
+# packaged binary.  We configure a private copy so nothing under /usr changes.
+$(NGX_BUILD)/Makefile: config $(wildcard lua/*.lua) | $(NGX_SRC)/configure
+	@rm -rf $(NGX_BUILD)
+	@mkdir -p $(BUILD)
+	@cp -a $(NGX_SRC) $(NGX_BUILD)
+	@cd $(NGX_BUILD) && bash -c '. ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(FG_CFLAGS) $(MODULE_CFLAGS_EXTRA)" \
+	        --with-ld-opt="$(MODULE_LDFLAGS_EXTRA)" \
+	        --add-dynamic-module=$(ROOT)' > $(BUILD)/configure.log 2>&1 \
+	    || { cat $(BUILD)/configure.log; exit 1; }
+
+$(NGX_SRC)/configure:
+	@bash scripts/setup.sh
+
+$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+	@$(MAKE) --no-print-directory -C $(NGX_BUILD) -f objs/Makefile modules \
+	    > $(BUILD)/module.log 2>&1 || { cat $(BUILD)/module.log; exit 1; }
+	@cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@
+	@echo "built $@"
+
+run: all
+	@bash scripts/stack run $(RUN_DIR)
+
+up: all
+	@bash scripts/stack up $(RUN_DIR)
+
+down:
+	@bash scripts/stack down $(RUN_DIR)
+
+test: all
+	@bash t/run
+
+clean:
+	rm -rf $(BUILD)
+	@$(MAKE) --no-print-directory -C worker clean OUT=$(BUILD) >/dev/null
+
+distclean: clean
+	rm -rf .cache .run
