@@ -3,7 +3,8 @@
 #   make          build build/ngx_fluxgate_module.so and build/fluxgate-worker
 #   make run      start the whole stack in the foreground (Ctrl-C stops it)
 #   make up/down  the same stack in the background / stop it
-#   make test     build, start an isolated stack on free ports, prove t/
+#   make test     build (with ASan+UBSan), start an isolated stack on free
+#                 ports, prove t/; SANITIZE=0 tests the plain build instead
 #
 # Every target that needs packages or the Kafka jars runs scripts/setup.sh
 # first; it is quiet when everything is installed.
@@ -22,9 +23,31 @@ FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
 MODULE_SRCS := $(wildcard ngx_fluxgate_module/*.c ngx_fluxgate_module/*.h) \
                $(wildcard lua/*.lua) config
 
-.PHONY: all setup module worker run up down test clean distclean
+# make test runs the suite against the module and the worker built with
+# AddressSanitizer and UndefinedBehaviorSanitizer in build/san.  Debian's
+# nginx binary is not instrumented, so the ASan runtime is preloaded into it.
+SANITIZE  ?= 1
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+             -fno-omit-frame-pointer
+SAN_BUILD := $(BUILD)/san
+ifeq ($(SANITIZE),1)
+TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
+             FG_WORKER=$(SAN_BUILD)/fluxgate-worker \
+             FG_LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+             FG_SANITIZE=1
+TEST_DEPS := all san
+endif
 
-all: module worker
+.PHONY: all setup module worker san run up down test clean distclean
+
+LOADGEN   := $(BUILD)/fg-loadgen
+
+all: module worker $(LOADGEN)
+
+# the HTTP client of the crowd tests and the benchmarks
+$(LOADGEN): bench/loadgen.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
 
 setup:
 	@bash scripts/setup.sh
@@ -66,8 +89,13 @@ up: all
 down:
 	@bash scripts/stack down $(RUN_DIR)
 
-test: all
-	@bash t/run
+san: setup
+	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \
+	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS)" MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
+	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker
+
+test: $(if $(TEST_DEPS),$(TEST_DEPS),all)
+	@$(TEST_ENV) bash t/run
 
 clean:
 	rm -rf $(BUILD)

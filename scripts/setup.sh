@@ -23,7 +23,9 @@ PACKAGES=(
     default-jre-headless maven
     # tests and benchmarks
     libtest-base-perl libjson-pp-perl libdbd-pg-perl libtime-hires-perl
-    wrk kcat curl procps iproute2 netcat-openbsd
+    wrk kcat curl procps iproute2 netcat-openbsd gettext-base
+    # the OpenResty-style peer of the benchmark, and its chart
+    libnginx-mod-http-lua lua-nginx-redis lua-cjson gnuplot-nox
 )
 
 as_root() {

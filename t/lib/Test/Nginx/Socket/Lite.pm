@@ -130,7 +130,9 @@ sub write_conf ($) {
 
 sub run_nginx (@) {
     my @args = @_;
-    my $out = `$Nginx -p $Servroot/ -c $Servroot/conf/nginx.conf @args 2>&1`;
+    # a module built with AddressSanitizer needs its runtime loaded first
+    my $pre = $ENV{FG_LD_PRELOAD} ? "LD_PRELOAD=$ENV{FG_LD_PRELOAD} " : '';
+    my $out = `$pre$Nginx -p $Servroot/ -c $Servroot/conf/nginx.conf @args 2>&1`;
     return ($? >> 8, $out);
 }
 
