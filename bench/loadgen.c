@@ -13,7 +13,8 @@
  *   fg-loadgen -u 127.0.0.1:8080 -c 2000 -n 2000 --product p1 --once
  *   fg-loadgen ... -R 10000        open loop: 10,000 requests/s
  *
- * Output is one "key=value" line per status, easy to read from Perl and sh.
+ * Output is one "key=value" line per status, easy to read from Perl and sh;
+ * --log FILE writes "<status> <orderId> <body status>" per response.
  */
 
 #include <arpa/inet.h>
@@ -56,6 +57,7 @@ static struct {
     const char  *path;
     const char  *product;
     int          products;
+    long         users;
     const char  *run;
     int          conns;
     double       duration;
@@ -65,13 +67,17 @@ static struct {
     int          same_key;
     int          once;
     const char  *body;
-} opt = { "127.0.0.1", 8080, "/order", "p1", 1, "r", 50, 5, 0, 0, 1, 0, 0,
-          NULL };
+    const char  *log;
+} opt = { "127.0.0.1", 8080, "/order", "p1", 1, 0, "r", 50, 5, 0, 0, 1, 0, 0,
+          NULL, NULL };
 
+static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
 static long       seq, sent, done, errors;
 static uint64_t   t0, last_200;
 static char       run_id[64];
+
+static void log_response(int status, const char *resp, size_t len);
 
 static uint64_t
 now_us(void)
@@ -107,6 +113,7 @@ build_request(conn_t *c)
 {
     char  body[512], key[128];
     long  n = seq++;
+    long  u = opt.users > 0 ? n % opt.users : n;
     int   blen;
 
     if (opt.body) {
@@ -115,11 +122,11 @@ build_request(conn_t *c)
         blen = snprintf(body, sizeof(body),
                         "{\"productId\":\"%s-%ld\",\"userId\":\"u-%s-%ld\","
                         "\"quantity\":%d}", opt.product, n % opt.products,
-                        run_id, n, opt.quantity);
+                        run_id, u, opt.quantity);
     } else {
         blen = snprintf(body, sizeof(body),
                         "{\"productId\":\"%s\",\"userId\":\"u-%s-%ld\","
-                        "\"quantity\":%d}", opt.product, run_id, n,
+                        "\"quantity\":%d}", opt.product, run_id, u,
                         opt.quantity);
     }
 
@@ -280,6 +287,7 @@ on_readable(conn_t *c, int ep)
             uint64_t  t = now_us();
 
             record(status, t - c->sent_at);
+            log_response(status, c->in, len);
             if (status == 200) {
                 last_200 = t - t0;
             }
@@ -301,6 +309,49 @@ on_readable(conn_t *c, int ep)
             }
         }
     }
+}
+
+/* copies the string value of "name" in a JSON body, or "-" */
+static void
+json_field(const char *body, size_t len, const char *name, char *out,
+    size_t size)
+{
+    char         pat[64];
+    const char  *p, *end;
+    size_t       n;
+
+    snprintf(pat, sizeof(pat), "\"%s\":\"", name);
+    p = memmem(body, len, pat, strlen(pat));
+    if (p == NULL) {
+        snprintf(out, size, "-");
+        return;
+    }
+    p += strlen(pat);
+    end = memchr(p, '"', body + len - p);
+    n = end ? (size_t) (end - p) : 0;
+    if (n == 0 || n >= size) {
+        snprintf(out, size, "-");
+        return;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/* --log: "<status> <orderId> <body status>" per response */
+static void
+log_response(int status, const char *resp, size_t len)
+{
+    const char  *body;
+    char         id[80], st[40];
+
+    if (log_file == NULL) {
+        return;
+    }
+    body = memmem(resp, len, "\r\n\r\n", 4);
+    body = body ? body + 4 : resp + len;
+    json_field(body, resp + len - body, "orderId", id, sizeof(id));
+    json_field(body, resp + len - body, "status", st, sizeof(st));
+    fprintf(log_file, "%d %s %s\n", status, id, st);
 }
 
 static int
@@ -325,8 +376,8 @@ usage(int rc)
     fprintf(rc ? stderr : stdout,
         "usage: fg-loadgen [-u host:port] [-p path] [-c conns] [-d secs]\n"
         "                  [-n total] [-R rate] [--product id]\n"
-        "                  [--products N] [--quantity N] [--same-key]\n"
-        "                  [--once] [--body json] [--run id]\n");
+        "                  [--products N] [--users N] [--quantity N] [--same-key]\n"
+        "                  [--once] [--body json] [--run id] [--log file]\n");
     exit(rc);
 }
 
@@ -337,10 +388,12 @@ main(int argc, char **argv)
         { "product", required_argument, NULL, 'P' },
         { "products", required_argument, NULL, 'N' },
         { "quantity", required_argument, NULL, 'q' },
+        { "users", required_argument, NULL, 'U' },
         { "same-key", no_argument, NULL, 'K' },
         { "once", no_argument, NULL, 'O' },
         { "body", required_argument, NULL, 'B' },
         { "run", required_argument, NULL, 'r' },
+        { "log", required_argument, NULL, 'L' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -372,10 +425,12 @@ main(int argc, char **argv)
         case 'P': opt.product = optarg; break;
         case 'N': opt.products = atoi(optarg); break;
         case 'q': opt.quantity = atoi(optarg); break;
+        case 'U': opt.users = atol(optarg); break;
         case 'K': opt.same_key = 1; break;
         case 'O': opt.once = 1; break;
         case 'B': opt.body = optarg; break;
         case 'r': opt.run = optarg; break;
+        case 'L': opt.log = optarg; break;
         case 'h': usage(0); break;
         default: usage(2);
         }
@@ -385,6 +440,14 @@ main(int argc, char **argv)
     }
     if (opt.once && !opt.total) {
         opt.total = opt.conns;
+    }
+
+    if (opt.log) {
+        log_file = fopen(opt.log, "w");
+        if (log_file == NULL) {
+            perror(opt.log);
+            return 2;
+        }
     }
 
     snprintf(run_id, sizeof(run_id), "%s%ld", opt.run, (long) getpid());
@@ -457,6 +520,9 @@ main(int argc, char **argv)
         printf("status=%d count=%zu p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f"
                " max_ms=%.3f\n", s, ser->n, pct(ser, 0.50), pct(ser, 0.99),
                pct(ser, 0.999), ser->lat[ser->n - 1] / 1000.0);
+    }
+    if (log_file) {
+        fclose(log_file);
     }
     return errors ? 3 : 0;
 }

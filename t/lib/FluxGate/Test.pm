@@ -13,7 +13,8 @@ use JSON::PP ();
 
 our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
-                 http_post stack_env);
+                 http_post stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
+                 nginx_workers);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -147,6 +148,85 @@ sub http_post {
                                      %{ $headers || {} } },
                         content => $body });
     return $res;
+}
+
+# loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)
+# runs build/fg-loadgen and returns {rps, total, errors, last_200_ms,
+# status => {200 => {count, p50_ms, p99_ms, ...}}, log => [[st, id, body st]]}
+# loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
+sub loadgen { loadgen_wait(loadgen_start(@_)) }
+
+sub loadgen_start {
+    my (%o) = @_;
+    my $bin = "$ENV{FG_ROOT}/build/fg-loadgen";
+    my $base = "/tmp/fg-loadgen.$$." . ++$Seq;
+    my $log = $o{log} ? "$base.log" : undef;
+    my @args = ('-u', "127.0.0.1:" . ($o{port} // die "loadgen: port"));
+    push @args, '-c', $o{c} // 50;
+    push @args, '-n', $o{n} if $o{n};
+    push @args, '-d', $o{d} if $o{d};
+    push @args, '-R', $o{rate} if $o{rate};
+    push @args, '-p', $o{path} if $o{path};
+    push @args, '--product', $o{product} if $o{product};
+    push @args, '--products', $o{products} if $o{products};
+    push @args, '--quantity', $o{quantity} if $o{quantity};
+    push @args, '--users', $o{users} if $o{users};
+    push @args, '--run', $o{run} if $o{run};
+    push @args, '--same-key' if $o{same_key};
+    push @args, '--once' if $o{once};
+    push @args, '--log', $log if $log;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', "$base.out" or die;
+        open STDERR, '>&', \*STDOUT or die;
+        exec $bin, @args or die "exec $bin: $!";
+    }
+    return { pid => $pid, out => "$base.out", log => $log };
+}
+
+sub loadgen_wait {
+    my ($h) = @_;
+    waitpid $h->{pid}, 0;
+    my $out = do { local (@ARGV, $/) = $h->{out}; <> } // '';
+    unlink $h->{out};
+    my %r = (raw => $out, status => {}, rc => $? >> 8);
+    for my $line (split /\n/, $out) {
+        my %kv = $line =~ /(\w+)=(\S+)/g;
+        if (defined $kv{status}) {
+            $r{status}{$kv{status}} = \%kv;
+        } elsif (defined $kv{requests}) {
+            %r = (%r, %kv);
+        }
+    }
+    if ($h->{log}) {
+        open my $fh, '<', $h->{log} or die "loadgen log: $!";
+        $r{log} = [ map { chomp; [split / /] } <$fh> ];
+        unlink $h->{log};
+    }
+    return \%r;
+}
+
+# rows of one product in the orders table: [[id, user, quantity, status]]
+sub order_rows {
+    my ($product) = @_;
+    return [ map { [split /\|/] } psql("select id, user_id, quantity, status "
+        . "from orders where product_id = '$product' order by id") ];
+}
+
+# waits until the worker recorded $n orders of $product (and a little more
+# for anything extra to show up); returns the rows
+sub wait_drained {
+    my ($product, $n, $timeout) = @_;
+    wait_until($timeout // 60, sub { @{ order_rows($product) } >= $n });
+    sleep 1;
+    return order_rows($product);
+}
+
+# pids of an nginx master's worker processes
+sub nginx_workers {
+    my ($master) = @_;
+    return sort { $a <=> $b } grep { /\d/ }
+        split /\s+/, `pgrep -P $master 2>/dev/null`;
 }
 
 1;

@@ -76,8 +76,10 @@ error_log $Servroot/logs/error.log info;
 
 $main
 
+worker_rlimit_nofile 20000;
+
 events {
-    worker_connections 1024;
+    worker_connections 8192;
 }
 
 http {

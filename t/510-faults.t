@@ -1,0 +1,186 @@
+# The fault matrix under a running sale.  Each block starts a sale on a fresh
+# product (orders flowing at a steady rate from build/fg-loadgen), injects
+# one fault into the stack while they flow, lets the stack recover, waits for
+# the worker to drain, and checks the books:
+#   - every 200 has exactly one row in orders, with its orderId;
+#   - Redis stock + units recorded = the initial stock;
+#   - nothing negative; answers other than 200/409/302 are 503s.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Nginx::Socket::Lite;
+use FluxGate::Test;
+use Time::HiRes qw(sleep);
+
+our $Stock = 3000;
+
+our $HttpConfig = <<'EOF';
+    fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    fluxgate_redis_timeout 300ms;
+    fluxgate_kafka_brokers $TEST_NGINX_KAFKA_BROKERS;
+    fluxgate_kafka_topic orders;
+    fluxgate_kafka_option message.timeout.ms 4000;
+    fluxgate_threshold 100000 burst=100000;
+    fluxgate_waiting_room /waiting-room/;
+    keepalive_requests 100000;
+EOF
+
+our $Config = <<'EOF';
+    location = /order { fluxgate_order; }
+    location = /init { fluxgate_stock_admin; }
+EOF
+
+# start a sale, run $inject two seconds in, and check the books
+sub sale_with_fault {
+    my ($name, $inject, $recovered) = @_;
+    my $p = $ENV{TEST_NGINX_PRODUCT};
+    my $h = loadgen_start(port => server_port(), c => 20, rate => 250,
+                          d => 8, product => $p, log => 1);
+    sleep 2;
+    $inject->();
+    my $r = loadgen_wait($h);
+    ok(wait_until(60, $recovered), "$name - the stack recovered");
+
+    my @log = @{ $r->{log} };
+    my %st;
+    $st{ $_->[0] }++ for @log;
+    ok(@log > 1000, "$name - orders flowed (" . scalar(@log) . " answers)");
+    my @bad = grep { !/^(200|302|409|503)$/ } keys %st;
+    is(scalar @bad, 0, "$name - only 200/302/409/503 answered")
+        or diag(explain \%st);
+    my %ok = map { $_->[1] => 1 } grep { $_->[0] == 200 } @log;
+    is(scalar keys %ok, $st{200} // 0, "$name - each 200 has its own orderId");
+
+    my $rows = wait_drained($p, scalar keys %ok, 90);
+    my %seen;
+    $seen{ $_->[0] }++ for @$rows;
+    is(scalar @$rows, scalar keys %ok, "$name - one row per 200")
+        or diag("200s: " . scalar(keys %ok) . " rows: " . scalar(@$rows));
+    is(scalar(grep { !$seen{$_} } keys %ok), 0, "$name - no 200 lost");
+    is(scalar(grep { !$ok{$_} } keys %seen), 0, "$name - no row without a 200");
+
+    my $stock = redis('GET', "fg:{$p}:stock");
+    my $units = 0;
+    $units += $_->[2] for grep { $_->[3] eq 'accepted' } @$rows;
+    ok($stock >= 0, "$name - Redis stock not negative ($stock)");
+    is($stock + $units, $main::Stock,
+       "$name - Redis stock + recorded units = initial stock");
+    diag("$name: " . join(' ', map { "$_=$st{$_}" } sort keys %st));
+}
+
+sub running { svc('status', $_[0]) =~ /RUNNING/ }
+
+plan 'no_plan';
+workers(1);
+run_tests();
+
+__DATA__
+
+=== TEST 1: worker kill -9 during the sale
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('fault-worker');
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":3000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- check
+my $pid = svc_pid('worker');
+main::sale_with_fault($name, sub { svc('signal KILL', 'worker') },
+    sub { main::running('worker') && svc_pid('worker') != $pid });
+
+=== TEST 2: Kafka broker kill -9 during the sale
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('fault-kafka');
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":3000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- timeout: 10
+--- check
+main::sale_with_fault($name, sub { svc('signal KILL', 'kafka') },
+    sub { main::running('kafka')
+          && system("kcat -b $ENV{KAFKA_BOOTSTRAP} -L -t orders -m 2 >/dev/null 2>&1") == 0 });
+
+=== TEST 3: PostgreSQL restart during the sale
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('fault-pg');
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":3000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- check
+my $wpid = svc_pid('worker');
+main::sale_with_fault($name, sub { svc('restart', 'postgres') },
+    sub { main::running('postgres') && psql('select 1') eq '1' });
+is(svc_pid('worker'), $wpid, "$name - the worker never exited");
+
+=== TEST 4: Redis restart during the sale: stock does not come back higher
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('fault-redis');
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":3000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- check
+my $p = $ENV{TEST_NGINX_PRODUCT};
+my ($before, $after);
+main::sale_with_fault($name, sub {
+        $before = redis('GET', "fg:{$p}:stock");
+        svc('restart', 'redis');
+        wait_until(10, sub { redis('PING') eq 'PONG' });
+        $after = redis('GET', "fg:{$p}:stock");
+    },
+    sub { redis('PING') eq 'PONG' });
+ok($after <= $before, "$name - stock after restart ($after) <= before ($before)");
+
+=== TEST 5: Redis frozen (SIGSTOP) for 2 s and thawed during the sale
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('fault-freeze');
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":3000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- check
+main::sale_with_fault($name, sub {
+        svc('signal STOP', 'redis');
+        sleep 2;
+        svc('signal CONT', 'redis');
+    },
+    sub { redis('PING') eq 'PONG' });
+
+=== TEST 6: nginx reload during the sale
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('fault-reload');
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":3000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- check
+my @old = nginx_workers(nginx_pid());
+main::sale_with_fault($name, sub { kill 'HUP', nginx_pid() },
+    sub { my @now = nginx_workers(nginx_pid());
+          @now && !grep { my $o = $_; grep { $_ == $o } @now } @old });
