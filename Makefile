@@ -35,10 +35,22 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_WORKER=$(SAN_BUILD)/fluxgate-worker \
              FG_LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
              FG_SANITIZE=1
-TEST_DEPS := all san
+TEST_DEPS := all san fuzzers
+else
+TEST_DEPS := all fuzzers
 endif
 
-.PHONY: all setup module worker san run up down test clean distclean
+# libFuzzer targets: the order/admin body parser of the module and the
+# worker's message parser, both pure C over jansson.  Seeds and every input
+# that once crashed live in t/fuzz/<target>/ (run as regressions by the
+# suite); the growing corpus lives in build/fuzz/.
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
+FUZZ_SECONDS ?= 300
+
+.PHONY: all setup module worker san fuzzers fuzz run up down test clean distclean
 
 LOADGEN   := $(BUILD)/fg-loadgen
 
@@ -80,6 +92,32 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	@cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@
 	@echo "built $@"
 
+fuzzers: setup $(FUZZERS)
+
+$(FUZZ_DIR)/fuzz_parse: ngx_fluxgate_module/fuzz_parse.c \
+        ngx_fluxgate_module/ngx_fluxgate_parse.c ngx_fluxgate_module/ngx_fluxgate_parse.h
+	@mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson
+
+$(FUZZ_DIR)/fuzz_message: worker/fuzz_message.c worker/message.c worker/message.h
+	@mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson
+
+# make fuzz FUZZ_SECONDS=3600: each target for that long; a crash leaves its
+# input in build/fuzz/crash-*: copy it to t/fuzz/<target>/ to keep it
+fuzz: fuzzers
+	@for f in $(FUZZERS); do \
+	    t=$$(basename $$f); \
+	    mkdir -p $(FUZZ_DIR)/corpus-$$t; \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-$$t t/fuzz/$$t \
+	        > $(FUZZ_DIR)/$$t.log 2>&1; rc=$$?; \
+	    grep -E '^(stat::number_of_executed_units|stat::peak_rss|SUMMARY)' \
+	        $(FUZZ_DIR)/$$t.log; \
+	    if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_DIR)/$$t.log; exit 1; fi; \
+	done
+
 run: all
 	@bash scripts/stack run $(RUN_DIR)
 
@@ -94,7 +132,7 @@ san: setup
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS)" MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
 	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker
 
-test: $(if $(TEST_DEPS),$(TEST_DEPS),all)
+test: $(TEST_DEPS)
 	@$(TEST_ENV) bash t/run
 
 clean:
