@@ -50,7 +50,8 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
 FUZZ_SECONDS ?= 300
 
-.PHONY: all setup module worker san fuzzers fuzz run up down test clean distclean
+#   make bench    the benchmarks against a private stack (bench/run)
+.PHONY: all setup module worker san fuzzers fuzz bench run up down test clean distclean
 
 LOADGEN   := $(BUILD)/fg-loadgen
 
@@ -117,6 +118,9 @@ fuzz: fuzzers
 	        $(FUZZ_DIR)/$$t.log; \
 	    if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_DIR)/$$t.log; exit 1; fi; \
 	done
+
+bench: all
+	@bash bench/run
 
 run: all
 	@bash scripts/stack run $(RUN_DIR)

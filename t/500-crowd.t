@@ -8,6 +8,9 @@ use warnings;
 use lib 't/lib';
 use Test::Nginx::Socket::Lite;
 use FluxGate::Test;
+use Data::Dumper ();
+
+sub dumped { Data::Dumper->new([@_])->Indent(0)->Terse(1)->Dump }
 
 our $HttpConfig = <<'EOF';
     fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
@@ -64,7 +67,7 @@ my ($st, $body) = main::tally($r->{log});
 is(scalar @{ $r->{log} }, 2000, "$name - 2000 answers");
 is($st->{200}, 100, "$name - exactly 100 accepted");
 is(($st->{409} // 0) + ($st->{302} // 0), 1900,
-   "$name - every other answer is a 409 or a 302") or diag(explain $st);
+   "$name - every other answer is a 409 or a 302") or diag(main::dumped($st));
 is($body->{sold_out} // 0, $st->{409} // 0, "$name - every 409 says sold_out");
 is(redis('GET', "fg:{$p}:stock"), 0, "$name - Redis stock is 0");
 my %ids = map { $_->[1] => 1 } grep { $_->[0] == 200 } @{ $r->{log} };
@@ -96,10 +99,10 @@ my $r = loadgen(port => server_port(), c => 50, once => 1, same_key => 1,
 is(scalar @{ $r->{log} }, 50, "$name - 50 answers");
 my %ids = map { $_->[1] => 1 } grep { $_->[1] ne '-' } @{ $r->{log} };
 is(scalar keys %ids, 1, "$name - one orderId among all answers")
-    or diag(explain [keys %ids]);
+    or diag(main::dumped([keys %ids]));
 my @other = grep { $_->[1] eq '-' && $_->[2] ne 'in_progress' } @{ $r->{log} };
 is(scalar @other, 0, "$name - every other answer is in_progress")
-    or diag(explain \@other);
+    or diag(main::dumped(\@other));
 is(redis('GET', "fg:{$p}:stock"), 9, "$name - stock taken once");
 my $rows = wait_drained($p, 1);
 is(scalar @$rows, 1, "$name - one row in orders");
@@ -126,7 +129,7 @@ my $r = loadgen(port => server_port(), c => 200, n => 3000, products => 5,
 my ($st, $body) = main::tally($r->{log});
 is(scalar @{ $r->{log} }, 3000, "$name - 3000 answers");
 ok($body->{limit_reached}, "$name - the per-user limit answered")
-    or diag(explain $body);
+    or diag(main::dumped($body));
 for my $i (0 .. 4) {
     my $stock = redis('GET', "fg:{$p-$i}:stock");
     ok($stock >= 0, "$name - $p-$i Redis stock not negative");

@@ -10,6 +10,9 @@ use warnings;
 use lib 't/lib';
 use Test::Nginx::Socket::Lite;
 use FluxGate::Test;
+use Data::Dumper ();
+
+sub dumped { Data::Dumper->new([@_])->Indent(0)->Terse(1)->Dump }
 use Time::HiRes qw(sleep);
 
 our $Stock = 3000;
@@ -44,10 +47,11 @@ sub sale_with_fault {
     my @log = @{ $r->{log} };
     my %st;
     $st{ $_->[0] }++ for @log;
-    ok(@log > 1000, "$name - orders flowed (" . scalar(@log) . " answers)");
+    # a dependency that is down slows the answers (up to the deadlines)
+    ok(@log > 300, "$name - orders flowed (" . scalar(@log) . " answers)");
     my @bad = grep { !/^(200|302|409|503)$/ } keys %st;
     is(scalar @bad, 0, "$name - only 200/302/409/503 answered")
-        or diag(explain \%st);
+        or diag(main::dumped(\%st));
     my %ok = map { $_->[1] => 1 } grep { $_->[0] == 200 } @log;
     is(scalar keys %ok, $st{200} // 0, "$name - each 200 has its own orderId");
 
@@ -57,14 +61,27 @@ sub sale_with_fault {
     is(scalar @$rows, scalar keys %ok, "$name - one row per 200")
         or diag("200s: " . scalar(keys %ok) . " rows: " . scalar(@$rows));
     is(scalar(grep { !$seen{$_} } keys %ok), 0, "$name - no 200 lost");
-    is(scalar(grep { !$ok{$_} } keys %seen), 0, "$name - no row without a 200");
+
+    # An order Kafka reported as only "possibly persisted" (it timed out in
+    # flight) got a 503 but keeps its reservation, because the worker may
+    # yet record it: the only rows allowed without a 200, and the only way
+    # Redis may hold less than initial stock minus recorded units.
+    my $possibly = () = `cat @{[ servroot() ]}/logs/error.log` =~ /possibly persisted/g;
+    my $extra = grep { !$ok{$_} } keys %seen;
+    ok($extra <= $possibly, "$name - no row without a 200 "
+       . "($extra, $possibly possibly persisted)");
 
     my $stock = redis('GET', "fg:{$p}:stock");
     my $units = 0;
     $units += $_->[2] for grep { $_->[3] eq 'accepted' } @$rows;
     ok($stock >= 0, "$name - Redis stock not negative ($stock)");
-    is($stock + $units, $main::Stock,
-       "$name - Redis stock + recorded units = initial stock");
+    if ($possibly) {
+        ok($stock + $units <= $main::Stock && $stock + $units + $possibly >= $main::Stock,
+           "$name - Redis stock + recorded units within the possibly persisted");
+    } else {
+        is($stock + $units, $main::Stock,
+           "$name - Redis stock + recorded units = initial stock");
+    }
     diag("$name: " . join(' ', map { "$_=$st{$_}" } sort keys %st));
 }
 

@@ -1,0 +1,383 @@
+#!/usr/bin/env perl
+# The Flux-Gate benchmarks, run by bench/run (make bench) against a private
+# stack.  Everything is measured in this one run on this machine, loopback
+# only, with build/fg-loadgen as the client:
+#
+#   ceiling      nginx `return 200` for the same request
+#   redis        redis-benchmark of the gate script (EVALSHA), plain and
+#                pipelined
+#   peer         the OpenResty way (bench/peers/openresty): lua-resty-redis,
+#                one EVALSHA of the same script per request, keepalive pool
+#   flux-1w/2w   Flux-Gate with one and two nginx workers: sold-out path,
+#                accept path (Kafka acknowledging every 200), a flash sale
+#   drain        fluxgate-worker draining pre-filled orders into PostgreSQL,
+#                batched against one transaction per message
+#   memory       nginx worker RSS after 10,000 and after 1,000,000 orders;
+#                the worker daemon's RSS across the drain
+#
+# It prints one table and writes it, with the machine and the versions, to
+# bench/results/<date>.md (+ .tsv and a PNG chart).
+use strict;
+use warnings;
+use lib 't/lib';
+use FluxGate::Test;
+use POSIX qw(strftime);
+use Time::HiRes qw(sleep time);
+use File::Path qw(make_path);
+
+our $DIR     = shift or die "usage: bench.pl STACK_DIR\n";
+our $ROOT    = $ENV{FG_ROOT};
+my $QUICK   = $ENV{BENCH_QUICK} // 0;
+our $SECONDS = $ENV{BENCH_SECONDS} // ($QUICK ? 3 : 10);
+my $MEM_N   = $QUICK ? 100_000 : 1_000_000;
+our $CONNS   = $ENV{BENCH_CONNS} // 100;
+
+our @rows;       # [variant, what, rps, p50, p99, p999, note]
+our %fig;        # named figures for the ratios
+
+sub say { print "bench: @_\n" }
+
+sub free_port {
+    require IO::Socket::INET;
+    IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                          LocalPort => 0)->sockport;
+}
+
+# --- nginx instances of our own ----------------------------------------------
+
+my %Nginx;      # name -> {root, port}
+
+sub nginx_start {
+    my ($name, $workers, $main, $http, $server) = @_;
+    my $root = "$DIR/nginx-$name";
+    my $port = free_port();
+    make_path("$root/logs", "$root/tmp");
+    system("chown -R nobody:nogroup $root/tmp") if $> == 0;
+    open my $fh, '>', "$root/nginx.conf" or die;
+    print $fh <<"EOF";
+$main
+worker_processes $workers;
+@{[ $> == 0 ? 'user nobody nogroup;' : '' ]}
+pid $root/logs/nginx.pid;
+error_log $root/logs/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $root/tmp/body;
+    proxy_temp_path $root/tmp/proxy;
+    fastcgi_temp_path $root/tmp/fastcgi;
+    uwsgi_temp_path $root/tmp/uwsgi;
+    scgi_temp_path $root/tmp/scgi;
+$http
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+$server
+    }
+}
+EOF
+    close $fh;
+    system("nginx -p $root -c $root/nginx.conf") == 0
+        or die "nginx $name did not start: " . `tail -5 $root/logs/error.log`;
+    wait_until(5, sub { -s "$root/logs/nginx.pid" });
+    $Nginx{$name} = { root => $root, port => $port };
+    sleep 0.5;
+    return $port;
+}
+
+sub nginx_stop {
+    my ($name) = @_;
+    my $n = delete $Nginx{$name} or return;
+    system("nginx -p $n->{root} -c $n->{root}/nginx.conf -s quit 2>/dev/null");
+    sleep 1;
+}
+
+sub nginx_worker_rss_kb {
+    my ($name) = @_;
+    my $pid = `cat $Nginx{$name}{root}/logs/nginx.pid`;
+    chomp $pid;
+    my ($w) = nginx_workers($pid);
+    my $rss = `ps -o rss= -p $w`;
+    $rss =~ s/\s//g;
+    return $rss;
+}
+
+# --- the gate's configuration ---------------------------------------------------
+
+my $Module = "$ROOT/build/ngx_fluxgate_module.so";
+
+sub flux_http {
+    my (%o) = @_;
+    my $threshold = $o{threshold} // '1000000 burst=1000000';
+    return <<"EOF";
+    fluxgate_redis 127.0.0.1:$ENV{REDIS_PORT};
+    fluxgate_redis_timeout 1s;
+    fluxgate_kafka_brokers $ENV{KAFKA_BOOTSTRAP};
+    fluxgate_kafka_topic $ENV{KAFKA_TOPIC};
+    fluxgate_threshold $threshold;
+    fluxgate_waiting_room /waiting-room/;
+    fluxgate_max_quantity 10;
+EOF
+}
+
+my $FluxServer = <<'EOF';
+        location = /order { client_max_body_size 4k; fluxgate_order; }
+        location = /init { fluxgate_stock_admin; }
+EOF
+
+sub set_stock {
+    my ($port, $product, $n) = @_;
+    my $res = http_post("http://127.0.0.1:$port/init",
+                        qq({"productId":"$product","quantity":$n}));
+    die "set stock $product: $res->{status} $res->{content}\n"
+        unless $res->{status} == 200;
+}
+
+# --- measuring ---------------------------------------------------------------------
+
+sub run_load {
+    my (%o) = @_;
+    my $r = loadgen(c => $CONNS, d => $SECONDS, %o);
+    die "loadgen failed: $r->{raw}" unless defined $r->{rps};
+    return $r;
+}
+
+sub row {
+    my ($variant, $what, $r, $status, $note) = @_;
+    my $s = $r->{status}{$status} || {};
+    my $rps = $status eq 'all' ? $r->{rps}
+            : ($s->{count} // 0) / ($r->{seconds} || 1);
+    push @rows, [ $variant, $what, sprintf('%.0f', $rps),
+                  map({ $s->{$_} // '-' } qw(p50_ms p99_ms p999_ms)),
+                  $note // '' ];
+    say sprintf "%-14s %-26s %9.0f/s  p50 %s  p99 %s  p99.9 %s  %s",
+        $variant, $what, $rps, map({ $s->{$_} // '-' } qw(p50_ms p99_ms p999_ms)),
+        $note // '';
+    return $rps;
+}
+
+# --- 1. the ceiling ----------------------------------------------------------------
+
+sub bench_ceiling {
+    my $port = nginx_start('ceiling', 1, '', '',
+        q(        location = /order { default_type application/json;
+            return 200 '{"status":"sold_out"}'; }));
+    my $r = run_load(port => $port, product => 'ceiling');
+    $fig{ceiling} = row('ceiling', 'nginx return 200', $r, 200);
+    nginx_stop('ceiling');
+}
+
+do "$ROOT/bench/peers.pl" or die "bench/peers.pl: $@ $!";
+
+# --- 3. Flux-Gate ------------------------------------------------------------------
+
+sub bench_flux {
+    my ($w) = @_;
+    my $name = "flux-${w}w";
+    my $port = nginx_start($name, $w, "load_module $Module;", flux_http(),
+                           $FluxServer);
+
+    # sold out: the stock is 0, every answer is a 409
+    my $p = uniq('soldout');
+    set_stock($port, $p, 0);
+    my $r = run_load(port => $port, product => $p);
+    $fig{"soldout_$w"} = row($name, 'sold-out path (409)', $r, 409);
+
+    # accepted: stock never runs out, every 200 acknowledged by Kafka
+    $p = uniq('accept');
+    set_stock($port, $p, 1_000_000_000);
+    $r = run_load(port => $port, product => $p);
+    my $rps = $fig{"accept_$w"} = row($name, 'accept path (200)', $r, 200);
+    # latency at half that rate, open loop
+    my $half = int($rps / 2) || 1;
+    $r = run_load(port => $port, product => $p, rate => $half);
+    $fig{"accept_half_p99_$w"} = $r->{status}{200}{p99_ms};
+    row($name, "accept path at $half/s", $r, 200);
+
+    # a flash sale: stock 1,000, hundreds of connections, the example
+    # config's threshold
+    nginx_stop($name);
+    $port = nginx_start($name, $w, "load_module $Module;",
+                        flux_http(threshold => '1000 burst=200'), $FluxServer);
+    $p = uniq('flash');
+    set_stock($port, $p, 1000);
+    $r = loadgen(port => $port, c => 500, d => 5, product => $p);
+    my $total = $r->{responses} || 1;
+    my %share = map { $_ => ($r->{status}{$_}{count} // 0) / $total }
+                qw(200 302 409);
+    my $note = sprintf('sold out in %.0f ms; 200 %.1f%%, 302 %.1f%%, 409 %.1f%%',
+                       $r->{last_200_ms}, map { 100 * $share{$_} } qw(200 302 409));
+    $fig{"flash_$w"} = $note;
+    row($name, 'flash sale: all', $r, 'all', $note);
+    for my $s (200, 302, 409) {
+        row($name, "flash sale: $s", $r, $s) if $r->{status}{$s};
+    }
+    nginx_stop($name);
+}
+
+# --- 4. memory of an nginx worker ------------------------------------------------
+
+sub bench_memory {
+    my $name = 'flux-mem';
+    my $port = nginx_start($name, 1, "load_module $Module;", flux_http(),
+                           $FluxServer);
+    my $p = uniq('mem');
+    set_stock($port, $p, 1_000_000_000);
+    loadgen(port => $port, c => $CONNS, n => 10_000, product => $p);
+    my $rss1 = nginx_worker_rss_kb($name);
+    my $r = loadgen(port => $port, c => $CONNS, n => $MEM_N - 10_000,
+                    product => $p);
+    my $rss2 = nginx_worker_rss_kb($name);
+    my $delta = ($rss2 - $rss1) / 1024;
+    $fig{mem_delta_mb} = $delta;
+    push @rows, [ 'memory', "nginx worker RSS 10k -> $MEM_N orders", '-', '-',
+                  '-', '-', sprintf('%.1f MB -> %.1f MB (%+.1f MB)',
+                                    $rss1 / 1024, $rss2 / 1024, $delta) ];
+    say "memory: nginx worker RSS $rss1 kB after 10,000, $rss2 kB after $MEM_N";
+    nginx_stop($name);
+}
+
+# --- 5. the worker drain -----------------------------------------------------------
+
+sub bench_drain {
+    my $n = $QUICK ? 50_000 : 200_000;
+    my $out = `bash $ROOT/bench/drain.sh -n $n $DIR 2>&1`;
+    print $out;
+    my ($batched) = $out =~ /batched:\s*([\d.]+)\s*orders\/s/;
+    my ($single)  = $out =~ /per-message:\s*([\d.]+)\s*orders\/s/;
+    my ($rss)     = $out =~ /worker rss:\s*(.+)$/m;
+    $fig{drain} = $batched;
+    $fig{drain_single} = $single;
+    $fig{drain_rss} = $rss;
+    push @rows, [ 'drain', "$n orders Kafka -> PostgreSQL, batched",
+                  $batched // '?', '-', '-', '-', $rss // '' ];
+    push @rows, [ 'drain', 'one transaction per message', $single // '?',
+                  '-', '-', '-', '' ];
+}
+
+# --- the table ------------------------------------------------------------------
+
+sub ratio { defined $_[0] && defined $_[1] && $_[1] > 0 ? $_[0] / $_[1] : undef }
+
+sub verdict {
+    my ($value, $target, $fmt, $ok) = @_;
+    return sprintf("$fmt (target %s): n/a", 0, $target) unless defined $value;
+    return sprintf("$fmt (target %s): %s", $value, $target,
+                   $ok ? 'met' : 'NOT met');
+}
+
+sub report {
+    my @ratios;
+    my $r;
+    $r = ratio($fig{soldout_1}, $fig{peer});
+    push @ratios, verdict($r, '>= 2x', 'sold-out path, 1 worker / OpenResty peer: %.2fx',
+                          defined $r && $r >= 2);
+    $r = ratio($fig{soldout_1}, $fig{ceiling});
+    push @ratios, verdict(defined $r ? 100 * $r : undef, '>= 60%',
+                          'sold-out path, 1 worker / nginx return 200: %.0f%%',
+                          defined $r && $r >= 0.6);
+    $r = ratio($fig{soldout_2}, $fig{ceiling});
+    push @ratios, sprintf('sold-out path, 2 workers / nginx return 200: %.0f%%', 100 * ($r // 0));
+    push @ratios, verdict($fig{accept_1}, '>= 20,000/s',
+                          'accept path, acknowledged orders/s, 1 worker: %.0f',
+                          ($fig{accept_1} // 0) >= 20000);
+    push @ratios, sprintf('accept path, acknowledged orders/s, 2 workers: %.0f', $fig{accept_2} // 0);
+    push @ratios, verdict($fig{accept_half_p99_1}, '< 10 ms',
+                          'accept path p99 at half that rate: %s ms',
+                          defined $fig{accept_half_p99_1} && $fig{accept_half_p99_1} < 10);
+    push @ratios, verdict($fig{drain}, '>= 20,000/s', 'worker drain: %s orders/s',
+                          ($fig{drain} // 0) >= 20000);
+    $r = ratio($fig{drain}, $fig{drain_single});
+    push @ratios, verdict($r, '>= 10x', 'worker drain, batched / per message: %.1fx',
+                          defined $r && $r >= 10);
+    push @ratios, verdict($fig{mem_delta_mb}, '<= 10 MB',
+                          "nginx worker RSS growth 10k -> $MEM_N orders: %+.1f MB",
+                          defined $fig{mem_delta_mb} && $fig{mem_delta_mb} <= 10);
+    push @ratios, "worker daemon RSS during the drain: " . ($fig{drain_rss} // 'n/a');
+    push @ratios, sprintf('Redis EVALSHA of the gate script: %.0f/s, pipelined %.0f/s',
+                          $fig{redis} // 0, $fig{redis_pipelined} // 0);
+
+    my $date = strftime('%Y-%m-%d', localtime);
+    my $cpu = `grep -m1 'model name' /proc/cpuinfo`;
+    $cpu =~ s/.*:\s*//; chomp $cpu;
+    my $nproc = `nproc`; chomp $nproc;
+    my %v = (
+        nginx    => (`nginx -v 2>&1` =~ m{nginx/(\S+)})[0],
+        redis    => (`redis-server --version` =~ /v=(\S+)/)[0],
+        postgres => (`psql -V` =~ /(\d+\.\d+)/)[0],
+        kafka    => (`grep -m1 '<kafka.version>' $ROOT/scripts/pom.xml` =~ />(.+)</)[0],
+        librdkafka => `pkg-config --modversion rdkafka`,
+        hiredis  => `pkg-config --modversion hiredis`,
+        openresty_lua => (`dpkg-query -W -f='\${Version}' libnginx-mod-http-lua` // ''),
+    );
+    chomp %v;
+    my $versions = join ', ', map { "$_ $v{$_}" } sort keys %v;
+
+    my $md = "# Flux-Gate benchmark, $date\n\n"
+           . "Machine: $nproc CPUs, $cpu. Versions: $versions.\n"
+           . "Client: build/fg-loadgen on the same machine (loopback), "
+           . "$CONNS keep-alive connections, ${SECONDS}s per run unless noted; "
+           . "client and server share the CPUs.\n\n"
+           . "| variant | what | req/s | p50 ms | p99 ms | p99.9 ms | note |\n"
+           . "| --- | --- | ---: | ---: | ---: | ---: | --- |\n"
+           . join('', map { '| ' . join(' | ', @$_) . " |\n" } @rows)
+           . "\n## Ratios and targets\n\n"
+           . join('', map { "- $_\n" } @ratios)
+           . "\n![throughput and latency]($date.png)\n";
+    print "\n$md";
+
+    my $dir = "$ROOT/bench/results";
+    make_path($dir);
+    open my $fh, '>', "$dir/$date.md" or die; print $fh $md; close $fh;
+    open $fh, '>', "$dir/$date.tsv" or die;
+    print $fh join("\t", qw(variant what rps p50_ms p99_ms p999_ms note)), "\n";
+    print $fh join("\t", @$_), "\n" for @rows;
+    close $fh;
+    chart("$dir/$date");
+    system("cp $dir/$date.md $dir/latest.md");
+    say "written $dir/$date.md, .tsv, .png";
+}
+
+sub chart {
+    my ($base) = @_;
+    my @plot = grep { $_->[2] =~ /^\d/ && $_->[0] ne 'drain' && $_->[4] ne '-' } @rows;
+    open my $fh, '>', "$base.chart.dat" or die;
+    my $i = 0;
+    for (@plot) {
+        (my $label = "$_->[0] $_->[1]") =~ s/"/'/g;
+        printf $fh "%d \"%s\" %s %s\n", $i++, $label, $_->[2], $_->[4];
+    }
+    close $fh;
+    open my $gp, '|-', 'gnuplot' or return;
+    print $gp <<"EOF";
+set terminal png size 1400,900 font ",10"
+set output "$base.png"
+set multiplot layout 2,1 title "Flux-Gate benchmark"
+set style fill solid 0.8
+set boxwidth 0.7
+set xtics rotate by -35 left
+set grid ytics
+set bmargin 10
+set ylabel "requests/s"
+plot "$base.chart.dat" using 1:3:xtic(2) with boxes notitle lc rgb "#3070b0"
+set ylabel "p99 latency (ms)"
+set logscale y
+plot "$base.chart.dat" using 1:4:xtic(2) with boxes notitle lc rgb "#b05030"
+unset multiplot
+EOF
+    close $gp;
+    unlink "$base.chart.dat";
+}
+
+# --- run -------------------------------------------------------------------------
+
+say "stack in $DIR; ${SECONDS}s per run, $CONNS connections";
+bench_ceiling();
+bench_redis();
+bench_peer();
+bench_flux(1);
+bench_flux(2);
+bench_memory();
+bench_drain();
+report();

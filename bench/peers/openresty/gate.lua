@@ -1,0 +1,105 @@
+-- The OpenResty way of gating a flash sale, for the benchmark only: what a
+-- user who would not pick Flux-Gate writes with lua-nginx-module,
+-- lua-resty-redis (Debian: lua-nginx-redis) and lua-cjson.  It makes the
+-- same decision as the module with the same script (lua/order.lua), one
+-- EVALSHA per request on a keepalive pool.  It has no Kafka client (none is
+-- packaged for OpenResty in Debian), so it is compared on the paths that do
+-- not produce: the sold-out path and the redirect path.
+
+local cjson = require "cjson.safe"
+local redis = require "nginx.redis"
+
+if ngx.req.get_method() ~= "POST" then
+    ngx.header["Allow"] = "POST"
+    return ngx.exit(405)
+end
+
+local ctype = ngx.var.content_type or ""
+if not ctype:find("^application/json") then
+    return ngx.exit(415)
+end
+
+local function bad(field)
+    ngx.status = 400
+    ngx.say(cjson.encode({status = "error", field = field}))
+    return ngx.exit(400)
+end
+
+local key = ngx.var.http_x_idempotency_key
+if not key or #key > 64 or not key:find("^[A-Za-z0-9_-]+$") then
+    return bad("X-Idempotency-Key")
+end
+
+ngx.req.read_body()
+local order = cjson.decode(ngx.req.get_body_data() or "")
+if type(order) ~= "table" then
+    return bad("body")
+end
+
+local function id_ok(v)
+    return type(v) == "string" and #v <= 64 and v:find("^[A-Za-z0-9._-]+$")
+end
+
+if not id_ok(order.productId) then return bad("productId") end
+if not id_ok(order.userId) then return bad("userId") end
+local qty = order.quantity or 1
+if type(qty) ~= "number" or qty ~= math.floor(qty) or qty < 1 or qty > 10 then
+    return bad("quantity")
+end
+
+local p = order.productId
+local keys = { "fg:{" .. p .. "}:stock", "fg:{" .. p .. "}:rate",
+               "fg:{" .. p .. "}:buyers", "fg:{" .. p .. "}:idem:" .. key }
+local order_id = string.format("%08x-0000-7000-8000-%012x",
+                               ngx.now() * 1000 % 4294967296,
+                               math.random(0, 281474976710655))
+
+local red = redis:new()
+red:set_timeout(1000)
+local ok, err = red:connect("127.0.0.1", tonumber(ngx.var.fg_redis_port))
+if not ok then
+    ngx.status = 503
+    ngx.say(cjson.encode({status = "error", error = err}))
+    return ngx.exit(503)
+end
+
+local args = { order.userId, qty, order.userId .. ":" .. qty, order_id,
+               60000, tonumber(ngx.var.fg_rate), tonumber(ngx.var.fg_burst), 0 }
+local res
+res, err = red:evalsha(ngx.var.fg_script_sha, 4, keys[1], keys[2], keys[3],
+                       keys[4], unpack(args))
+if not res and err and err:find("NOSCRIPT") then
+    red:script("load", GATE_SCRIPT)
+    res, err = red:evalsha(ngx.var.fg_script_sha, 4, keys[1], keys[2], keys[3],
+                           keys[4], unpack(args))
+end
+if not res then
+    ngx.status = 503
+    ngx.say(cjson.encode({status = "error", error = err}))
+    return ngx.exit(503)
+end
+red:set_keepalive(10000, 200)
+
+local kind = res[1]
+if kind == 1 then
+    ngx.say(cjson.encode({status = "success", orderId = order_id}))
+elseif kind == 2 then
+    ngx.status = res[2]
+    ngx.header["Idempotent-Replayed"] = "true"
+    ngx.say(cjson.encode({status = "ignored", orderId = res[4]}))
+elseif kind == 3 then
+    ngx.status = 409
+    ngx.say('{"status":"in_progress"}')
+elseif kind == 4 then
+    ngx.status = 422
+    ngx.say('{"status":"error"}')
+elseif kind == 5 then
+    ngx.header["Retry-After"] = math.ceil(res[2] / 1000)
+    return ngx.redirect("/waiting-room/", 302)
+elseif kind == 6 then
+    ngx.status = 409
+    ngx.say('{"status":"sold_out"}')
+else
+    ngx.status = 409
+    ngx.say('{"status":"limit_reached"}')
+end
