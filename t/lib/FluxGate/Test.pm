@@ -72,7 +72,9 @@ sub kafka_produce {
     }
     close $fh;
     _run("kcat -P -b $ENV{KAFKA_BOOTSTRAP} -t " . _shell_quote($topic)
-         . " -K \$'\\x1f' -D \$'\\x1e' -X acks=all -l $file 2>&1");
+         # the separator bytes themselves, single-quoted: /bin/sh may be
+         # dash, which has no $'\x1f'
+         . " -K '\x1f' -D '\x1e' -X acks=all -l $file 2>&1");
     unlink $file;
 }
 

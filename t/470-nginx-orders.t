@@ -1,0 +1,83 @@
+# Orders through the front door: stock set with POST /init reaches
+# PostgreSQL as a stock_set, orders accepted by nginx (POST /order) end up
+# as rows with every field right, exactly once, an idempotent replay adds
+# nothing, and a sold-out order never reaches the database.  Skipped until
+# the nginx module answers.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Time::HiRes qw(time);
+use FluxGate::Test;
+use FluxGate::Worker;
+
+my $url = $ENV{FLUXGATE_URL};
+my $p = uniq('p470');
+
+my $init = http_post("$url/init", json_encode({ productId => $p, quantity => 5 }));
+plan skip_all => 'the stack\'s nginx does not serve POST /init (404): no module'
+    if $init->{status} == 404;
+is($init->{status}, 200, 'POST /init') or diag("$init->{status} $init->{content}");
+
+ok(wait_until(20, sub { (product_stock($p) // '') eq '5' }),
+   'POST /init: the stock_set reached products');
+
+sub order {
+    my ($user, $qty, $key) = @_;
+    my $res = http_post("$url/order",
+                        json_encode({ productId => $p, userId => $user, quantity => $qty }),
+                        { 'X-Idempotency-Key' => $key });
+    my $body = eval { json_decode($res->{content}) } || {};
+    return ($res->{status}, $body);
+}
+
+my $t0 = time;
+my %sent;
+for my $o (['u-470-a', 1], ['u-470-b', 2], ['u-470-c', 1]) {
+    my $key = uniq('k470');
+    my ($status, $body) = order($o->[0], $o->[1], $key);
+    is($status, 200, "order of $o->[0] accepted by nginx");
+    $sent{$body->{orderId} // ''} = [@$o, $key];
+}
+
+ok(wait_until(20, sub { orders_of($p) == 3 }), 'three rows')
+    or diag(`tail -5 $ENV{FG_RUN_DIR}/logs/worker.log`);
+for my $id (sort keys %sent) {
+    my ($user, $qty, $key) = @{ $sent{$id} };
+    my $row = psql(qq{select product_id, user_id, quantity, idempotency_key, status,
+                             extract(epoch from accepted_at)
+                      from orders where id = '$id'});
+    my @f = split /\|/, $row;
+    is_deeply([@f[0 .. 4]], [$p, $user, $qty, $key, 'accepted'],
+              "order $id: product, user, quantity, key, status");
+    ok(@f == 6 && $f[5] >= $t0 - 1 && $f[5] <= time + 1, "order $id: accepted_at is when nginx took it");
+}
+is(product_stock($p), 1, 'PostgreSQL stock 5 - 1 - 2 - 1');
+is(redis('GET', "fg:{$p}:stock"), 1, 'the same as Redis');
+
+# a replayed request: same key, same body
+{
+    my ($id) = grep { $sent{$_}[0] eq 'u-470-a' } keys %sent;
+    my ($status, $body) = order('u-470-a', 1, $sent{$id}[2]);
+    is($body->{status}, 'ignored', 'a replay is answered from Redis');
+    is($body->{orderId}, $id, 'with the first orderId');
+}
+
+# sold out: 1 left, 2 wanted
+{
+    my ($status, $body) = order('u-470-d', 2, uniq('k470'));
+    is($status, 409, 'more than the stock: 409');
+    is($body->{status}, 'sold_out', 'sold_out');
+}
+
+# a last order as a marker behind the replay and the refusal
+{
+    my ($status, $body) = order('u-470-e', 1, uniq('k470'));
+    is($status, 200, 'the last unit accepted');
+    ok(wait_until(20, sub { orders_of($p) == 4 }), 'its row arrives');
+    sleep 1;
+    is(orders_of($p), 4, 'and nothing else: the replay and the refusal made no rows');
+    is(product_stock($p), 0, 'stock 0 in PostgreSQL');
+}
+
+done_testing();

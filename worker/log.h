@@ -1,0 +1,33 @@
+/*
+ * log.h: one line per event on stderr, so supervisord's log (or a
+ * terminal) reads as a history of what the worker did and why.
+ */
+#ifndef FG_LOG_H
+#define FG_LOG_H
+
+#include <signal.h>
+
+enum fg_log_level {
+    FG_LOG_DEBUG,
+    FG_LOG_INFO,
+    FG_LOG_WARNING,
+    FG_LOG_ERROR
+};
+
+extern int fg_log_min_level;
+
+void fg_log(enum fg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define fg_debug(...)   fg_log(FG_LOG_DEBUG, __VA_ARGS__)
+#define fg_info(...)    fg_log(FG_LOG_INFO, __VA_ARGS__)
+#define fg_warning(...) fg_log(FG_LOG_WARNING, __VA_ARGS__)
+#define fg_error(...)   fg_log(FG_LOG_ERROR, __VA_ARGS__)
+
+/* monotonic milliseconds, for batch deadlines and durations */
+long long fg_now_ms(void);
+
+/* sleeps, returning early (non-zero) when a stop was requested */
+int fg_sleep_ms(long ms, volatile sig_atomic_t *stop);
+
+#endif

@@ -1,0 +1,285 @@
+/*
+ * main.c: fluxgate-worker's command line.  Resolves the settings (flags
+ * first, then FLUXGATE_* environment variables, then defaults), installs
+ * the signal handlers and hands over to the migration or the consumer.
+ * Bad settings end here with exit status 2 and a message naming them.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "migrate.h"
+#include "worker.h"
+
+volatile sig_atomic_t fg_stop;
+
+static const char *progname = "fluxgate-worker";
+
+static void usage(FILE *out);
+static void bad_usage(const char *fmt, const char *arg);
+static void from_env(struct fg_config *cfg);
+static long parse_long(const char *what, const char *s, long min, long max);
+static void add_kafka_prop(struct fg_config *cfg, char *spec, const char *what);
+static int env_flag(const char *name);
+static void on_signal(int sig);
+
+enum {
+    OPT_MIGRATE = 256,
+    OPT_SQL_DIR,
+    OPT_FAIL_FAST,
+    OPT_PER_MESSAGE
+};
+
+static const struct option long_options[] = {
+    { "brokers",     required_argument, NULL, 'b' },
+    { "topic",       required_argument, NULL, 't' },
+    { "group",       required_argument, NULL, 'g' },
+    { "pg",          required_argument, NULL, 'd' },
+    { "batch-size",  required_argument, NULL, 'n' },
+    { "batch-wait",  required_argument, NULL, 'w' },
+    { "migrate",     no_argument,       NULL, OPT_MIGRATE },
+    { "sql-dir",     required_argument, NULL, OPT_SQL_DIR },
+    { "fail-fast",   no_argument,       NULL, OPT_FAIL_FAST },
+    { "per-message", no_argument,       NULL, OPT_PER_MESSAGE },
+    { "verbose",     no_argument,       NULL, 'v' },
+    { "help",        no_argument,       NULL, 'h' },
+    { "version",     no_argument,       NULL, 'V' },
+    { NULL, 0, NULL, 0 }
+};
+
+int
+main(int argc, char **argv)
+{
+    struct fg_config  cfg = {
+        .brokers = "localhost:9092",
+        .topic = "orders",
+        .group = "fluxgate-inventory",
+        .pg = "",
+        .sql_dir = "sql",
+        .batch_size = 5000,
+        .batch_wait = 100,
+    };
+    struct sigaction  sa;
+    char              msg[600];
+    int               c;
+
+    from_env(&cfg);
+
+    while ((c = getopt_long(argc, argv, "b:t:g:d:n:w:X:vhV", long_options,
+                            NULL)) != -1)
+    {
+        switch (c) {
+        case 'b': cfg.brokers = optarg; break;
+        case 't': cfg.topic = optarg; break;
+        case 'g': cfg.group = optarg; break;
+        case 'd': cfg.pg = optarg; break;
+        case 'n':
+            cfg.batch_size = parse_long("--batch-size", optarg, 1, 100000);
+            break;
+        case 'w':
+            cfg.batch_wait = parse_long("--batch-wait", optarg, 0, 600000);
+            break;
+        case 'X': add_kafka_prop(&cfg, optarg, "-X"); break;
+        case OPT_MIGRATE: cfg.migrate = 1; break;
+        case OPT_SQL_DIR: cfg.sql_dir = optarg; break;
+        case OPT_FAIL_FAST: cfg.fail_fast = 1; break;
+        case OPT_PER_MESSAGE: cfg.per_message = 1; break;
+        case 'v': fg_log_min_level = FG_LOG_DEBUG; break;
+        case 'h': usage(stdout); exit(0);
+        case 'V': printf("%s %s\n", progname, FG_VERSION); exit(0);
+        default:
+            /* getopt has said what was wrong */
+            fprintf(stderr, "Try \"%s --help\" for more information.\n",
+                    progname);
+            exit(2);
+        }
+    }
+    if (optind < argc) {
+        bad_usage("unexpected argument \"%s\"", argv[optind]);
+    }
+    if (*cfg.topic == '\0' || *cfg.group == '\0' || *cfg.brokers == '\0') {
+        bad_usage("%s must not be empty", "--brokers, --topic and --group");
+    }
+    if (cfg.topic[0] == '^') {
+        /* librdkafka would subscribe to a pattern; rows name one topic */
+        bad_usage("--topic must name one topic, not a pattern (%s)", cfg.topic);
+    }
+
+    if (fg_check_kafka_options(&cfg, msg, sizeof(msg)) != 0) {
+        bad_usage("%s", msg);
+    }
+
+    if (cfg.migrate) {
+        return fg_migrate(cfg.pg, cfg.sql_dir) == 0 ? 0 : 1;
+    }
+
+    /* a flag, acted on between batches and in every wait */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    return fg_consume(&cfg);
+}
+
+static void
+on_signal(int sig)
+{
+    (void) sig;
+    fg_stop = 1;
+}
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+"%s consumes the Flux-Gate order topic into PostgreSQL, one transaction\n"
+"per batch, committing Kafka offsets only after PostgreSQL committed.\n"
+"\n"
+"Usage:\n"
+"  %s [OPTION]...            consume (runs in the foreground)\n"
+"  %s --migrate [--pg CONNINFO] [--sql-dir DIR]\n"
+"                                        apply the schema migrations and exit\n"
+"\n"
+"Options (environment fallback in brackets):\n"
+"  -b, --brokers=LIST     Kafka bootstrap servers [FLUXGATE_BROKERS]\n"
+"                         (default localhost:9092)\n"
+"  -t, --topic=NAME       topic to consume [FLUXGATE_TOPIC] (default orders)\n"
+"  -g, --group=ID         consumer group [FLUXGATE_GROUP]\n"
+"                         (default fluxgate-inventory)\n"
+"  -d, --pg=CONNINFO      libpq connection string or URI [FLUXGATE_PG]\n"
+"                         (default: libpq's PG* environment variables)\n"
+"  -n, --batch-size=N     at most N messages per transaction\n"
+"                         [FLUXGATE_BATCH_SIZE] (default 5000)\n"
+"  -w, --batch-wait=MS    commit a batch at most MS ms after its first\n"
+"                         message; 0: take what has arrived, do not wait\n"
+"                         [FLUXGATE_BATCH_WAIT] (default 100)\n"
+"  -X NAME=VALUE          set a librdkafka property; repeatable\n"
+"                         [FLUXGATE_KAFKA_OPTIONS: NAME=VALUE ... separated\n"
+"                         by white space]\n"
+"      --per-message      one transaction per message (for comparison only;\n"
+"                         offsets are still committed per batch)\n"
+"                         [FLUXGATE_PER_MESSAGE=1]\n"
+"      --fail-fast        exit non-zero when PostgreSQL or Kafka cannot be\n"
+"                         reached at start-up instead of waiting\n"
+"                         [FLUXGATE_FAIL_FAST=1]\n"
+"      --migrate          apply the migrations of --sql-dir and exit\n"
+"      --sql-dir=DIR      migrations directory [FLUXGATE_SQL_DIR]\n"
+"                         (default sql)\n"
+"  -v, --verbose          log debug lines too\n"
+"  -h, --help             show this help and exit\n"
+"  -V, --version          show the version and exit\n"
+"\n"
+"SIGTERM or SIGINT: finish the current batch, commit, leave the group,\n"
+"exit 0.\n"
+"Exit status: 0 stopped by a signal or migrated, 1 failure, 2 bad usage.\n",
+            progname, progname, progname);
+}
+
+static void
+bad_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "%s: ", progname);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry \"%s --help\" for more information.\n", progname);
+    exit(2);
+}
+
+static void
+from_env(struct fg_config *cfg)
+{
+    const char *v;
+    char       *copy, *tok, *save;
+
+    if ((v = getenv("FLUXGATE_BROKERS")) != NULL && *v) cfg->brokers = v;
+    if ((v = getenv("FLUXGATE_TOPIC")) != NULL && *v) cfg->topic = v;
+    if ((v = getenv("FLUXGATE_GROUP")) != NULL && *v) cfg->group = v;
+    if ((v = getenv("FLUXGATE_PG")) != NULL) cfg->pg = v;
+    if ((v = getenv("FLUXGATE_SQL_DIR")) != NULL && *v) cfg->sql_dir = v;
+    if ((v = getenv("FLUXGATE_BATCH_SIZE")) != NULL && *v) {
+        cfg->batch_size = parse_long("FLUXGATE_BATCH_SIZE", v, 1, 100000);
+    }
+    if ((v = getenv("FLUXGATE_BATCH_WAIT")) != NULL && *v) {
+        cfg->batch_wait = parse_long("FLUXGATE_BATCH_WAIT", v, 0, 600000);
+    }
+    cfg->fail_fast = env_flag("FLUXGATE_FAIL_FAST");
+    cfg->per_message = env_flag("FLUXGATE_PER_MESSAGE");
+
+    if ((v = getenv("FLUXGATE_KAFKA_OPTIONS")) != NULL && *v) {
+        copy = strdup(v);     /* lives as long as the process */
+        if (copy == NULL) {
+            bad_usage("%s", "out of memory");
+        }
+        for (tok = strtok_r(copy, " \t\n", &save); tok != NULL;
+             tok = strtok_r(NULL, " \t\n", &save))
+        {
+            add_kafka_prop(cfg, tok, "FLUXGATE_KAFKA_OPTIONS");
+        }
+    }
+}
+
+static int
+env_flag(const char *name)
+{
+    const char *v = getenv(name);
+
+    if (v == NULL || *v == '\0' || strcmp(v, "0") == 0
+        || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0
+        || strcasecmp(v, "off") == 0)
+    {
+        return 0;
+    }
+    if (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0
+        || strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0)
+    {
+        return 1;
+    }
+    bad_usage("%s must be 1/0, true/false, yes/no or on/off", name);
+    return 0;
+}
+
+static long
+parse_long(const char *what, const char *s, long min, long max)
+{
+    char  msg[256];
+    char *end;
+    long  v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
+        snprintf(msg, sizeof(msg), "%s must be an integer from %ld to %ld, not",
+                 what, min, max);
+        fprintf(stderr, "%s: %s \"%s\"\n", progname, msg, s);
+        fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
+        exit(2);
+    }
+    return v;
+}
+
+static void
+add_kafka_prop(struct fg_config *cfg, char *spec, const char *what)
+{
+    char *eq = strchr(spec, '=');
+
+    if (eq == NULL || eq == spec) {
+        fprintf(stderr, "%s: %s wants NAME=VALUE, not \"%s\"\n", progname,
+                what, spec);
+        fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
+        exit(2);
+    }
+    if (cfg->nprops == FG_MAX_KAFKA_PROPS) {
+        bad_usage("too many librdkafka properties (%s)", spec);
+    }
+    *eq = '\0';
+    cfg->prop_names[cfg->nprops] = spec;
+    cfg->prop_values[cfg->nprops] = eq + 1;
+    cfg->nprops++;
+}

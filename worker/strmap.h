@@ -1,0 +1,30 @@
+/*
+ * strmap.h: a small hash map from C strings to longs, for the per-batch
+ * bookkeeping in store.c (which product is in which phase, which order ids
+ * are new, how much stock is left).  The keys are not copied: they live in
+ * the batch the map is built for.
+ */
+#ifndef FG_STRMAP_H
+#define FG_STRMAP_H
+
+#include <stddef.h>
+
+struct fg_strmap {
+    const char **keys;
+    long        *vals;
+    size_t       cap;      /* a power of two */
+    size_t       count;
+};
+
+/* empties the map, sized for up to n keys; -1 when out of memory */
+int fg_strmap_reset(struct fg_strmap *m, size_t n);
+
+/* the value's slot, added as dflt when the key is new; NULL: out of memory */
+long *fg_strmap_slot(struct fg_strmap *m, const char *key, long dflt);
+
+/* the value's slot, or NULL when the key is absent */
+long *fg_strmap_find(const struct fg_strmap *m, const char *key);
+
+void fg_strmap_free(struct fg_strmap *m);
+
+#endif
