@@ -90,7 +90,9 @@ $(NGX_SRC)/configure:
 $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	@$(MAKE) --no-print-directory -C $(NGX_BUILD) -f objs/Makefile modules \
 	    > $(BUILD)/module.log 2>&1 || { cat $(BUILD)/module.log; exit 1; }
-	@cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@
+	@# a new inode, never overwritten in place: a running nginx maps this
+	@# file, and rewriting it under its workers crashes them
+	@cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@.tmp && mv -f $@.tmp $@
 	@echo "built $@"
 
 fuzzers: setup $(FUZZERS)

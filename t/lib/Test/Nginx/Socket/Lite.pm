@@ -14,7 +14,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(run_tests no_shuffle repeat_each workers server_port
-                 servroot nginx_pid http_request error_log_since);
+                 servroot nginx_pid http_request error_log_since explain);
 
 my $Nginx    = $ENV{TEST_NGINX_BINARY} || $ENV{FG_NGINX} || '/usr/sbin/nginx';
 my $Module   = $ENV{FG_MODULE} || abs_path('build/ngx_fluxgate_module.so');
@@ -26,6 +26,9 @@ my $Port;
 my $RunningConf = '';
 my $Workers;
 my @WorkerModes;
+
+# Test::More's, which Test::Base does not pass on
+sub explain { Test::More::explain(@_) }
 
 sub no_shuffle () { }
 sub repeat_each (@) { }
@@ -329,7 +332,8 @@ sub run_block ($) {
 
     local $main::block = $block;
     if (defined(my $init = $block->init)) {
-        eval $init;
+        # in the test file's package, where its own imports live
+        eval "package main;\n#line 1 \"--- init\"\n$init";
         die "$name: --- init failed: $@" if $@;
     }
 
@@ -366,7 +370,7 @@ sub run_block ($) {
     if (defined(my $check = $block->check)) {
         local $main::responses = \@responses;
         local $main::name = $name;
-        eval $check;
+        eval "package main;\n#line 1 \"--- check\"\n$check";
         fail("$name - --- check died: $@") if $@;
     }
 }
@@ -442,9 +446,10 @@ for absent), C<response_headers_like>, C<error_log>, C<no_error_log>,
 C<must_die> (C<nginx -t> must fail; C<error_log> is matched against its
 output), C<timeout>, C<wait>, C<skip>.
 
-Two sections of our own, both Perl: C<init> runs before the block's
-requests; C<check> runs after them with C<$main::responses> (the parsed
-responses: C<status>, C<headers>, C<body>) and C<$main::block>.
+Two sections of our own, both Perl, compiled in package C<main> (the test
+file's imports, e.g. FluxGate::Test, are at hand): C<init> runs before the
+block's requests; C<check> runs after them with C<$main::responses> (the
+parsed responses: C<status>, C<headers>, C<body>) and C<$main::block>.
 
 C<$TEST_NGINX_*> in configs and requests is replaced from the environment;
 C<$TEST_NGINX_SERVER_PORT>, C<$TEST_NGINX_SERVROOT> and
