@@ -72,6 +72,7 @@ drain() {
     local tag=$1 limit=$2
     shift 2
     local topic=bench-$tag group=bench-$tag pid t0 t1 tfirst=0 rows=0 now
+    local rss rss_first=0 rss_max=0 rss_last=0
     topic_create "$topic"
     generate "$tag" > "$TMP/$tag.msgs"
     kcat -P -b "$KAFKA_BOOTSTRAP" -t "$topic" -K '|' -X linger.ms=50 \
@@ -79,19 +80,27 @@ drain() {
     rm -f "$TMP/$tag.msgs"
 
     t0=$(date +%s.%N)
-    "$ROOT/build/fluxgate-worker" --brokers "$KAFKA_BOOTSTRAP" --topic "$topic" \
+    "${FG_BENCH_WORKER:-$ROOT/build/fluxgate-worker}" --brokers "$KAFKA_BOOTSTRAP" --topic "$topic" \
         --group "$group" --pg "$PG" "$@" 2> "$TMP/$tag.log" &
     pid=$!
     while :; do
         rows=$(q "select count(*) from orders where kafka_topic = '$topic'")
         now=$(date +%s.%N)
         if [ "$rows" -gt 0 ] && [ "$tfirst" = 0 ]; then tfirst=$now; fi
+        # the worker's memory while it drains: first batch, peak, last
+        rss=$(ps -o rss= -p $pid 2>/dev/null | tr -d ' ')
+        if [ -n "$rss" ] && [ "$rows" -gt 0 ]; then
+            [ "$rss_first" = 0 ] && rss_first=$rss
+            [ "$rss" -gt "$rss_max" ] && rss_max=$rss
+            rss_last=$rss
+        fi
         [ "$rows" -ge "$N" ] && break
         if [ -n "$limit" ] && perl -e "exit !($now - $t0 >= $limit)"; then break; fi
         kill -0 $pid 2>/dev/null || { echo "drain: worker died, see $TMP/$tag.log" >&2; exit 1; }
         sleep 0.1
     done
     t1=$(date +%s.%N)
+    echo "$rss_first $rss_max $rss_last" > "$TMP/$tag.rss"
     kill -TERM $pid
     wait $pid || true
     [ "$tfirst" = 0 ] && tfirst=$t1
@@ -103,6 +112,9 @@ echo "drain: $N orders over $PRODUCTS products per run, stack $DIR"
 
 read -r b_rows b_secs b_steady < <(drain "b$RUN" "" ${BATCH:+--batch-size "$BATCH"})
 echo "drain: batched:     $b_rows orders in ${b_secs}s"
+read -r r_first r_max r_last < "$TMP/b$RUN.rss"
+rm -f "$TMP/b$RUN.rss" "$TMP/m$RUN.rss"
+echo "worker rss: ${r_first} kB at the first rows, ${r_max} kB peak, ${r_last} kB at the end of the drain"
 read -r p_rows p_secs p_steady < <(drain "m$RUN" "$LIMIT" --per-message)
 echo "drain: per-message: $p_rows orders in ${p_secs}s"
 
