@@ -1,0 +1,206 @@
+
+/*
+ * Flux-Gate: the types the files of ngx_fluxgate_module share.
+ *
+ * ngx_fluxgate_module.c  directives, configuration, variables, processes
+ * ngx_fluxgate_http.c    JSON in, JSON out: what both handlers share
+ * ngx_fluxgate_redis.c   one hiredis connection per worker per address
+ * ngx_fluxgate_kafka.c   one librdkafka producer per worker
+ * ngx_fluxgate_order.c   POST /order from body to response
+ * ngx_fluxgate_admin.c   POST /init (stock administration)
+ * ngx_fluxgate_parse.c   request bodies and keys (pure C, fuzzable)
+ * ngx_fluxgate_uuid.c    order ids (UUIDv7)
+ */
+
+
+#ifndef _NGX_FLUXGATE_H_INCLUDED_
+#define _NGX_FLUXGATE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <hiredis.h>
+#include <async.h>
+#include <librdkafka/rdkafka.h>
+
+
+#define NGX_FLUXGATE_UUID_LEN        36
+
+/* what a Redis address defaults to, and how long Retry-After says on 503 */
+#define NGX_FLUXGATE_REDIS_DEFAULT   "127.0.0.1:6379"
+#define NGX_FLUXGATE_RETRY_AFTER     "1"
+
+
+/* $fluxgate_outcome */
+typedef enum {
+    NGX_FLUXGATE_NONE = 0,
+    NGX_FLUXGATE_ACCEPTED,
+    NGX_FLUXGATE_DUPLICATE,
+    NGX_FLUXGATE_IN_PROGRESS,
+    NGX_FLUXGATE_REDIRECTED,
+    NGX_FLUXGATE_SOLD_OUT,
+    NGX_FLUXGATE_LIMIT_REACHED,
+    NGX_FLUXGATE_INVALID,
+    NGX_FLUXGATE_ERROR
+} ngx_fluxgate_outcome_e;
+
+
+typedef struct ngx_fluxgate_redis_s  ngx_fluxgate_redis_t;
+
+
+/* a script from lua/, compiled in by config */
+typedef struct {
+    ngx_str_t                    name;
+    ngx_str_t                    sha;
+    ngx_str_t                    body;
+} ngx_fluxgate_script_t;
+
+
+/* reply is NULL when the connection went away before the reply came */
+typedef void (*ngx_fluxgate_redis_handler_pt)(redisReply *reply, void *data);
+
+
+/* what the delivery report said about one message */
+typedef enum {
+    NGX_FLUXGATE_DELIVERED = 0,
+    NGX_FLUXGATE_NOT_DELIVERED,       /* never persisted: safe to undo */
+    NGX_FLUXGATE_MAYBE_DELIVERED      /* timed out in flight: unknown */
+} ngx_fluxgate_delivery_e;
+
+
+typedef struct ngx_fluxgate_delivery_s  ngx_fluxgate_delivery_t;
+
+typedef void (*ngx_fluxgate_delivery_pt)(ngx_fluxgate_delivery_t *dlv,
+    ngx_fluxgate_delivery_e status, const char *err);
+
+/* embedded in whatever waits for a message's delivery report */
+struct ngx_fluxgate_delivery_s {
+    ngx_fluxgate_delivery_pt     handler;
+};
+
+
+typedef struct {
+    ngx_array_t                  redis;       /* ngx_fluxgate_redis_t * */
+
+    ngx_str_t                    brokers;
+    ngx_str_t                    topic;
+    rd_kafka_conf_t             *kafka_conf;  /* validated, not yet used */
+    ngx_msec_t                   kafka_timeout;   /* message.timeout.ms */
+
+    ngx_uint_t                   handlers;    /* locations that use us */
+    ngx_str_t                    handler_file;
+    ngx_uint_t                   handler_line;
+} ngx_fluxgate_main_conf_t;
+
+
+typedef enum {
+    NGX_FLUXGATE_HANDLER_NONE = 0,
+    NGX_FLUXGATE_HANDLER_ORDER,
+    NGX_FLUXGATE_HANDLER_ADMIN
+} ngx_fluxgate_handler_e;
+
+
+typedef struct {
+    ngx_uint_t                   handler;     /* not inherited */
+
+    ngx_fluxgate_redis_t        *redis;
+    ngx_msec_t                   redis_timeout;
+
+    ngx_uint_t                   rate;        /* orders/s, 0: off */
+    ngx_uint_t                   burst;
+    ngx_str_t                    waiting_room;
+
+    ngx_msec_t                   idempotency_ttl;
+    ngx_uint_t                   max_quantity;
+    ngx_uint_t                   per_user_limit;
+} ngx_fluxgate_loc_conf_t;
+
+
+/*
+ * The tie between a request and state that may outlive it (an order in
+ * flight): a cleanup in r->pool cuts it when the request goes away.
+ */
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_pool_cleanup_t          *cleanup;
+} ngx_fluxgate_link_t;
+
+
+/* per request, in r->pool: what the variables show */
+typedef struct {
+    ngx_fluxgate_outcome_e       outcome;
+    u_char                       order_id[NGX_FLUXGATE_UUID_LEN];
+    ngx_str_t                    error_body;  /* replaces nginx's own page */
+    unsigned                     has_order_id:1;
+    unsigned                     error_sent:1;
+} ngx_fluxgate_ctx_t;
+
+
+extern ngx_module_t  ngx_fluxgate_module;
+
+/* set when the worker's exit_process runs: no more retries then */
+extern ngx_uint_t    ngx_fluxgate_exiting;
+
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_order;
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_release;
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_done;
+
+
+/* ngx_fluxgate_http.c: what both handlers share */
+ngx_int_t ngx_fluxgate_http_init(ngx_conf_t *cf);
+ngx_fluxgate_ctx_t *ngx_fluxgate_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_fluxgate_read_json_body(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt post_handler);
+ngx_int_t ngx_fluxgate_request_body(ngx_http_request_t *r, ngx_str_t *body);
+ngx_int_t ngx_fluxgate_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_fluxgate_outcome_e outcome, ngx_str_t *body);
+ngx_int_t ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_fluxgate_outcome_e outcome, const char *error, const char *field);
+ngx_int_t ngx_fluxgate_send_unavailable(ngx_http_request_t *r,
+    const char *error);
+void ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r);
+ngx_http_request_t *ngx_fluxgate_unlink(ngx_fluxgate_link_t *link);
+uint64_t ngx_fluxgate_now_ms(void);
+
+/* ngx_fluxgate_order.c, ngx_fluxgate_admin.c */
+ngx_int_t ngx_fluxgate_order_handler(ngx_http_request_t *r);
+ngx_int_t ngx_fluxgate_admin_handler(ngx_http_request_t *r);
+
+/* ngx_fluxgate_redis.c */
+ngx_fluxgate_redis_t *ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr);
+void ngx_fluxgate_redis_use(ngx_fluxgate_redis_t *rds);
+ngx_int_t ngx_fluxgate_redis_init_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf);
+void ngx_fluxgate_redis_exit_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf);
+ngx_int_t ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
+    ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
+    ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler, void *data);
+ngx_int_t ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds,
+    ngx_uint_t nargs, ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler,
+    void *data);
+ngx_int_t ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds);
+void ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds);
+
+/* ngx_fluxgate_kafka.c */
+char *ngx_fluxgate_kafka_option(ngx_conf_t *cf, ngx_fluxgate_main_conf_t *fmcf,
+    ngx_str_t *name, ngx_str_t *value);
+char *ngx_fluxgate_kafka_init_conf(ngx_conf_t *cf,
+    ngx_fluxgate_main_conf_t *fmcf);
+ngx_int_t ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf);
+void ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_fluxgate_kafka_ready(void);
+ngx_int_t ngx_fluxgate_kafka_produce(ngx_str_t *key, ngx_str_t *value,
+    ngx_fluxgate_delivery_t *dlv);
+
+/* ngx_fluxgate_uuid.c */
+void ngx_fluxgate_uuid7(u_char *dst, uint64_t now_ms);
+
+
+#endif /* _NGX_FLUXGATE_H_INCLUDED_ */

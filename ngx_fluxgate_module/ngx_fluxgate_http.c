@@ -1,0 +1,525 @@
+
+/*
+ * Flux-Gate: what both content handlers (order, admin) do the same way:
+ * accept only a JSON POST, take its body, answer with a JSON body, and tie
+ * state that may outlive a request to it.  A header and body filter turn
+ * the error pages nginx itself makes in these locations (413 from
+ * client_max_body_size, 400 for a broken chunked body, 403, 500) into JSON
+ * as well.
+ */
+
+
+#include "ngx_fluxgate.h"
+
+
+static ngx_int_t ngx_fluxgate_error_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_fluxgate_error_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_fluxgate_link_cleanup(void *data);
+
+
+static ngx_str_t  ngx_fluxgate_json_type = ngx_string("application/json");
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+ngx_fluxgate_ctx_t *
+ngx_fluxgate_get_ctx(ngx_http_request_t *r)
+{
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_fluxgate_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_fluxgate_module);
+    }
+
+    return ctx;
+}
+
+
+/*
+ * The checks that need no body: method, media type, announced length.
+ * Then the body is read into one memory buffer and post_handler runs.
+ */
+
+ngx_int_t
+ngx_fluxgate_read_json_body(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt post_handler)
+{
+    u_char                    *p, *last;
+    ngx_int_t                  rc;
+    ngx_str_t                  allow;
+    ngx_table_elt_t           *ct;
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        ngx_str_set(&allow, "POST");
+
+        if (ngx_http_discard_request_body(r) != NGX_OK
+            || ngx_fluxgate_add_header(r, "Allow", &allow) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_fluxgate_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                       NGX_FLUXGATE_INVALID,
+                                       "method not allowed, use POST",
+                                       "method");
+    }
+
+    ct = r->headers_in.content_type;
+
+    if (ct != NULL) {
+        p = ct->value.data;
+        last = p + ct->value.len;
+
+        if (ct->value.len >= ngx_fluxgate_json_type.len
+            && ngx_strncasecmp(p, ngx_fluxgate_json_type.data,
+                               ngx_fluxgate_json_type.len) == 0)
+        {
+            p += ngx_fluxgate_json_type.len;
+
+            while (p < last && (*p == ' ' || *p == '\t')) {
+                p++;
+            }
+
+            if (p == last || *p == ';') {
+                goto json;
+            }
+        }
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_fluxgate_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                   NGX_FLUXGATE_INVALID,
+                                   "Content-Type must be application/json",
+                                   "Content-Type");
+
+json:
+
+    /* client_max_body_size is nginx's own: 413 before we get here */
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, post_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * The body as one string.  NGX_DECLINED: it went to a temporary file,
+ * which only a body far larger than any order does.
+ */
+
+ngx_int_t
+ngx_fluxgate_request_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    if (r->request_body->temp_file) {
+        return NGX_DECLINED;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            return NGX_DECLINED;
+        }
+
+        len += b->last - b->pos;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL) {
+        body->data = cl->buf->pos;
+        body->len = len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        /* a chunked body ends with an empty last_buf */
+        if (b->last != b->pos) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_fluxgate_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_fluxgate_outcome_e outcome, ngx_str_t *body)
+{
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_fluxgate_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->outcome = outcome;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = ngx_fluxgate_json_type;
+    r->headers_out.content_type_len = ngx_fluxgate_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = body->len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* error and field are ours: plain text that needs no JSON escaping */
+
+ngx_int_t
+ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_fluxgate_outcome_e outcome, const char *error, const char *field)
+{
+    ngx_str_t  body;
+
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"error\",\"error\":\""
+                                            "\",\"field\":\"\"}") - 1
+                                     + ngx_strlen(error)
+                                     + (field ? ngx_strlen(field) : 0));
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (field) {
+        body.len = ngx_sprintf(body.data,
+                               "{\"status\":\"error\",\"error\":\"%s\","
+                               "\"field\":\"%s\"}", error, field)
+                   - body.data;
+
+    } else {
+        body.len = ngx_sprintf(body.data,
+                               "{\"status\":\"error\",\"error\":\"%s\"}",
+                               error)
+                   - body.data;
+    }
+
+    return ngx_fluxgate_send(r, status, outcome, &body);
+}
+
+
+ngx_int_t
+ngx_fluxgate_send_unavailable(ngx_http_request_t *r, const char *error)
+{
+    ngx_str_t  retry;
+
+    ngx_str_set(&retry, NGX_FLUXGATE_RETRY_AFTER);
+
+    if (ngx_fluxgate_add_header(r, "Retry-After", &retry) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_fluxgate_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   NGX_FLUXGATE_ERROR, error, NULL);
+}
+
+
+/* finishing a request from a Redis or Kafka event, not from its own */
+
+void
+ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_fluxgate_link_cleanup;
+    cln->data = link;
+
+    link->request = r;
+    link->cleanup = cln;
+
+    return NGX_OK;
+}
+
+
+/* the request, if it is still there; either way the tie is cut */
+
+ngx_http_request_t *
+ngx_fluxgate_unlink(ngx_fluxgate_link_t *link)
+{
+    ngx_http_request_t  *r;
+
+    r = link->request;
+
+    if (r != NULL) {
+        link->cleanup->handler = NULL;
+        link->request = NULL;
+        link->cleanup = NULL;
+    }
+
+    return r;
+}
+
+
+static void
+ngx_fluxgate_link_cleanup(void *data)
+{
+    ngx_fluxgate_link_t  *link = data;
+
+    link->request = NULL;
+    link->cleanup = NULL;
+}
+
+
+uint64_t
+ngx_fluxgate_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+/* nginx's own error pages, in JSON */
+
+ngx_int_t
+ngx_fluxgate_http_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_fluxgate_error_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_fluxgate_error_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_fluxgate_error_header_filter(ngx_http_request_t *r)
+{
+    u_char                   *p;
+    const char               *error, *field;
+    ngx_fluxgate_ctx_t       *ctx;
+    ngx_fluxgate_loc_conf_t  *flcf;
+
+    if (r != r->main || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+
+    if (flcf->handler == NGX_FLUXGATE_HANDLER_NONE) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    if (ctx != NULL && ctx->outcome != NGX_FLUXGATE_NONE) {
+        /* one of ours, already JSON */
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_fluxgate_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    field = NULL;
+
+    switch (r->headers_out.status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        error = "body too large";
+        field = "body";
+        break;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        error = "body not received in time";
+        field = "body";
+        break;
+
+    case NGX_HTTP_BAD_REQUEST:
+    case NGX_HTTP_LENGTH_REQUIRED:
+        error = "malformed request";
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        error = "forbidden";
+        break;
+
+    default:
+        error = (r->headers_out.status < NGX_HTTP_INTERNAL_SERVER_ERROR)
+                ? "request refused" : "internal error";
+        break;
+    }
+
+    ctx->outcome = (r->headers_out.status < NGX_HTTP_INTERNAL_SERVER_ERROR)
+                   ? NGX_FLUXGATE_INVALID : NGX_FLUXGATE_ERROR;
+
+    p = ngx_pnalloc(r->pool, 128);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->error_body.data = p;
+
+    if (field) {
+        p = ngx_sprintf(p, "{\"status\":\"error\",\"error\":\"%s\","
+                        "\"field\":\"%s\"}", error, field);
+
+    } else {
+        p = ngx_sprintf(p, "{\"status\":\"error\",\"error\":\"%s\"}",
+                        error);
+    }
+
+    ctx->error_body.len = p - ctx->error_body.data;
+
+    r->headers_out.content_type = ngx_fluxgate_json_type;
+    r->headers_out.content_type_len = ngx_fluxgate_json_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    ngx_http_clear_content_length(r);
+    r->headers_out.content_length_n = ctx->error_body.len;
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_fluxgate_error_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl, out;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    if (ctx == NULL || ctx->error_body.len == 0 || in == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* nginx's HTML is dropped, ours goes once in its place */
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->error_sent) {
+        return NGX_OK;
+    }
+
+    ctx->error_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->error_body.data;
+    b->last = ctx->error_body.data + ctx->error_body.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}

@@ -1,0 +1,550 @@
+
+/*
+ * Flux-Gate: the Kafka producer of a worker process.  One idempotent
+ * producer (enable.idempotence=true, acks=all) per worker, created after the
+ * fork.  Its delivery reports, logs and errors all go to the main queue,
+ * and librdkafka writes a byte to a non-blocking pipe whenever that queue
+ * becomes non-empty; the pipe is an nginx read event, whose handler drains
+ * the queue with rd_kafka_poll(rk, 0).  Nothing here waits, except the
+ * bounded flush when the worker exits.
+ *
+ * While no broker is up (librdkafka's "all brokers down", then its
+ * statistics every second), new orders are refused at once instead of each
+ * waiting message.timeout.ms for a delivery report that will say no.
+ */
+
+
+#include "ngx_fluxgate.h"
+
+#include <jansson.h>
+
+
+#define NGX_FLUXGATE_KAFKA_MESSAGE_TIMEOUT  "5000"
+#define NGX_FLUXGATE_KAFKA_FLUSH_MAX        10000
+
+/* without statistics, how long "down" holds before orders try again */
+#define NGX_FLUXGATE_KAFKA_PROBE            2000
+
+
+static rd_kafka_conf_t *ngx_fluxgate_kafka_conf_new(ngx_conf_t *cf);
+static void ngx_fluxgate_kafka_conf_cleanup(void *data);
+static void ngx_fluxgate_kafka_wakeup(ngx_event_t *ev);
+static void ngx_fluxgate_kafka_poll(void);
+static void ngx_fluxgate_kafka_delivered(rd_kafka_t *rk,
+    const rd_kafka_message_t *msg, void *opaque);
+static void ngx_fluxgate_kafka_log(const rd_kafka_t *rk, int level,
+    const char *fac, const char *buf);
+static void ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err,
+    const char *reason, void *opaque);
+static int ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json,
+    size_t json_len, void *opaque);
+
+
+static rd_kafka_t        *ngx_fluxgate_rk;
+static rd_kafka_topic_t  *ngx_fluxgate_rkt;
+static rd_kafka_queue_t  *ngx_fluxgate_rkqu;
+static ngx_connection_t  *ngx_fluxgate_kafka_wake;
+static int                ngx_fluxgate_kafka_wake_fd = -1;
+static ngx_msec_t         ngx_fluxgate_kafka_flush_timeout;
+
+static ngx_uint_t         ngx_fluxgate_kafka_down;
+static ngx_msec_t         ngx_fluxgate_kafka_down_since;
+static ngx_uint_t         ngx_fluxgate_kafka_stats_on;
+
+
+/* configuration: every property is checked by librdkafka at nginx -t */
+
+static rd_kafka_conf_t *
+ngx_fluxgate_kafka_conf_new(ngx_conf_t *cf)
+{
+    char                 errstr[256];
+    ngx_uint_t           i;
+    rd_kafka_conf_t     *conf;
+    ngx_pool_cleanup_t  *cln;
+
+    static const char  *defaults[][2] = {
+        { "enable.idempotence", "true" },
+        { "acks", "all" },
+        { "message.timeout.ms", NGX_FLUXGATE_KAFKA_MESSAGE_TIMEOUT },
+        { "client.id", "fluxgate-nginx" },
+        { "log.queue", "true" },
+        { "statistics.interval.ms", "1000" },
+        { NULL, NULL }
+    };
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    conf = rd_kafka_conf_new();
+
+    cln->handler = ngx_fluxgate_kafka_conf_cleanup;
+    cln->data = conf;
+
+    for (i = 0; defaults[i][0]; i++) {
+        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1],
+                              errstr, sizeof(errstr))
+            != RD_KAFKA_CONF_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "fluxgate: kafka: %s", errstr);
+            return NULL;
+        }
+    }
+
+    return conf;
+}
+
+
+static void
+ngx_fluxgate_kafka_conf_cleanup(void *data)
+{
+    rd_kafka_conf_destroy(data);
+}
+
+
+char *
+ngx_fluxgate_kafka_option(ngx_conf_t *cf, ngx_fluxgate_main_conf_t *fmcf,
+    ngx_str_t *name, ngx_str_t *value)
+{
+    char  errstr[256];
+
+    if (fmcf->kafka_conf == NULL) {
+        fmcf->kafka_conf = ngx_fluxgate_kafka_conf_new(cf);
+        if (fmcf->kafka_conf == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* the arguments of a directive are NUL-terminated */
+
+    if (rd_kafka_conf_set(fmcf->kafka_conf, (char *) name->data,
+                          (char *) value->data, errstr, sizeof(errstr))
+        != RD_KAFKA_CONF_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s in \"fluxgate_kafka_option\" directive",
+                           errstr);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_fluxgate_kafka_init_conf(ngx_conf_t *cf, ngx_fluxgate_main_conf_t *fmcf)
+{
+    char       errstr[256], buf[32];
+    size_t     size;
+    ngx_int_t  n;
+
+    if (fmcf->kafka_conf == NULL) {
+        fmcf->kafka_conf = ngx_fluxgate_kafka_conf_new(cf);
+        if (fmcf->kafka_conf == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (fmcf->brokers.len
+        && rd_kafka_conf_set(fmcf->kafka_conf, "bootstrap.servers",
+                             (char *) fmcf->brokers.data,
+                             errstr, sizeof(errstr))
+           != RD_KAFKA_CONF_OK)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "%s in \"fluxgate_kafka_brokers\" directive", errstr);
+        return NGX_CONF_ERROR;
+    }
+
+    /* how long a delivery report can take: the requests wait that long */
+
+    size = sizeof(buf);
+
+    if (rd_kafka_conf_get(fmcf->kafka_conf, "message.timeout.ms", buf, &size)
+        == RD_KAFKA_CONF_OK
+        && (n = ngx_atoi((u_char *) buf, ngx_strlen(buf))) > 0)
+    {
+        fmcf->kafka_timeout = n;
+
+    } else {
+        fmcf->kafka_timeout = ngx_atoi((u_char *)
+                                       NGX_FLUXGATE_KAFKA_MESSAGE_TIMEOUT,
+                              sizeof(NGX_FLUXGATE_KAFKA_MESSAGE_TIMEOUT) - 1);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* worker processes */
+
+ngx_int_t
+ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf)
+{
+    int                fds[2];
+    char               errstr[512], buf[32];
+    size_t             size;
+    u_char            *topic;
+    rd_kafka_t        *rk;
+    rd_kafka_conf_t   *conf;
+    ngx_connection_t  *c;
+
+    conf = rd_kafka_conf_dup(fmcf->kafka_conf);
+
+    rd_kafka_conf_set_dr_msg_cb(conf, ngx_fluxgate_kafka_delivered);
+    rd_kafka_conf_set_log_cb(conf, ngx_fluxgate_kafka_log);
+    rd_kafka_conf_set_error_cb(conf, ngx_fluxgate_kafka_error);
+    rd_kafka_conf_set_stats_cb(conf, ngx_fluxgate_kafka_stats);
+
+    /* without statistics, "no broker up" can only time out */
+
+    ngx_fluxgate_kafka_down = 0;
+    ngx_fluxgate_kafka_stats_on = 0;
+    size = sizeof(buf);
+
+    if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &size)
+        == RD_KAFKA_CONF_OK
+        && ngx_atoi((u_char *) buf, ngx_strlen(buf)) > 0)
+    {
+        ngx_fluxgate_kafka_stats_on = 1;
+    }
+
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "fluxgate: kafka producer: %s", errstr);
+        return NGX_ERROR;
+    }
+
+    ngx_fluxgate_rk = rk;
+    ngx_fluxgate_kafka_flush_timeout = ngx_min(fmcf->kafka_timeout + 1000,
+                                               NGX_FLUXGATE_KAFKA_FLUSH_MAX);
+
+    (void) rd_kafka_set_log_queue(rk, NULL);
+
+    topic = ngx_pnalloc(cycle->pool, fmcf->topic.len + 1);
+    if (topic == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_cpystrn(topic, fmcf->topic.data, fmcf->topic.len + 1);
+
+    ngx_fluxgate_rkt = rd_kafka_topic_new(rk, (char *) topic, NULL);
+    if (ngx_fluxgate_rkt == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "fluxgate: kafka topic \"%V\": %s", &fmcf->topic,
+                      rd_kafka_err2str(rd_kafka_last_error()));
+        return NGX_ERROR;
+    }
+
+    if (pipe2(fds, O_NONBLOCK|O_CLOEXEC) == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "fluxgate: pipe2() failed");
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fds[0], cycle->log);
+    if (c == NULL) {
+        close(fds[0]);
+        close(fds[1]);
+        return NGX_ERROR;
+    }
+
+    c->read->handler = ngx_fluxgate_kafka_wakeup;
+    c->read->log = cycle->log;
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_close_connection(c);
+        close(fds[1]);
+        return NGX_ERROR;
+    }
+
+    ngx_fluxgate_kafka_wake = c;
+    ngx_fluxgate_kafka_wake_fd = fds[1];
+
+    ngx_fluxgate_rkqu = rd_kafka_queue_get_main(rk);
+    rd_kafka_queue_io_event_enable(ngx_fluxgate_rkqu, fds[1], "1", 1);
+
+    /*
+     * librdkafka writes to the pipe only when the queue goes from empty to
+     * non-empty; what its threads queued since rd_kafka_new() is served now
+     */
+
+    ngx_fluxgate_kafka_poll();
+
+    return NGX_OK;
+}
+
+
+/*
+ * The worker leaves: in-flight orders had their own timers, so what is
+ * left here is rare.  Wait a bounded time for it; what still is not
+ * delivered is purged, so its delivery report still runs (and releases).
+ */
+
+void
+ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle)
+{
+    int  left;
+
+    if (ngx_fluxgate_rk == NULL) {
+        return;
+    }
+
+    left = rd_kafka_outq_len(ngx_fluxgate_rk);
+
+    if (left > 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "fluxgate: kafka: flushing %d messages", left);
+
+        (void) rd_kafka_flush(ngx_fluxgate_rk,
+                              ngx_fluxgate_kafka_flush_timeout);
+
+        left = rd_kafka_outq_len(ngx_fluxgate_rk);
+
+        if (left > 0) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                          "fluxgate: kafka: %d messages not delivered "
+                          "at exit", left);
+
+            (void) rd_kafka_purge(ngx_fluxgate_rk,
+                                  RD_KAFKA_PURGE_F_QUEUE
+                                  |RD_KAFKA_PURGE_F_INFLIGHT);
+        }
+    }
+
+    ngx_fluxgate_kafka_poll();
+
+    rd_kafka_queue_io_event_enable(ngx_fluxgate_rkqu, -1, NULL, 0);
+    rd_kafka_queue_destroy(ngx_fluxgate_rkqu);
+    rd_kafka_topic_destroy(ngx_fluxgate_rkt);
+    rd_kafka_destroy(ngx_fluxgate_rk);
+
+    ngx_fluxgate_rk = NULL;
+    ngx_fluxgate_rkt = NULL;
+    ngx_fluxgate_rkqu = NULL;
+
+    ngx_close_connection(ngx_fluxgate_kafka_wake);
+    ngx_fluxgate_kafka_wake = NULL;
+
+    close(ngx_fluxgate_kafka_wake_fd);
+    ngx_fluxgate_kafka_wake_fd = -1;
+}
+
+
+/* whether a new order should be tried at all */
+
+ngx_int_t
+ngx_fluxgate_kafka_ready(void)
+{
+    if (ngx_fluxgate_rkt == NULL) {
+        return 0;
+    }
+
+    if (!ngx_fluxgate_kafka_down) {
+        return 1;
+    }
+
+    return !ngx_fluxgate_kafka_stats_on
+           && ngx_current_msec - ngx_fluxgate_kafka_down_since
+              >= NGX_FLUXGATE_KAFKA_PROBE;
+}
+
+
+ngx_int_t
+ngx_fluxgate_kafka_produce(ngx_str_t *key, ngx_str_t *value,
+    ngx_fluxgate_delivery_t *dlv)
+{
+    if (ngx_fluxgate_rkt == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rd_kafka_produce(ngx_fluxgate_rkt, RD_KAFKA_PARTITION_UA,
+                         RD_KAFKA_MSG_F_COPY, value->data, value->len,
+                         key->data, key->len, dlv)
+        == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: kafka produce failed: %s",
+                      rd_kafka_err2str(rd_kafka_last_error()));
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_fluxgate_kafka_wakeup(ngx_event_t *ev)
+{
+    u_char             buf[64];
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    /* drain first: a byte written after this wakes us again */
+
+    do {
+        n = read(c->fd, buf, sizeof(buf));
+    } while (n > 0);
+
+    ev->ready = 0;
+
+    ngx_fluxgate_kafka_poll();
+}
+
+
+static void
+ngx_fluxgate_kafka_poll(void)
+{
+    while (rd_kafka_poll(ngx_fluxgate_rk, 0) > 0) {
+        /* void */
+    }
+}
+
+
+static void
+ngx_fluxgate_kafka_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg,
+    void *opaque)
+{
+    ngx_fluxgate_delivery_t  *dlv = msg->_private;
+
+    ngx_fluxgate_delivery_e  status;
+
+    if (dlv == NULL) {
+        return;
+    }
+
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        status = NGX_FLUXGATE_DELIVERED;
+        ngx_fluxgate_kafka_down = 0;
+
+    } else if (rd_kafka_message_status(msg)
+               == RD_KAFKA_MSG_STATUS_NOT_PERSISTED)
+    {
+        status = NGX_FLUXGATE_NOT_DELIVERED;
+
+    } else {
+        status = NGX_FLUXGATE_MAYBE_DELIVERED;
+    }
+
+    dlv->handler(dlv, status, rd_kafka_err2str(msg->err));
+}
+
+
+static void
+ngx_fluxgate_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
+    const char *buf)
+{
+    ngx_uint_t  nlevel;
+
+    /* syslog levels */
+
+    if (level <= 3) {
+        nlevel = NGX_LOG_ERR;
+
+    } else if (level == 4) {
+        nlevel = NGX_LOG_WARN;
+
+    } else if (level == 5) {
+        nlevel = NGX_LOG_NOTICE;
+
+    } else if (level == 6) {
+        nlevel = NGX_LOG_INFO;
+
+    } else {
+        nlevel = NGX_LOG_DEBUG;
+    }
+
+    ngx_log_error(nlevel, ngx_cycle->log, 0, "fluxgate: kafka: %s: %s",
+                  fac, buf);
+}
+
+
+static void
+ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
+    void *opaque)
+{
+    char  errstr[512];
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        (void) rd_kafka_fatal_error(rk, errstr, sizeof(errstr));
+
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "fluxgate: kafka: fatal producer error: %s; "
+                      "orders fail until the worker is restarted (reload)",
+                      errstr);
+        return;
+    }
+
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN
+        && !ngx_fluxgate_kafka_down)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: kafka: no broker is up: orders get 503 "
+                      "until one is");
+
+        ngx_fluxgate_kafka_down = 1;
+        ngx_fluxgate_kafka_down_since = ngx_current_msec;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "fluxgate: kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+
+/*
+ * The statistics (every statistics.interval.ms) say which brokers are up:
+ * {"brokers": {"<name>": {"state": "UP", "nodeid": 1, ...}, ...}, ...}.
+ * Bootstrap entries (nodeid -1) and the internal one do not count.
+ */
+
+static int
+ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json, size_t json_len,
+    void *opaque)
+{
+    json_t       *root, *brokers, *b, *state, *nodeid;
+    const char   *name;
+    ngx_uint_t    up;
+
+    root = json_loadb(json, json_len, 0, NULL);
+    if (root == NULL) {
+        return 0;
+    }
+
+    up = 0;
+    brokers = json_object_get(root, "brokers");
+
+    json_object_foreach(brokers, name, b) {
+        state = json_object_get(b, "state");
+        nodeid = json_object_get(b, "nodeid");
+
+        if (json_is_string(state)
+            && ngx_strcmp(json_string_value(state), "UP") == 0
+            && json_is_integer(nodeid)
+            && json_integer_value(nodeid) >= 0)
+        {
+            up++;
+        }
+    }
+
+    json_decref(root);
+
+    if (up && ngx_fluxgate_kafka_down) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "fluxgate: kafka: %ui broker(s) up again", up);
+        ngx_fluxgate_kafka_down = 0;
+
+    } else if (up == 0 && !ngx_fluxgate_kafka_down) {
+        ngx_fluxgate_kafka_down = 1;
+        ngx_fluxgate_kafka_down_since = ngx_current_msec;
+    }
+
+    /* 0: librdkafka frees the JSON */
+    return 0;
+}

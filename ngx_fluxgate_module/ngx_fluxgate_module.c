@@ -1,0 +1,576 @@
+
+/*
+ * Flux-Gate: the module itself.  Directives and their merging, the
+ * $fluxgate_* variables, and the per-process start and stop of the Redis
+ * connections and the Kafka producer.
+ */
+
+
+#include "ngx_fluxgate.h"
+
+
+static ngx_int_t ngx_fluxgate_add_variables(ngx_conf_t *cf);
+static void *ngx_fluxgate_create_main_conf(ngx_conf_t *cf);
+static char *ngx_fluxgate_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_fluxgate_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_fluxgate_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_fluxgate_kafka_option_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_fluxgate_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_fluxgate_positive(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_fluxgate_positive_msec(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_int_t ngx_fluxgate_outcome_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_fluxgate_init_process(ngx_cycle_t *cycle);
+static void ngx_fluxgate_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_post_handler_pt  ngx_fluxgate_positive_p =
+    ngx_fluxgate_positive;
+static ngx_conf_post_handler_pt  ngx_fluxgate_positive_msec_p =
+    ngx_fluxgate_positive_msec;
+
+
+static ngx_command_t  ngx_fluxgate_commands[] = {
+
+    { ngx_string("fluxgate_order"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_ORDER,
+      NULL },
+
+    { ngx_string("fluxgate_stock_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_ADMIN,
+      NULL },
+
+    { ngx_string("fluxgate_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_fluxgate_redis,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("fluxgate_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, redis_timeout),
+      &ngx_fluxgate_positive_msec_p },
+
+    { ngx_string("fluxgate_kafka_brokers"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fluxgate_main_conf_t, brokers),
+      NULL },
+
+    { ngx_string("fluxgate_kafka_topic"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fluxgate_main_conf_t, topic),
+      NULL },
+
+    { ngx_string("fluxgate_kafka_option"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_fluxgate_kafka_option_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("fluxgate_threshold"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_fluxgate_threshold,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("fluxgate_waiting_room"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, waiting_room),
+      NULL },
+
+    { ngx_string("fluxgate_idempotency_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, idempotency_ttl),
+      &ngx_fluxgate_positive_msec_p },
+
+    { ngx_string("fluxgate_max_quantity"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, max_quantity),
+      &ngx_fluxgate_positive_p },
+
+    { ngx_string("fluxgate_per_user_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, per_user_limit),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_fluxgate_module_ctx = {
+    ngx_fluxgate_add_variables,            /* preconfiguration */
+    ngx_fluxgate_http_init,                /* postconfiguration */
+
+    ngx_fluxgate_create_main_conf,         /* create main configuration */
+    ngx_fluxgate_init_main_conf,           /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_fluxgate_create_loc_conf,          /* create location configuration */
+    ngx_fluxgate_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_fluxgate_module = {
+    NGX_MODULE_V1,
+    &ngx_fluxgate_module_ctx,              /* module context */
+    ngx_fluxgate_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_fluxgate_init_process,             /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_fluxgate_exit_process,             /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_fluxgate_vars[] = {
+
+    { ngx_string("fluxgate_outcome"), NULL, ngx_fluxgate_outcome_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("fluxgate_order_id"), NULL, ngx_fluxgate_order_id_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_fluxgate_outcomes[] = {
+    ngx_null_string,
+    ngx_string("accepted"),
+    ngx_string("duplicate"),
+    ngx_string("in_progress"),
+    ngx_string("redirected"),
+    ngx_string("sold_out"),
+    ngx_string("limit_reached"),
+    ngx_string("invalid"),
+    ngx_string("error")
+};
+
+
+ngx_uint_t  ngx_fluxgate_exiting;
+
+
+/* configuration */
+
+static void *
+ngx_fluxgate_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    fmcf = ngx_pcalloc(cf->pool, sizeof(ngx_fluxgate_main_conf_t));
+    if (fmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     fmcf->brokers = { 0, NULL };
+     *     fmcf->topic = { 0, NULL };
+     *     fmcf->kafka_conf = NULL;
+     *     fmcf->handlers = 0;
+     */
+
+    if (ngx_array_init(&fmcf->redis, cf->pool, 2,
+                       sizeof(ngx_fluxgate_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return fmcf;
+}
+
+
+static char *
+ngx_fluxgate_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_fluxgate_main_conf_t *fmcf = conf;
+
+    if (fmcf->topic.len == 0) {
+        ngx_str_set(&fmcf->topic, "orders");
+    }
+
+    if (fmcf->handlers && fmcf->brokers.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"fluxgate_order\" and \"fluxgate_stock_admin\" need "
+                      "\"fluxgate_kafka_brokers\" in the http block "
+                      "(first used in %V:%ui)",
+                      &fmcf->handler_file, fmcf->handler_line);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_fluxgate_kafka_init_conf(cf, fmcf);
+}
+
+
+static void *
+ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_fluxgate_loc_conf_t  *flcf;
+
+    flcf = ngx_pcalloc(cf->pool, sizeof(ngx_fluxgate_loc_conf_t));
+    if (flcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     flcf->handler = NGX_FLUXGATE_HANDLER_NONE;
+     *     flcf->waiting_room = { 0, NULL };
+     */
+
+    flcf->redis = NGX_CONF_UNSET_PTR;
+    flcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    flcf->rate = NGX_CONF_UNSET_UINT;
+    flcf->burst = NGX_CONF_UNSET_UINT;
+    flcf->idempotency_ttl = NGX_CONF_UNSET_MSEC;
+    flcf->max_quantity = NGX_CONF_UNSET_UINT;
+    flcf->per_user_limit = NGX_CONF_UNSET_UINT;
+
+    return flcf;
+}
+
+
+static char *
+ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_fluxgate_loc_conf_t *prev = parent;
+    ngx_fluxgate_loc_conf_t *conf = child;
+
+    ngx_str_t  addr;
+
+    ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
+    ngx_conf_merge_msec_value(conf->redis_timeout, prev->redis_timeout, 200);
+
+    if (conf->rate == NGX_CONF_UNSET_UINT) {
+        conf->rate = (prev->rate == NGX_CONF_UNSET_UINT) ? 0 : prev->rate;
+        conf->burst = (prev->burst == NGX_CONF_UNSET_UINT) ? 0 : prev->burst;
+    }
+
+    ngx_conf_merge_str_value(conf->waiting_room, prev->waiting_room,
+                             "/waiting-room/");
+    ngx_conf_merge_msec_value(conf->idempotency_ttl, prev->idempotency_ttl,
+                              60000);
+    ngx_conf_merge_uint_value(conf->max_quantity, prev->max_quantity, 10);
+    ngx_conf_merge_uint_value(conf->per_user_limit, prev->per_user_limit, 0);
+
+    if (conf->handler == NGX_FLUXGATE_HANDLER_NONE) {
+        return NGX_CONF_OK;
+    }
+
+    /* only the addresses a handler uses get a connection in the workers */
+
+    if (conf->redis == NULL) {
+        ngx_str_set(&addr, NGX_FLUXGATE_REDIS_DEFAULT);
+
+        conf->redis = ngx_fluxgate_redis_add(cf, &addr);
+        if (conf->redis == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_fluxgate_redis_use(conf->redis);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    if (flcf->handler != NGX_FLUXGATE_HANDLER_NONE) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /* the command's offset says which handler it installs */
+
+    flcf->handler = cmd->offset;
+    clcf->handler = (cmd->offset == NGX_FLUXGATE_HANDLER_ORDER)
+                    ? ngx_fluxgate_order_handler : ngx_fluxgate_admin_handler;
+
+    fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_fluxgate_module);
+
+    if (fmcf->handlers++ == 0) {
+        fmcf->handler_file = cf->conf_file->file.name;
+        fmcf->handler_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_fluxgate_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_str_t  *value;
+
+    if (flcf->redis != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    flcf->redis = ngx_fluxgate_redis_add(cf, &value[1]);
+    if (flcf->redis == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_fluxgate_kafka_option_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_fluxgate_main_conf_t *fmcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    return ngx_fluxgate_kafka_option(cf, fmcf, &value[1], &value[2]);
+}
+
+
+static char *
+ngx_fluxgate_threshold(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_int_t   rate, burst;
+    ngx_str_t  *value;
+
+    if (flcf->rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        rate = 0;
+
+    } else {
+        rate = ngx_atoi(value[1].data, value[1].len);
+        if (rate == NGX_ERROR || rate > 1000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive",
+                               &value[1], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    burst = 0;
+
+    if (cf->args->nelts == 3) {
+        if (rate == 0
+            || ngx_strncmp(value[2].data, "burst=", 6) != 0
+            || (burst = ngx_atoi(value[2].data + 6, value[2].len - 6))
+               == NGX_ERROR
+            || burst > 1000000)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\" directive",
+                               &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    flcf->rate = rate;
+    flcf->burst = burst;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_fluxgate_positive(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np == 0) {
+        return "must be positive";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_fluxgate_positive_msec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *mp = data;
+
+    if (*mp == 0) {
+        return "must be positive";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* variables */
+
+static ngx_int_t
+ngx_fluxgate_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_fluxgate_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_fluxgate_outcome_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    if (ctx == NULL || ctx->outcome == NGX_FLUXGATE_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ngx_fluxgate_outcomes[ctx->outcome].len;
+    v->data = ngx_fluxgate_outcomes[ctx->outcome].data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    if (ctx == NULL || !ctx->has_order_id) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = NGX_FLUXGATE_UUID_LEN;
+    v->data = ctx->order_id;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* worker processes */
+
+static ngx_int_t
+ngx_fluxgate_init_process(ngx_cycle_t *cycle)
+{
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    fmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_fluxgate_module);
+
+    if (fmcf == NULL || fmcf->handlers == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_fluxgate_kafka_init_process(cycle, fmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_fluxgate_redis_init_process(cycle, fmcf);
+}
+
+
+static void
+ngx_fluxgate_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_fluxgate_module);
+
+    if (fmcf == NULL || fmcf->handlers == 0) {
+        return;
+    }
+
+    ngx_fluxgate_exiting = 1;
+
+    /*
+     * Kafka first: flushing it runs the delivery reports, which queue the
+     * last "done" and "release" scripts that the Redis exit then writes.
+     */
+
+    ngx_fluxgate_kafka_exit_process(cycle);
+    ngx_fluxgate_redis_exit_process(cycle, fmcf);
+}

@@ -1,0 +1,907 @@
+
+/*
+ * Flux-Gate: POST /order, the whole life of one order.
+ *
+ *   body read and checked (405, 415, 413, 400: no I/O yet)
+ *     -> order.lua, one EVALSHA: idempotency, rate, per-user, stock, and
+ *        the reservation                      (deadline: redis_timeout)
+ *     -> reserved: the message to Kafka       (deadline: message.timeout.ms)
+ *     -> delivered: done.lua marks the key, the client gets 200
+ *        not delivered: release.lua gives the reservation back, 503
+ *
+ * release.lua only gives back what this order's pending key says it took,
+ * so it is safe whenever it is unknown whether order.lua ran (the
+ * connection broke with it in flight); done.lua is idempotent too.  Both
+ * are retried, across a reconnect, until NGX_FLUXGATE_ORDER_GRACE passed.
+ *
+ * The order's state is not in r->pool: it is allocated on its own, because
+ * it may outlive the request.  When the Redis deadline passes the client
+ * gets 503 at once, but the script may still run; its late reply is then
+ * undone with release.lua.  A pool cleanup detaches the request when it
+ * goes away for any reason, and the order is finished without it.  The
+ * state is freed only by the last callback that can reach it (hiredis and
+ * librdkafka call each callback exactly once).
+ */
+
+
+#include "ngx_fluxgate.h"
+#include "ngx_fluxgate_parse.h"
+
+
+/* fg:{<productId>}:idem:<key> and shorter */
+#define NGX_FLUXGATE_ORDER_KEY_LEN                                           \
+    (sizeof("fg:{}:idem:") - 1 + NGX_FLUXGATE_ID_MAX + NGX_FLUXGATE_KEY_MAX)
+
+
+/*
+ * After the client got its answer, how long a late reply is still waited
+ * for, and done.lua or release.lua retried, with a live timer: long enough
+ * for a Redis restart and for a graceful reload not to cut it off, short
+ * enough that a frozen Redis does not hold an old worker for long.
+ */
+#define NGX_FLUXGATE_ORDER_GRACE          10000
+#define NGX_FLUXGATE_ORDER_RETRY          200
+
+
+/* order.lua's replies */
+#define NGX_FLUXGATE_ORDER_RESERVED       1
+#define NGX_FLUXGATE_ORDER_REPLAY         2
+#define NGX_FLUXGATE_ORDER_IN_PROGRESS    3
+#define NGX_FLUXGATE_ORDER_MISMATCH       4
+#define NGX_FLUXGATE_ORDER_REDIRECT       5
+#define NGX_FLUXGATE_ORDER_SOLD_OUT       6
+#define NGX_FLUXGATE_ORDER_LIMIT_REACHED  7
+
+
+typedef enum {
+    NGX_FLUXGATE_ORDER_DECIDING = 0,      /* order.lua sent */
+    NGX_FLUXGATE_ORDER_PRODUCING,         /* message given to Kafka */
+    NGX_FLUXGATE_ORDER_FINISHING          /* done.lua or release.lua sent */
+} ngx_fluxgate_order_state_e;
+
+
+typedef struct {
+    ngx_fluxgate_delivery_t     delivery;     /* Kafka's msg_opaque */
+
+    ngx_fluxgate_link_t         link;         /* to the request */
+    ngx_fluxgate_redis_t       *redis;
+    ngx_fluxgate_order_state_e  state;
+    ngx_event_t                 timer;
+    ngx_msec_t                  kafka_wait;
+
+    ngx_msec_t                  deadline;     /* of the finishing step */
+
+    unsigned                    answered:1;   /* client has its response */
+    unsigned                    releasing:1;  /* release.lua, not done.lua */
+    unsigned                    waiting:1;    /* its reply is outstanding */
+
+    ngx_fluxgate_order_req_t    req;
+    ngx_str_t                   key;
+    u_char                      order_id[NGX_FLUXGATE_UUID_LEN];
+
+    ngx_str_t                   stock_key;
+    ngx_str_t                   rate_key;
+    ngx_str_t                   buyers_key;
+    ngx_str_t                   idem_key;
+    u_char                      keys[4 * NGX_FLUXGATE_ORDER_KEY_LEN
+                                     + NGX_FLUXGATE_KEY_MAX];
+} ngx_fluxgate_order_t;
+
+
+static void ngx_fluxgate_order_body(ngx_http_request_t *r);
+static ngx_int_t ngx_fluxgate_order_start(ngx_http_request_t *r);
+static ngx_int_t ngx_fluxgate_order_key(ngx_http_request_t *r,
+    ngx_str_t *key);
+static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
+    ngx_fluxgate_order_req_t *req, ngx_str_t *key);
+static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
+    ngx_fluxgate_loc_conf_t *flcf);
+static void ngx_fluxgate_order_decided(redisReply *reply, void *data);
+static ngx_int_t ngx_fluxgate_order_respond(ngx_http_request_t *r,
+    ngx_fluxgate_order_t *op, redisReply *reply);
+static ngx_int_t ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op);
+static void ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
+    ngx_fluxgate_delivery_e status, const char *err);
+static void ngx_fluxgate_order_accept(ngx_fluxgate_order_t *op);
+static void ngx_fluxgate_order_release(ngx_fluxgate_order_t *op);
+static void ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op,
+    ngx_uint_t release);
+static void ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op);
+static void ngx_fluxgate_order_finished(redisReply *reply, void *data);
+static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
+static void ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op,
+    ngx_uint_t status, const char *error);
+static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
+
+
+static ngx_str_t  ngx_fluxgate_idempotency_header =
+    ngx_string("X-Idempotency-Key");
+
+
+ngx_int_t
+ngx_fluxgate_order_handler(ngx_http_request_t *r)
+{
+    return ngx_fluxgate_read_json_body(r, ngx_fluxgate_order_body);
+}
+
+
+static void
+ngx_fluxgate_order_body(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_fluxgate_order_start(r);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/* NGX_DONE: the order is on its way; anything else finalizes */
+
+static ngx_int_t
+ngx_fluxgate_order_start(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    body, key;
+    ngx_fluxgate_order_t        *op;
+    ngx_fluxgate_loc_conf_t     *flcf;
+    ngx_fluxgate_order_req_t     req;
+    ngx_fluxgate_parse_error_t   err;
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+
+    rc = ngx_fluxgate_request_body(r, &body);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                       NGX_FLUXGATE_INVALID,
+                                       "body too large", "body");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_fluxgate_order_key(r, &key) != NGX_OK) {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       NGX_FLUXGATE_INVALID,
+                                       "X-Idempotency-Key given more than once",
+                                       "X-Idempotency-Key");
+    }
+
+    if (ngx_fluxgate_parse_idempotency_key((char *) key.data, key.len, &err)
+        != 0
+        || ngx_fluxgate_parse_order((char *) body.data, body.len,
+                                    flcf->max_quantity, &req, &err)
+           != 0)
+    {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       NGX_FLUXGATE_INVALID, err.error,
+                                       err.field);
+    }
+
+    /* nothing is reserved for an order that could not be delivered */
+
+    if (!ngx_fluxgate_kafka_ready()) {
+        return ngx_fluxgate_send_unavailable(r, "kafka unavailable");
+    }
+
+    if (!ngx_fluxgate_redis_ready(flcf->redis)) {
+        return ngx_fluxgate_send_unavailable(r, "redis unavailable");
+    }
+
+    op = ngx_fluxgate_order_create(r, &req, &key);
+    if (op == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_fluxgate_order_decide(op, flcf) != NGX_OK) {
+        ngx_fluxgate_order_free(op);
+        return ngx_fluxgate_send_unavailable(r, "redis unavailable");
+    }
+
+    ngx_add_timer(&op->timer, flcf->redis_timeout);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * The header's value: an empty string when it is missing, NGX_DECLINED
+ * when it is there twice (which of them would the client mean?)
+ */
+
+static ngx_int_t
+ngx_fluxgate_order_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    ngx_str_null(key);
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == ngx_fluxgate_idempotency_header.len
+            && ngx_strncasecmp(h[i].key.data,
+                               ngx_fluxgate_idempotency_header.data,
+                               h[i].key.len)
+               == 0)
+        {
+            if (key->data != NULL) {
+                return NGX_DECLINED;
+            }
+
+            *key = h[i].value;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_fluxgate_order_t *
+ngx_fluxgate_order_create(ngx_http_request_t *r,
+    ngx_fluxgate_order_req_t *req, ngx_str_t *key)
+{
+    u_char                    *p;
+    ngx_fluxgate_order_t      *op;
+    ngx_fluxgate_loc_conf_t   *flcf;
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+    fmcf = ngx_http_get_module_main_conf(r, ngx_fluxgate_module);
+
+    op = ngx_calloc(sizeof(ngx_fluxgate_order_t), r->connection->log);
+    if (op == NULL) {
+        return NULL;
+    }
+
+    if (ngx_fluxgate_link(&op->link, r) != NGX_OK) {
+        ngx_free(op);
+        return NULL;
+    }
+
+    op->delivery.handler = ngx_fluxgate_order_delivered;
+    op->redis = flcf->redis;
+    op->state = NGX_FLUXGATE_ORDER_DECIDING;
+    op->kafka_wait = fmcf->kafka_timeout + 1000;
+
+    /* it outlives the connection: log to the cycle's log */
+    op->timer.handler = ngx_fluxgate_order_timeout;
+    op->timer.data = op;
+    op->timer.log = ngx_cycle->log;
+
+    op->req = *req;
+
+    ngx_fluxgate_uuid7(op->order_id, ngx_fluxgate_now_ms());
+
+    p = op->keys;
+
+    op->stock_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:stock", req->product_id);
+    op->stock_key.len = p - op->stock_key.data;
+
+    op->rate_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:rate", req->product_id);
+    op->rate_key.len = p - op->rate_key.data;
+
+    op->buyers_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:buyers", req->product_id);
+    op->buyers_key.len = p - op->buyers_key.data;
+
+    op->idem_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:idem:%V", req->product_id, key);
+    op->idem_key.len = p - op->idem_key.data;
+
+    op->key.data = p;
+    p = ngx_cpymem(p, key->data, key->len);
+    op->key.len = key->len;
+
+    return op;
+}
+
+
+static ngx_int_t
+ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
+    ngx_fluxgate_loc_conf_t *flcf)
+{
+    u_char     fp[NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN + 2];
+    u_char     nums[5][NGX_INT64_LEN];
+    ngx_str_t  args[12];
+
+    args[0] = op->stock_key;
+    args[1] = op->rate_key;
+    args[2] = op->buyers_key;
+    args[3] = op->idem_key;
+
+    args[4].data = (u_char *) op->req.user_id;
+    args[4].len = op->req.user_id_len;
+
+    args[5].data = nums[0];
+    args[5].len = ngx_sprintf(nums[0], "%L", op->req.quantity) - nums[0];
+
+    /* the body's fingerprint: the key is per product already */
+    args[6].data = fp;
+    args[6].len = ngx_sprintf(fp, "%s:%L", op->req.user_id, op->req.quantity)
+                  - fp;
+
+    args[7].data = op->order_id;
+    args[7].len = NGX_FLUXGATE_UUID_LEN;
+
+    args[8].data = nums[1];
+    args[8].len = ngx_sprintf(nums[1], "%M", flcf->idempotency_ttl)
+                  - nums[1];
+
+    args[9].data = nums[2];
+    args[9].len = ngx_sprintf(nums[2], "%ui", flcf->rate) - nums[2];
+
+    args[10].data = nums[3];
+    args[10].len = ngx_sprintf(nums[3], "%ui", flcf->burst) - nums[3];
+
+    args[11].data = nums[4];
+    args[11].len = ngx_sprintf(nums[4], "%ui", flcf->per_user_limit)
+                   - nums[4];
+
+    return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 4,
+                                   12, args, ngx_fluxgate_order_decided, op);
+}
+
+
+static void
+ngx_fluxgate_order_decided(redisReply *reply, void *data)
+{
+    ngx_fluxgate_order_t  *op = data;
+
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    if (reply == NULL
+        || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        /* whether the script ran is unknown: release what it may hold */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: order %*s for \"%s\": order.lua: %s%*s, "
+                      "releasing what it may have reserved",
+                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                      op->req.product_id,
+                      reply ? "unexpected reply " : "connection lost",
+                      (size_t) (reply && reply->str ? reply->len : 0),
+                      reply && reply->str ? reply->str : "");
+
+        ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "redis failed");
+        ngx_fluxgate_order_release(op);
+        return;
+    }
+
+    if (reply->element[0]->integer == NGX_FLUXGATE_ORDER_RESERVED) {
+
+        if (op->answered) {
+            /* the client was told 503: what the script took goes back */
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "fluxgate: order %*s for \"%s\" reserved after "
+                          "its deadline, releasing it",
+                          (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                          op->req.product_id);
+
+            ngx_fluxgate_order_release(op);
+            return;
+        }
+
+        if (ngx_fluxgate_order_produce(op) != NGX_OK) {
+            ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "kafka unavailable");
+            ngx_fluxgate_order_release(op);
+            return;
+        }
+
+        return;
+    }
+
+    /* every other outcome is final here */
+
+    r = ngx_fluxgate_unlink(&op->link);
+
+    if (r != NULL && !op->answered) {
+        rc = ngx_fluxgate_order_respond(r, op, reply);
+        ngx_fluxgate_finalize(r, rc);
+    }
+
+    ngx_fluxgate_order_free(op);
+}
+
+
+static ngx_int_t
+ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
+    redisReply *reply)
+{
+    u_char                   *p;
+    ngx_str_t                 body, value;
+    ngx_uint_t                status;
+    redisReply              **e;
+    ngx_fluxgate_ctx_t       *ctx;
+    ngx_fluxgate_loc_conf_t  *flcf;
+
+    e = reply->element;
+
+    switch (e[0]->integer) {
+
+    case NGX_FLUXGATE_ORDER_REPLAY:
+        if (reply->elements != 4
+            || e[1]->type != REDIS_REPLY_INTEGER
+            || e[2]->type != REDIS_REPLY_STRING
+            || e[3]->type != REDIS_REPLY_STRING
+            || e[1]->integer < NGX_HTTP_OK
+            || e[1]->integer > 599
+            || e[2]->len > 32
+            || (e[3]->len != 0 && e[3]->len != NGX_FLUXGATE_UUID_LEN))
+        {
+            break;
+        }
+
+        status = (ngx_uint_t) e[1]->integer;
+
+        ctx = ngx_fluxgate_get_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        body.data = ngx_pnalloc(r->pool, 128);
+        if (body.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* the outcome and the orderId are what order.lua stored */
+        p = ngx_sprintf(body.data,
+                        "{\"status\":\"ignored\",\"outcome\":\"%*s\"",
+                        e[2]->len, e[2]->str);
+
+        if (e[3]->len) {
+            ngx_memcpy(ctx->order_id, e[3]->str, NGX_FLUXGATE_UUID_LEN);
+            ctx->has_order_id = 1;
+
+            p = ngx_sprintf(p, ",\"orderId\":\"%*s\"",
+                            e[3]->len, e[3]->str);
+        }
+
+        *p++ = '}';
+        body.len = p - body.data;
+
+        ngx_str_set(&value, "true");
+
+        if (ngx_fluxgate_add_header(r, "Idempotent-Replayed", &value)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_fluxgate_send(r, status, NGX_FLUXGATE_DUPLICATE, &body);
+
+    case NGX_FLUXGATE_ORDER_IN_PROGRESS:
+        ngx_str_set(&body, "{\"status\":\"in_progress\"}");
+        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT,
+                                 NGX_FLUXGATE_IN_PROGRESS, &body);
+
+    case NGX_FLUXGATE_ORDER_MISMATCH:
+        return ngx_fluxgate_send_error(r, 422, NGX_FLUXGATE_INVALID,
+                                       "X-Idempotency-Key was already used "
+                                       "with another body",
+                                       "X-Idempotency-Key");
+
+    case NGX_FLUXGATE_ORDER_REDIRECT:
+        if (reply->elements != 2 || e[1]->type != REDIS_REPLY_INTEGER) {
+            break;
+        }
+
+        flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+
+        /* whole seconds, at least one */
+        status = (ngx_uint_t) (e[1]->integer + 999) / 1000;
+        status = ngx_max(status, 1);
+
+        value.data = ngx_pnalloc(r->pool, flcf->waiting_room.len
+                                          + sizeof("?productId=&retryAfter=")
+                                          + NGX_FLUXGATE_ID_MAX
+                                          + NGX_INT_T_LEN);
+        if (value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_sprintf(value.data, "%V%cproductId=%s&retryAfter=%ui",
+                        &flcf->waiting_room,
+                        ngx_strlchr(flcf->waiting_room.data,
+                                    flcf->waiting_room.data
+                                    + flcf->waiting_room.len, '?')
+                        ? '&' : '?',
+                        op->req.product_id, status);
+        value.len = p - value.data;
+
+        r->headers_out.location = ngx_list_push(&r->headers_out.headers);
+        if (r->headers_out.location == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->headers_out.location->hash = 1;
+        ngx_str_set(&r->headers_out.location->key, "Location");
+        r->headers_out.location->value = value;
+
+        value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"redirected\","
+                                                "\"retryAfter\":}")
+                                         + NGX_INT_T_LEN);
+        if (value.data == NULL || body.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        value.len = ngx_sprintf(value.data, "%ui", status) - value.data;
+
+        if (ngx_fluxgate_add_header(r, "Retry-After", &value) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        body.len = ngx_sprintf(body.data,
+                               "{\"status\":\"redirected\",\"retryAfter\":%ui}",
+                               status)
+                   - body.data;
+
+        return ngx_fluxgate_send(r, NGX_HTTP_MOVED_TEMPORARILY,
+                                 NGX_FLUXGATE_REDIRECTED, &body);
+
+    case NGX_FLUXGATE_ORDER_SOLD_OUT:
+        ngx_str_set(&body, "{\"status\":\"sold_out\"}");
+        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT, NGX_FLUXGATE_SOLD_OUT,
+                                 &body);
+
+    case NGX_FLUXGATE_ORDER_LIMIT_REACHED:
+        ngx_str_set(&body, "{\"status\":\"limit_reached\"}");
+        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT,
+                                 NGX_FLUXGATE_LIMIT_REACHED, &body);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "fluxgate: order.lua: unexpected reply %L",
+                  e[0]->integer);
+
+    return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
+}
+
+
+static ngx_int_t
+ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
+{
+    u_char     value[512];
+    ngx_str_t  key, msg;
+
+    key.data = (u_char *) op->req.product_id;
+    key.len = op->req.product_id_len;
+
+    msg.data = value;
+    msg.len = ngx_snprintf(value, sizeof(value),
+                           "{\"type\":\"order\",\"orderId\":\"%*s\","
+                           "\"productId\":\"%s\",\"userId\":\"%s\","
+                           "\"quantity\":%L,\"idempotencyKey\":\"%V\","
+                           "\"acceptedAt\":%uL}",
+                           (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                           op->req.product_id, op->req.user_id,
+                           op->req.quantity, &op->key,
+                           ngx_fluxgate_now_ms())
+              - value;
+
+    if (ngx_fluxgate_kafka_produce(&key, &msg, &op->delivery) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    op->state = NGX_FLUXGATE_ORDER_PRODUCING;
+
+    /* a live timer also keeps a gracefully exiting worker until the end */
+    ngx_add_timer(&op->timer, op->kafka_wait);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
+    ngx_fluxgate_delivery_e status, const char *err)
+{
+    ngx_fluxgate_order_t  *op = (ngx_fluxgate_order_t *) dlv;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    switch (status) {
+
+    case NGX_FLUXGATE_DELIVERED:
+        ngx_fluxgate_order_finishing(op, 0);
+        ngx_fluxgate_order_accept(op);
+        return;
+
+    case NGX_FLUXGATE_NOT_DELIVERED:
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: order %*s for \"%s\" not delivered to "
+                      "kafka: %s, releasing it",
+                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                      op->req.product_id, err);
+
+        ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "kafka unavailable");
+        ngx_fluxgate_order_release(op);
+        return;
+
+    default: /* NGX_FLUXGATE_MAYBE_DELIVERED */
+
+        /*
+         * It may be in Kafka, and then the worker records it: giving the
+         * stock back could oversell.  The key stays pending until its TTL.
+         */
+
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "fluxgate: order %*s for \"%s\" (user \"%s\", "
+                      "quantity %L) possibly persisted in kafka: %s; its "
+                      "reservation is kept",
+                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                      op->req.product_id, op->req.user_id,
+                      op->req.quantity, err);
+
+        ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "kafka timed out");
+        ngx_fluxgate_order_free(op);
+        return;
+    }
+}
+
+
+static void
+ngx_fluxgate_order_accept(ngx_fluxgate_order_t *op)
+{
+    ngx_int_t            rc;
+    ngx_str_t            body;
+    ngx_http_request_t  *r;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    r = ngx_fluxgate_unlink(&op->link);
+
+    if (r == NULL || op->answered) {
+        return;
+    }
+
+    op->answered = 1;
+
+    ctx = ngx_fluxgate_get_ctx(r);
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"success\","
+                                            "\"orderId\":\"\"}") - 1
+                                     + NGX_FLUXGATE_UUID_LEN);
+
+    if (ctx == NULL || body.data == NULL) {
+        ngx_fluxgate_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_memcpy(ctx->order_id, op->order_id, NGX_FLUXGATE_UUID_LEN);
+    ctx->has_order_id = 1;
+
+    body.len = ngx_sprintf(body.data,
+                           "{\"status\":\"success\",\"orderId\":\"%*s\"}",
+                           (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id)
+               - body.data;
+
+    rc = ngx_fluxgate_send(r, NGX_HTTP_OK, NGX_FLUXGATE_ACCEPTED, &body);
+
+    ngx_fluxgate_finalize(r, rc);
+}
+
+
+static void
+ngx_fluxgate_order_release(ngx_fluxgate_order_t *op)
+{
+    ngx_fluxgate_order_finishing(op, 1);
+}
+
+
+/* the last step: done.lua or release.lua, retried until the deadline */
+
+static void
+ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
+{
+    op->state = NGX_FLUXGATE_ORDER_FINISHING;
+    op->releasing = release;
+    op->deadline = ngx_current_msec + NGX_FLUXGATE_ORDER_GRACE;
+
+    ngx_fluxgate_order_finish(op);
+}
+
+
+static void
+ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
+{
+    u_char      qty[NGX_INT64_LEN];
+    ngx_int_t   rc;
+    ngx_str_t   args[6];
+    ngx_msec_t  now;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    if (op->releasing) {
+        args[0] = op->stock_key;
+        args[1] = op->buyers_key;
+        args[2] = op->idem_key;
+        args[3].data = (u_char *) op->req.user_id;
+        args[3].len = op->req.user_id_len;
+        args[4].data = qty;
+        args[4].len = ngx_sprintf(qty, "%L", op->req.quantity) - qty;
+        args[5].data = op->order_id;
+        args[5].len = NGX_FLUXGATE_UUID_LEN;
+
+        rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_release,
+                                     3, 6, args, ngx_fluxgate_order_finished,
+                                     op);
+
+    } else {
+        args[0] = op->idem_key;
+        args[1].data = op->order_id;
+        args[1].len = NGX_FLUXGATE_UUID_LEN;
+
+        rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_done,
+                                     1, 2, args, ngx_fluxgate_order_finished,
+                                     op);
+    }
+
+    now = ngx_current_msec;
+
+    if (rc == NGX_OK) {
+        op->waiting = 1;
+        ngx_add_timer(&op->timer, op->deadline > now ? op->deadline - now
+                                                     : 1);
+        return;
+    }
+
+    if (now >= op->deadline || ngx_fluxgate_exiting) {
+        ngx_fluxgate_order_finished(NULL, op);
+        return;
+    }
+
+    /* no connection now: try again when it may be back */
+    ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_RETRY);
+}
+
+
+/* done.lua or release.lua answered, or could not be run: the end */
+
+static void
+ngx_fluxgate_order_finished(redisReply *reply, void *data)
+{
+    ngx_fluxgate_order_t  *op = data;
+
+    op->waiting = 0;
+
+    if (reply == NULL
+        && ngx_current_msec < op->deadline
+        && !ngx_fluxgate_exiting)
+    {
+        /* the connection went with the script: both scripts can repeat */
+        if (op->timer.timer_set) {
+            ngx_del_timer(&op->timer);
+        }
+
+        ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_RETRY);
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "fluxgate: order %*s: could not %s in redis: "
+                      "product \"%s\", user \"%s\", quantity %L, key \"%V\"",
+                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                      op->releasing ? "release the reservation"
+                                    : "mark the idempotency key done",
+                      op->req.product_id, op->req.user_id,
+                      op->req.quantity, &op->key);
+    }
+
+    ngx_fluxgate_order_free(op);
+}
+
+
+/*
+ * The deadline of the step under way: the client gets 503 now, and the
+ * step is given a grace period to end with a live timer.  After that the
+ * order still ends when its callback comes, but nothing waits for it.
+ * While finishing, the timer is the retry of done.lua or release.lua.
+ */
+
+static void
+ngx_fluxgate_order_timeout(ngx_event_t *ev)
+{
+    ngx_fluxgate_order_t  *op = ev->data;
+
+    if (op->state == NGX_FLUXGATE_ORDER_FINISHING) {
+
+        if (!op->waiting) {
+            ngx_fluxgate_order_finish(op);
+            return;
+        }
+
+    } else if (!op->answered) {
+
+        if (op->state == NGX_FLUXGATE_ORDER_DECIDING) {
+            ngx_fluxgate_redis_timed_out(op->redis);
+            ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "redis timed out");
+
+        } else {
+            ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "kafka timed out");
+        }
+
+        ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_GRACE);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "fluxgate: order %*s for \"%s\": still no reply from %s",
+                  (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                  op->req.product_id,
+                  op->state == NGX_FLUXGATE_ORDER_PRODUCING ? "kafka"
+                                                            : "redis");
+}
+
+
+/* a 503 now; the order itself goes on to its end */
+
+static void
+ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op, ngx_uint_t status,
+    const char *error)
+{
+    ngx_http_request_t  *r;
+
+    if (op->answered) {
+        return;
+    }
+
+    op->answered = 1;
+
+    r = ngx_fluxgate_unlink(&op->link);
+
+    if (r != NULL) {
+        ngx_fluxgate_finalize(r, ngx_fluxgate_send_unavailable(r, error));
+    }
+}
+
+
+static void
+ngx_fluxgate_order_free(ngx_fluxgate_order_t *op)
+{
+    (void) ngx_fluxgate_unlink(&op->link);
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    ngx_free(op);
+}

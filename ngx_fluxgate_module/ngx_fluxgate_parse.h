@@ -1,0 +1,53 @@
+
+/*
+ * Flux-Gate: what a client may send, checked before any I/O.  Pure C
+ * (jansson and libc only, no nginx headers) so that fuzz_parse.c can link
+ * it alone.  Every error names the field it is about.
+ */
+
+
+#ifndef _NGX_FLUXGATE_PARSE_H_INCLUDED_
+#define _NGX_FLUXGATE_PARSE_H_INCLUDED_
+
+
+#include <stddef.h>
+
+
+#define NGX_FLUXGATE_ID_MAX      64
+#define NGX_FLUXGATE_KEY_MAX     64
+#define NGX_FLUXGATE_STOCK_MAX   1000000000LL
+
+
+typedef struct {
+    char         product_id[NGX_FLUXGATE_ID_MAX + 1];
+    size_t       product_id_len;
+    char         user_id[NGX_FLUXGATE_ID_MAX + 1];
+    size_t       user_id_len;
+    long long    quantity;
+} ngx_fluxgate_order_req_t;
+
+
+typedef struct {
+    char         product_id[NGX_FLUXGATE_ID_MAX + 1];
+    size_t       product_id_len;
+    long long    stock;
+} ngx_fluxgate_stock_req_t;
+
+
+typedef struct {
+    const char  *field;
+    char         error[128];
+} ngx_fluxgate_parse_error_t;
+
+
+/* 0: valid, -1: not, with err filled in */
+int ngx_fluxgate_parse_order(const char *body, size_t len,
+    long long max_quantity, ngx_fluxgate_order_req_t *req,
+    ngx_fluxgate_parse_error_t *err);
+int ngx_fluxgate_parse_stock(const char *body, size_t len,
+    ngx_fluxgate_stock_req_t *req, ngx_fluxgate_parse_error_t *err);
+int ngx_fluxgate_parse_idempotency_key(const char *key, size_t len,
+    ngx_fluxgate_parse_error_t *err);
+
+
+#endif /* _NGX_FLUXGATE_PARSE_H_INCLUDED_ */

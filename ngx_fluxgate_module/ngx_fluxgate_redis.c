@@ -1,0 +1,630 @@
+
+/*
+ * Flux-Gate: Redis on the nginx event loop.  Each worker process keeps one
+ * hiredis async connection per distinct fluxgate_redis address that a
+ * handler uses; every request's command is pipelined on it.  A connection
+ * that fails is retried on a cancelable timer with a doubling backoff, and
+ * commands meanwhile fail at once (the caller answers 503).
+ *
+ * The scripts of lua/ are loaded with SCRIPT LOAD when the connection is
+ * made and called with EVALSHA; a NOSCRIPT reply (SCRIPT FLUSH, a failover)
+ * loads the script again and resends the same command.
+ *
+ * hiredis calls every outstanding callback exactly once, with NULL when the
+ * connection went away first; the callers rely on that to free their state.
+ */
+
+
+#include "ngx_fluxgate.h"
+#include "ngx_fluxgate_redis_adapter.h"
+#include "ngx_fluxgate_lua.h"
+
+
+#define NGX_FLUXGATE_REDIS_CONNECT_TIMEOUT  1000
+#define NGX_FLUXGATE_REDIS_BACKOFF_MIN      100
+#define NGX_FLUXGATE_REDIS_BACKOFF_MAX      5000
+#define NGX_FLUXGATE_REDIS_MAX_ARGS         16
+
+
+struct ngx_fluxgate_redis_s {
+    ngx_str_t                      name;
+    char                          *host;      /* an address, or a path */
+    int                            port;      /* 0: a unix socket */
+
+    redisAsyncContext             *ac;
+    ngx_event_t                    timer;     /* connect or backoff */
+    ngx_msec_t                     backoff;
+    ngx_log_t                     *log;
+
+    unsigned                       used:1;
+    unsigned                       connected:1;
+    unsigned                       stalled:1;
+};
+
+
+/* one command on its way: what to call with the reply */
+typedef struct {
+    ngx_fluxgate_redis_t          *rds;
+    ngx_fluxgate_script_t         *script;
+    ngx_fluxgate_redis_handler_pt  handler;
+    void                          *data;
+    char                          *cmd;
+    size_t                         len;
+    unsigned                       reloaded:1;
+} ngx_fluxgate_redis_call_t;
+
+
+static void ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds);
+static void ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds,
+    const char *reason);
+static void ngx_fluxgate_redis_timer(ngx_event_t *ev);
+static void ngx_fluxgate_redis_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_fluxgate_redis_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r,
+    void *data);
+static ngx_int_t ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
+    ngx_fluxgate_script_t *script, int argc, const char **argv,
+    const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler,
+    void *data);
+static void ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r,
+    void *data);
+
+
+ngx_fluxgate_script_t  ngx_fluxgate_script_order = {
+    ngx_string("order"),
+    ngx_string(NGX_FLUXGATE_LUA_ORDER_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_ORDER)
+};
+
+ngx_fluxgate_script_t  ngx_fluxgate_script_release = {
+    ngx_string("release"),
+    ngx_string(NGX_FLUXGATE_LUA_RELEASE_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_RELEASE)
+};
+
+ngx_fluxgate_script_t  ngx_fluxgate_script_done = {
+    ngx_string("done"),
+    ngx_string(NGX_FLUXGATE_LUA_DONE_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_DONE)
+};
+
+
+static ngx_fluxgate_script_t  *ngx_fluxgate_scripts[] = {
+    &ngx_fluxgate_script_order,
+    &ngx_fluxgate_script_release,
+    &ngx_fluxgate_script_done,
+    NULL
+};
+
+
+static ngx_uint_t  ngx_fluxgate_redis_exiting;
+
+
+/* configuration: an address is parsed and resolved once, at nginx -t */
+
+ngx_fluxgate_redis_t *
+ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr)
+{
+    u_char                     text[NGX_SOCKADDR_STRLEN];
+    size_t                     len;
+    ngx_url_t                  u;
+    ngx_uint_t                 i;
+    ngx_fluxgate_redis_t      *rds, **rdsp;
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_fluxgate_module);
+
+    rdsp = fmcf->redis.elts;
+
+    for (i = 0; i < fmcf->redis.nelts; i++) {
+        if (rdsp[i]->name.len == addr->len
+            && ngx_strncmp(rdsp[i]->name.data, addr->data, addr->len) == 0)
+        {
+            return rdsp[i];
+        }
+    }
+
+    rds = ngx_pcalloc(cf->pool, sizeof(ngx_fluxgate_redis_t));
+    if (rds == NULL) {
+        return NULL;
+    }
+
+    rds->name = *addr;
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        len = addr->len - 5;
+
+        if (len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "path too long in \"%V\" of the "
+                               "\"fluxgate_redis\" directive", addr);
+            return NULL;
+        }
+
+        rds->host = ngx_pcalloc(cf->pool, len + 1);
+        if (rds->host == NULL) {
+            return NULL;
+        }
+
+        ngx_memcpy(rds->host, addr->data + 5, len);
+        rds->port = 0;
+
+    } else {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = *addr;
+        u.default_port = 6379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in \"%V\" of the \"fluxgate_redis\" "
+                               "directive",
+                               u.err ? u.err : "host not found", addr);
+            return NULL;
+        }
+
+        if (u.no_port && u.uri.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"fluxgate_redis\" "
+                               "directive", addr);
+            return NULL;
+        }
+
+        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                            text, NGX_SOCKADDR_STRLEN, 0);
+
+        rds->host = ngx_pcalloc(cf->pool, len + 1);
+        if (rds->host == NULL) {
+            return NULL;
+        }
+
+        ngx_memcpy(rds->host, text, len);
+        rds->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    rdsp = ngx_array_push(&fmcf->redis);
+    if (rdsp == NULL) {
+        return NULL;
+    }
+
+    *rdsp = rds;
+
+    return rds;
+}
+
+
+void
+ngx_fluxgate_redis_use(ngx_fluxgate_redis_t *rds)
+{
+    rds->used = 1;
+}
+
+
+/* worker processes */
+
+ngx_int_t
+ngx_fluxgate_redis_init_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf)
+{
+    ngx_uint_t             i;
+    ngx_fluxgate_redis_t  *rds, **rdsp;
+
+    ngx_fluxgate_redis_exiting = 0;
+
+    rdsp = fmcf->redis.elts;
+
+    for (i = 0; i < fmcf->redis.nelts; i++) {
+        rds = rdsp[i];
+
+        if (!rds->used) {
+            continue;
+        }
+
+        rds->log = cycle->log;
+        rds->timer.handler = ngx_fluxgate_redis_timer;
+        rds->timer.data = rds;
+        rds->timer.log = cycle->log;
+        rds->timer.cancelable = 1;
+
+        ngx_fluxgate_redis_connect(rds);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_fluxgate_redis_exit_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf)
+{
+    ngx_uint_t             i;
+    redisAsyncContext     *ac;
+    ngx_fluxgate_redis_t  *rds, **rdsp;
+
+    ngx_fluxgate_redis_exiting = 1;
+
+    rdsp = fmcf->redis.elts;
+
+    for (i = 0; i < fmcf->redis.nelts; i++) {
+        rds = rdsp[i];
+
+        if (rds->timer.timer_set) {
+            ngx_del_timer(&rds->timer);
+        }
+
+        ac = rds->ac;
+
+        if (ac == NULL) {
+            continue;
+        }
+
+        /*
+         * one last non-blocking write: the "done" and "release" scripts
+         * the final delivery reports queued go out if the socket takes them
+         */
+
+        if (rds->connected) {
+            redisAsyncHandleWrite(ac);
+        }
+
+        if (rds->ac != NULL) {
+            rds->ac = NULL;
+            redisAsyncFree(ac);
+        }
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds)
+{
+    ngx_uint_t              i;
+    redisAsyncContext      *ac;
+    ngx_fluxgate_script_t  *script;
+
+    if (rds->port) {
+        ac = redisAsyncConnect(rds->host, rds->port);
+
+    } else {
+        ac = redisAsyncConnectUnix(rds->host);
+    }
+
+    if (ac == NULL) {
+        ngx_fluxgate_redis_retry(rds, "out of memory");
+        return;
+    }
+
+    if (ac->err) {
+        ngx_fluxgate_redis_retry(rds, ac->errstr);
+        redisAsyncFree(ac);
+        return;
+    }
+
+    if (ngx_fluxgate_redis_adapter_attach(ac, rds->log) != NGX_OK) {
+        redisAsyncFree(ac);
+        ngx_fluxgate_redis_retry(rds, "no free connection");
+        return;
+    }
+
+    ac->data = rds;
+    rds->ac = ac;
+    rds->connected = 0;
+    rds->stalled = 0;
+
+    (void) redisAsyncSetConnectCallback(ac, ngx_fluxgate_redis_connected);
+    (void) redisAsyncSetDisconnectCallback(ac,
+                                           ngx_fluxgate_redis_disconnected);
+
+    /* first in the pipeline, so every EVALSHA after them finds them */
+
+    for (i = 0; ngx_fluxgate_scripts[i]; i++) {
+        script = ngx_fluxgate_scripts[i];
+
+        (void) redisAsyncCommand(ac, ngx_fluxgate_redis_loaded, script,
+                                 "SCRIPT LOAD %b", script->body.data,
+                                 script->body.len);
+    }
+
+    ngx_add_timer(&rds->timer, NGX_FLUXGATE_REDIS_CONNECT_TIMEOUT);
+}
+
+
+/* the context is gone or going: try again later, each time later */
+
+static void
+ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds, const char *reason)
+{
+    rds->ac = NULL;
+    rds->connected = 0;
+    rds->stalled = 0;
+
+    if (ngx_fluxgate_redis_exiting) {
+        return;
+    }
+
+    if (rds->backoff == 0) {
+        rds->backoff = NGX_FLUXGATE_REDIS_BACKOFF_MIN;
+
+    } else {
+        rds->backoff = ngx_min(rds->backoff * 2,
+                               NGX_FLUXGATE_REDIS_BACKOFF_MAX);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rds->log, 0,
+                  "fluxgate: redis %V: %s, retrying in %Mms",
+                  &rds->name, reason, rds->backoff);
+
+    if (rds->timer.timer_set) {
+        ngx_del_timer(&rds->timer);
+    }
+
+    ngx_add_timer(&rds->timer, rds->backoff);
+}
+
+
+static void
+ngx_fluxgate_redis_timer(ngx_event_t *ev)
+{
+    ngx_fluxgate_redis_t  *rds = ev->data;
+
+    redisAsyncContext  *ac;
+
+    ac = rds->ac;
+
+    if (ac == NULL) {
+        ngx_fluxgate_redis_connect(rds);
+        return;
+    }
+
+    if (!rds->connected) {
+        rds->ac = NULL;
+        redisAsyncFree(ac);
+        ngx_fluxgate_redis_retry(rds, "connect timed out");
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_fluxgate_redis_t  *rds = ac->data;
+
+    if (rds->timer.timer_set) {
+        ngx_del_timer(&rds->timer);
+    }
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context when this returns */
+        ngx_fluxgate_redis_retry(rds, ac->errstr ? ac->errstr
+                                                 : "connect failed");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, rds->log, 0,
+                  "fluxgate: redis %V: connected", &rds->name);
+
+    /* the backoff is reset by the first reply, not by a bare connect */
+    rds->connected = 1;
+
+    if (rds->port) {
+        /* a peer that vanished without a FIN is found within a minute */
+        (void) redisEnableKeepAlive((redisContext *) &ac->c);
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_disconnected(const redisAsyncContext *ac, int status)
+{
+    ngx_fluxgate_redis_t  *rds = ac->data;
+
+    if (rds->ac == ac) {
+        ngx_fluxgate_redis_retry(rds, ac->errstr ? ac->errstr
+                                                 : "connection closed");
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r, void *data)
+{
+    redisReply             *reply = r;
+    ngx_fluxgate_script_t  *script = data;
+
+    ngx_fluxgate_redis_t  *rds;
+
+    rds = ac->data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    rds->backoff = 0;
+
+    if (reply->type != REDIS_REPLY_STRING
+        || reply->len != script->sha.len
+        || ngx_strncmp(reply->str, script->sha.data, reply->len) != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, rds->log, 0,
+                      "fluxgate: redis %V: SCRIPT LOAD of %V.lua: "
+                      "unexpected reply \"%*s\"", &rds->name, &script->name,
+                      (size_t) ngx_min(reply->len, 200),
+                      reply->str ? reply->str : "");
+    }
+}
+
+
+/* commands */
+
+/*
+ * Whether a new request should try this Redis at all.  After a deadline
+ * passed without a reply ("stalled"), new requests fail fast until the next
+ * reply arrives, instead of piling commands onto a frozen server.
+ */
+
+ngx_int_t
+ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds)
+{
+    return rds->ac != NULL && !rds->stalled;
+}
+
+
+void
+ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds)
+{
+    if (rds->ac != NULL && !rds->stalled) {
+        ngx_log_error(NGX_LOG_WARN, rds->log, 0,
+                      "fluxgate: redis %V: no reply within the deadline, "
+                      "failing fast until it answers", &rds->name);
+        rds->stalled = 1;
+    }
+}
+
+
+ngx_int_t
+ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
+    ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
+    ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler, void *data)
+{
+    u_char       numkeys[NGX_INT_T_LEN];
+    size_t       argvlen[NGX_FLUXGATE_REDIS_MAX_ARGS + 3];
+    ngx_uint_t   i;
+    const char  *argv[NGX_FLUXGATE_REDIS_MAX_ARGS + 3];
+
+    if (nargs > NGX_FLUXGATE_REDIS_MAX_ARGS) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "EVALSHA";
+    argvlen[0] = sizeof("EVALSHA") - 1;
+    argv[1] = (const char *) script->sha.data;
+    argvlen[1] = script->sha.len;
+    argv[2] = (const char *) numkeys;
+    argvlen[2] = ngx_sprintf(numkeys, "%ui", nkeys) - numkeys;
+
+    for (i = 0; i < nargs; i++) {
+        argv[i + 3] = (const char *) args[i].data;
+        argvlen[i + 3] = args[i].len;
+    }
+
+    return ngx_fluxgate_redis_send(rds, script, nargs + 3, argv, argvlen,
+                                   handler, data);
+}
+
+
+ngx_int_t
+ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds, ngx_uint_t nargs,
+    ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler, void *data)
+{
+    size_t       argvlen[NGX_FLUXGATE_REDIS_MAX_ARGS];
+    ngx_uint_t   i;
+    const char  *argv[NGX_FLUXGATE_REDIS_MAX_ARGS];
+
+    if (nargs > NGX_FLUXGATE_REDIS_MAX_ARGS) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < nargs; i++) {
+        argv[i] = (const char *) args[i].data;
+        argvlen[i] = args[i].len;
+    }
+
+    return ngx_fluxgate_redis_send(rds, NULL, nargs, argv, argvlen,
+                                   handler, data);
+}
+
+
+static ngx_int_t
+ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
+    ngx_fluxgate_script_t *script, int argc, const char **argv,
+    const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler, void *data)
+{
+    int                         len;
+    char                       *cmd;
+    ngx_fluxgate_redis_call_t  *call;
+
+    if (rds->ac == NULL
+        || (rds->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
+        return NGX_ERROR;
+    }
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    call = ngx_alloc(sizeof(ngx_fluxgate_redis_call_t), rds->log);
+    if (call == NULL) {
+        redisFreeCommand(cmd);
+        return NGX_ERROR;
+    }
+
+    call->rds = rds;
+    call->script = script;
+    call->handler = handler;
+    call->data = data;
+    call->cmd = cmd;
+    call->len = len;
+    call->reloaded = 0;
+
+    if (redisAsyncFormattedCommand(rds->ac, ngx_fluxgate_redis_reply, call,
+                                   cmd, len)
+        != REDIS_OK)
+    {
+        redisFreeCommand(cmd);
+        ngx_free(call);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
+{
+    redisReply                 *reply = r;
+    ngx_fluxgate_redis_call_t  *call = data;
+
+    ngx_fluxgate_script_t  *script;
+
+    if (reply != NULL) {
+        call->rds->stalled = 0;
+        call->rds->backoff = 0;
+    }
+
+    script = call->script;
+
+    if (reply != NULL
+        && reply->type == REDIS_REPLY_ERROR
+        && script != NULL
+        && !call->reloaded
+        && reply->len >= 8
+        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, call->rds->log, 0,
+                      "fluxgate: redis %V: %V.lua was not loaded, "
+                      "loading it again", &call->rds->name, &script->name);
+
+        call->reloaded = 1;
+
+        if (redisAsyncCommand(ac, ngx_fluxgate_redis_loaded, script,
+                              "SCRIPT LOAD %b", script->body.data,
+                              script->body.len)
+            == REDIS_OK
+            && redisAsyncFormattedCommand(ac, ngx_fluxgate_redis_reply, call,
+                                          call->cmd, call->len)
+               == REDIS_OK)
+        {
+            return;
+        }
+    }
+
+    call->handler(reply, call->data);
+
+    redisFreeCommand(call->cmd);
+    ngx_free(call);
+}
