@@ -143,6 +143,9 @@ extern ngx_module_t  ngx_fluxgate_module;
 /* set when the worker's exit_process runs: no more retries then */
 extern ngx_uint_t    ngx_fluxgate_exiting;
 
+/* orders and stock updates whose state is allocated: 0 at a clean exit */
+extern ngx_uint_t    ngx_fluxgate_in_flight;
+
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_order;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_release;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_done;

@@ -101,10 +101,13 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_fluxgate_in_flight++;
+
     if (ngx_fluxgate_parse_stock((char *) body.data, body.len, &op->req,
                                  &err)
         != 0)
     {
+        ngx_fluxgate_in_flight--;
         ngx_free(op);
         return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
                                        NGX_FLUXGATE_INVALID, err.error,
@@ -112,6 +115,7 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
     }
 
     if (ngx_fluxgate_link(&op->link, r) != NGX_OK) {
+        ngx_fluxgate_in_flight--;
         ngx_free(op);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -295,5 +299,6 @@ ngx_fluxgate_admin_free(ngx_fluxgate_admin_t *op)
         ngx_del_timer(&op->timer);
     }
 
+    ngx_fluxgate_in_flight--;
     ngx_free(op);
 }

@@ -187,6 +187,7 @@ static ngx_str_t  ngx_fluxgate_outcomes[] = {
 
 
 ngx_uint_t  ngx_fluxgate_exiting;
+ngx_uint_t  ngx_fluxgate_in_flight;
 
 
 /* configuration */
@@ -573,4 +574,10 @@ ngx_fluxgate_exit_process(ngx_cycle_t *cycle)
 
     ngx_fluxgate_kafka_exit_process(cycle);
     ngx_fluxgate_redis_exit_process(cycle, fmcf);
+
+    if (ngx_fluxgate_in_flight) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "fluxgate: %ui orders or stock updates unfinished "
+                      "at exit", ngx_fluxgate_in_flight);
+    }
 }

@@ -272,7 +272,10 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
         return NULL;
     }
 
+    ngx_fluxgate_in_flight++;
+
     if (ngx_fluxgate_link(&op->link, r) != NGX_OK) {
+        ngx_fluxgate_in_flight--;
         ngx_free(op);
         return NULL;
     }
@@ -903,5 +906,6 @@ ngx_fluxgate_order_free(ngx_fluxgate_order_t *op)
         ngx_del_timer(&op->timer);
     }
 
+    ngx_fluxgate_in_flight--;
     ngx_free(op);
 }

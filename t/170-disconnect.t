@@ -25,6 +25,8 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
+our $Nginx = $ENV{FG_NGINX} || '/usr/sbin/nginx';
+
 $ENV{TEST_NGINX_TOPIC} = uniq('t170');
 kafka_create_topic($ENV{TEST_NGINX_TOPIC});
 
@@ -79,6 +81,16 @@ unlike($log, qr/signal|\[alert\]|\[crit\]|open socket|leak/, "$main::name - no c
 my $res = http_post("http://127.0.0.1:" . server_port() . "/order",
                     qq({"productId":"$p","userId":"after"}), { 'X-Idempotency-Key' => 'after' });
 is($res->{status}, 200, "$main::name - the worker still serves");
+
+# the workers leave on a reload: each must have freed every order's state
+$from = -s servroot() . "/logs/error.log";
+my $pre = $ENV{FG_LD_PRELOAD} ? "LD_PRELOAD=$ENV{FG_LD_PRELOAD} " : '';
+system("$pre$main::Nginx -p " . servroot() . "/ -c " . servroot()
+       . "/conf/nginx.conf -s reload 2>/dev/null");
+ok(wait_until(10, sub { error_log_since($from) =~ /exited with code 0/ }),
+   "$main::name - the old worker exited") or diag(error_log_since($from));
+unlike(error_log_since($from), qr/unfinished at exit|\[alert\]|exited on signal/,
+       "$main::name - nothing left in flight, nothing leaked");
 
 
 
