@@ -23,7 +23,13 @@ my @errlogs = (glob("$ENV{FG_RUN_DIR}/nginx/logs/*error*.log"),
                glob("$ENV{FG_RUN_DIR}/logs/nginx*.log"),
                glob("$ENV{FG_RUN_DIR}/t/*/logs/error.log"));
 ok(@errlogs, 'nginx error logs found');
-my @died = map { `grep -H 'exited on signal' $_` } @errlogs;
-is(scalar @died, 0, 'no nginx worker died on a signal') or diag(@died);
+# ASan aborts (a signal); UBSan with halt_on_error exits with code 1, and
+# reports that miss log_path land on stderr, i.e. in these logs
+my @died = map { `grep -HE 'exited on signal|exited with code|runtime error:|AddressSanitizer' $_` } @errlogs;
+is(scalar @died, 0, 'no nginx worker died or reported') or diag(@died);
+
+my @wlogs = glob("$ENV{FG_RUN_DIR}/logs/worker*.log");
+my @wbad = map { `grep -HE 'runtime error:|AddressSanitizer' $_` } @wlogs;
+is(scalar @wbad, 0, 'no sanitizer report in the worker log') or diag(@wbad);
 
 done_testing();
