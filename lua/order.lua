@@ -13,7 +13,8 @@
 --   {3}                            first request still in flight
 --   {4}                            key used with another body
 --   {5, retry_after_ms}            over the rate; nothing claimed
---   {6}                            sold out (stored under the key)
+--   {6, stock}                     sold out (stored under the key); the
+--                                  stock left, less than quantity
 --   {7}                            per-user limit reached (stored)
 
 local stock_key, rate_key, buyers_key, idem_key =
@@ -67,7 +68,7 @@ end
 local stock = tonumber(redis.call('GET', stock_key)) or 0
 if stock < qty then
     final(409, 'sold_out')
-    return {6}
+    return {6, stock}
 end
 
 redis.call('DECRBY', stock_key, qty)

@@ -8,6 +8,7 @@
  * ngx_fluxgate_kafka.c   one librdkafka producer per worker
  * ngx_fluxgate_order.c   POST /order from body to response
  * ngx_fluxgate_admin.c   POST /init (stock administration)
+ * ngx_fluxgate_sold_out.c the sold-out flag in shared memory
  * ngx_fluxgate_parse.c   request bodies and keys (pure C, fuzzable)
  * ngx_fluxgate_uuid.c    order ids (UUIDv7)
  */
@@ -89,6 +90,8 @@ typedef struct {
     rd_kafka_conf_t             *kafka_conf;  /* validated, not yet used */
     ngx_msec_t                   kafka_timeout;   /* message.timeout.ms */
 
+    ngx_shm_zone_t              *sold_out;    /* NULL: no cache anywhere */
+
     ngx_uint_t                   handlers;    /* locations that use us */
     ngx_str_t                    handler_file;
     ngx_uint_t                   handler_line;
@@ -115,6 +118,7 @@ typedef struct {
     ngx_msec_t                   idempotency_ttl;
     ngx_uint_t                   max_quantity;
     ngx_uint_t                   per_user_limit;
+    ngx_msec_t                   sold_out_cache;  /* 0: off */
 } ngx_fluxgate_loc_conf_t;
 
 
@@ -201,6 +205,15 @@ void ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_fluxgate_kafka_ready(void);
 ngx_int_t ngx_fluxgate_kafka_produce(ngx_str_t *key, ngx_str_t *value,
     ngx_fluxgate_delivery_t *dlv);
+
+/* ngx_fluxgate_sold_out.c */
+ngx_shm_zone_t *ngx_fluxgate_sold_out_zone(ngx_conf_t *cf);
+ngx_int_t ngx_fluxgate_sold_out_test(ngx_shm_zone_t *shm_zone, u_char *id,
+    size_t len);
+void ngx_fluxgate_sold_out_set(ngx_shm_zone_t *shm_zone, u_char *id,
+    size_t len, ngx_msec_t valid);
+void ngx_fluxgate_sold_out_clear(ngx_shm_zone_t *shm_zone, u_char *id,
+    size_t len);
 
 /* ngx_fluxgate_uuid.c */
 void ngx_fluxgate_uuid7(u_char *dst, uint64_t now_ms);

@@ -4,9 +4,13 @@
  *
  *   {"productId": "...", "quantity": N} checked (no I/O yet)
  *     -> SET fg:{p}:stock N                 (deadline: redis_timeout)
+ *     -> the product's sold-out flag cleared (shared memory: every worker
+ *        of this nginx)
  *     -> {"type":"stock_set",...} to Kafka, same topic, key = productId,
  *        so the worker applies it in order with that product's orders
- *     -> 200 once Kafka acknowledged it, 503 otherwise
+ *     -> 200 once Kafka acknowledged it (the flag cleared once more,
+ *        in case an order.lua that ran before the SET raised it again),
+ *        503 otherwise
  *
  * SET is idempotent, so a 503 is safe to retry.  Once Redis has the new
  * stock the event is published even if the client is gone or was already
@@ -30,6 +34,7 @@ typedef struct {
     ngx_fluxgate_link_t         link;         /* to the request */
     ngx_event_t                 timer;
     ngx_msec_t                  kafka_wait;
+    ngx_shm_zone_t             *sold_out;
 
     unsigned                    producing:1;
     unsigned                    answered:1;   /* client already has 503 */
@@ -122,6 +127,7 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
 
     op->delivery.handler = ngx_fluxgate_admin_delivered;
     op->kafka_wait = fmcf->kafka_timeout + 1000;
+    op->sold_out = fmcf->sold_out;
     op->timer.handler = ngx_fluxgate_admin_timeout;
     op->timer.data = op;
     op->timer.log = ngx_cycle->log;
@@ -179,6 +185,8 @@ ngx_fluxgate_admin_stored(redisReply *reply, void *data)
     key.data = (u_char *) op->req.product_id;
     key.len = op->req.product_id_len;
 
+    ngx_fluxgate_sold_out_clear(op->sold_out, key.data, key.len);
+
     msg.data = value;
     msg.len = ngx_snprintf(value, sizeof(value),
                            "{\"type\":\"stock_set\",\"productId\":\"%s\","
@@ -223,6 +231,9 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
         ngx_fluxgate_admin_free(op);
         return;
     }
+
+    ngx_fluxgate_sold_out_clear(op->sold_out, (u_char *) op->req.product_id,
+                                op->req.product_id_len);
 
     r = ngx_fluxgate_unlink(&op->link);
 

@@ -23,6 +23,8 @@ static char *ngx_fluxgate_kafka_option_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_fluxgate_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_fluxgate_sold_out_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_fluxgate_positive(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_fluxgate_positive_msec(ngx_conf_t *cf, void *post,
     void *data);
@@ -126,6 +128,13 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       offsetof(ngx_fluxgate_loc_conf_t, per_user_limit),
       NULL },
 
+    { ngx_string("fluxgate_sold_out_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_fluxgate_sold_out_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -208,6 +217,7 @@ ngx_fluxgate_create_main_conf(ngx_conf_t *cf)
      *     fmcf->brokers = { 0, NULL };
      *     fmcf->topic = { 0, NULL };
      *     fmcf->kafka_conf = NULL;
+     *     fmcf->sold_out = NULL;
      *     fmcf->handlers = 0;
      */
 
@@ -268,6 +278,7 @@ ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
     flcf->idempotency_ttl = NGX_CONF_UNSET_MSEC;
     flcf->max_quantity = NGX_CONF_UNSET_UINT;
     flcf->per_user_limit = NGX_CONF_UNSET_UINT;
+    flcf->sold_out_cache = NGX_CONF_UNSET_MSEC;
 
     return flcf;
 }
@@ -295,6 +306,7 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               60000);
     ngx_conf_merge_uint_value(conf->max_quantity, prev->max_quantity, 10);
     ngx_conf_merge_uint_value(conf->per_user_limit, prev->per_user_limit, 0);
+    ngx_conf_merge_msec_value(conf->sold_out_cache, prev->sold_out_cache, 0);
 
     if (conf->handler == NGX_FLUXGATE_HANDLER_NONE) {
         return NGX_CONF_OK;
@@ -429,6 +441,52 @@ ngx_fluxgate_threshold(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     flcf->rate = rate;
     flcf->burst = burst;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_fluxgate_sold_out_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_int_t                  valid;
+    ngx_str_t                 *value;
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    if (flcf->sold_out_cache != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        flcf->sold_out_cache = 0;
+        return NGX_CONF_OK;
+    }
+
+    valid = ngx_parse_time(&value[1], 0);
+
+    if (valid == NGX_ERROR || valid == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    flcf->sold_out_cache = (ngx_msec_t) valid;
+
+    /* one zone for every location: the admin handler clears it too */
+
+    fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_fluxgate_module);
+
+    if (fmcf->sold_out == NULL) {
+        fmcf->sold_out = ngx_fluxgate_sold_out_zone(cf);
+        if (fmcf->sold_out == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }

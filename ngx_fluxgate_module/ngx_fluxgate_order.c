@@ -3,6 +3,7 @@
  * Flux-Gate: POST /order, the whole life of one order.
  *
  *   body read and checked (405, 415, 413, 400: no I/O yet)
+ *     -> the product's sold-out flag is up: 409 (no I/O either)
  *     -> order.lua, one EVALSHA: idempotency, rate, per-user, stock, and
  *        the reservation                      (deadline: redis_timeout)
  *     -> reserved: the message to Kafka       (deadline: message.timeout.ms)
@@ -65,6 +66,8 @@ typedef struct {
 
     ngx_fluxgate_link_t         link;         /* to the request */
     ngx_fluxgate_redis_t       *redis;
+    ngx_shm_zone_t             *sold_out;     /* NULL: cache off here */
+    ngx_msec_t                  sold_out_cache;
     ngx_fluxgate_order_state_e  state;
     ngx_event_t                 timer;
     ngx_msec_t                  kafka_wait;
@@ -97,6 +100,8 @@ static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
 static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     ngx_fluxgate_loc_conf_t *flcf);
 static void ngx_fluxgate_order_decided(redisReply *reply, void *data);
+static void ngx_fluxgate_order_sold_out(ngx_fluxgate_order_t *op,
+    redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_respond(ngx_http_request_t *r,
     ngx_fluxgate_order_t *op, redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op);
@@ -147,10 +152,12 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
     ngx_str_t                    body, key;
     ngx_fluxgate_order_t        *op;
     ngx_fluxgate_loc_conf_t     *flcf;
+    ngx_fluxgate_main_conf_t    *fmcf;
     ngx_fluxgate_order_req_t     req;
     ngx_fluxgate_parse_error_t   err;
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+    fmcf = ngx_http_get_module_main_conf(r, ngx_fluxgate_module);
 
     rc = ngx_fluxgate_request_body(r, &body);
 
@@ -180,6 +187,21 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
         return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
                                        NGX_FLUXGATE_INVALID, err.error,
                                        err.field);
+    }
+
+    /*
+     * Redis said "sold out" a moment ago: this answer needs neither Redis
+     * nor Kafka (and, while the flag is up, wins over a replay)
+     */
+
+    if (flcf->sold_out_cache
+        && ngx_fluxgate_sold_out_test(fmcf->sold_out,
+                                      (u_char *) req.product_id,
+                                      req.product_id_len))
+    {
+        ngx_str_set(&body, "{\"status\":\"sold_out\"}");
+        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT, NGX_FLUXGATE_SOLD_OUT,
+                                 &body);
     }
 
     /* nothing is reserved for an order that could not be delivered */
@@ -282,6 +304,8 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
 
     op->delivery.handler = ngx_fluxgate_order_delivered;
     op->redis = flcf->redis;
+    op->sold_out = flcf->sold_out_cache ? fmcf->sold_out : NULL;
+    op->sold_out_cache = flcf->sold_out_cache;
     op->state = NGX_FLUXGATE_ORDER_DECIDING;
     op->kafka_wait = fmcf->kafka_timeout + 1000;
 
@@ -426,6 +450,10 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
 
     /* every other outcome is final here */
 
+    if (reply->element[0]->integer == NGX_FLUXGATE_ORDER_SOLD_OUT) {
+        ngx_fluxgate_order_sold_out(op, reply);
+    }
+
     r = ngx_fluxgate_unlink(&op->link);
 
     if (r != NULL && !op->answered) {
@@ -434,6 +462,27 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
     }
 
     ngx_fluxgate_order_free(op);
+}
+
+
+/*
+ * {6, stock}: only a stock of nothing at all raises the flag; a quantity
+ * larger than what is left does not, smaller orders may still fit
+ */
+
+static void
+ngx_fluxgate_order_sold_out(ngx_fluxgate_order_t *op, redisReply *reply)
+{
+    if (op->sold_out == NULL
+        || reply->elements < 2
+        || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[1]->integer > 0)
+    {
+        return;
+    }
+
+    ngx_fluxgate_sold_out_set(op->sold_out, (u_char *) op->req.product_id,
+                              op->req.product_id_len, op->sold_out_cache);
 }
 
 
@@ -814,6 +863,18 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
 
         ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_RETRY);
         return;
+    }
+
+    /* units given back: whoever the flag turns away could have them */
+
+    if (op->releasing
+        && reply != NULL
+        && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer == 1)
+    {
+        ngx_fluxgate_sold_out_clear(op->sold_out,
+                                    (u_char *) op->req.product_id,
+                                    op->req.product_id_len);
     }
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {

@@ -24,6 +24,7 @@ __DATA__
     fluxgate_idempotency_ttl 60s;
     fluxgate_max_quantity 10;
     fluxgate_per_user_limit 0;
+    fluxgate_sold_out_cache 1s;
 --- config
     fluxgate_redis localhost:$TEST_NGINX_REDIS_PORT;
     fluxgate_redis_timeout 1s;
@@ -32,6 +33,7 @@ __DATA__
     fluxgate_idempotency_ttl 5m;
     fluxgate_max_quantity 3;
     fluxgate_per_user_limit 2;
+    fluxgate_sold_out_cache off;
 
     location = /order {
         fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
@@ -41,6 +43,7 @@ __DATA__
         fluxgate_idempotency_ttl 10s;
         fluxgate_max_quantity 5;
         fluxgate_per_user_limit 1;
+        fluxgate_sold_out_cache 500ms;
         fluxgate_order;
     }
     location = /init {
