@@ -19,10 +19,17 @@ if not ctype:find("^application/json") then
     return ngx.exit(415)
 end
 
+-- a body with its Content-Length, as the module answers (not chunked)
+local function respond(status, body)
+    ngx.status = status
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Content-Length"] = #body + 1
+    ngx.print(body, "\n")
+    return ngx.exit(status)
+end
+
 local function bad(field)
-    ngx.status = 400
-    ngx.say(cjson.encode({status = "error", field = field}))
-    return ngx.exit(400)
+    return respond(400, cjson.encode({status = "error", field = field}))
 end
 
 local key = ngx.var.http_x_idempotency_key
@@ -58,9 +65,7 @@ local red = redis:new()
 red:set_timeout(1000)
 local ok, err = red:connect("127.0.0.1", tonumber(ngx.var.fg_redis_port))
 if not ok then
-    ngx.status = 503
-    ngx.say(cjson.encode({status = "error", error = err}))
-    return ngx.exit(503)
+    return respond(503, cjson.encode({status = "error", error = err}))
 end
 
 local args = { order.userId, qty, order.userId .. ":" .. qty, order_id,
@@ -74,32 +79,25 @@ if not res and err and err:find("NOSCRIPT") then
                            keys[4], unpack(args))
 end
 if not res then
-    ngx.status = 503
-    ngx.say(cjson.encode({status = "error", error = err}))
-    return ngx.exit(503)
+    return respond(503, cjson.encode({status = "error", error = err}))
 end
 red:set_keepalive(10000, 200)
 
 local kind = res[1]
 if kind == 1 then
-    ngx.say(cjson.encode({status = "success", orderId = order_id}))
+    return respond(200, cjson.encode({status = "success", orderId = order_id}))
 elseif kind == 2 then
-    ngx.status = res[2]
     ngx.header["Idempotent-Replayed"] = "true"
-    ngx.say(cjson.encode({status = "ignored", orderId = res[4]}))
+    return respond(res[2], cjson.encode({status = "ignored", orderId = res[4]}))
 elseif kind == 3 then
-    ngx.status = 409
-    ngx.say('{"status":"in_progress"}')
+    return respond(409, '{"status":"in_progress"}')
 elseif kind == 4 then
-    ngx.status = 422
-    ngx.say('{"status":"error"}')
+    return respond(422, '{"status":"error"}')
 elseif kind == 5 then
     ngx.header["Retry-After"] = math.ceil(res[2] / 1000)
     return ngx.redirect("/waiting-room/", 302)
 elseif kind == 6 then
-    ngx.status = 409
-    ngx.say('{"status":"sold_out"}')
+    return respond(409, '{"status":"sold_out"}')
 else
-    ngx.status = 409
-    ngx.say('{"status":"limit_reached"}')
+    return respond(409, '{"status":"limit_reached"}')
 end
