@@ -359,6 +359,7 @@ set boxwidth 0.7
 set xtics rotate by -35 left
 set grid ytics
 set bmargin 10
+set rmargin 14
 set ylabel "requests/s"
 plot "$base.chart.dat" using 1:3:xtic(2) with boxes notitle lc rgb "#3070b0"
 set ylabel "p99 latency (ms)"
