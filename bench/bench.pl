@@ -118,6 +118,8 @@ sub flux_http {
     fluxgate_threshold $threshold;
     fluxgate_waiting_room /waiting-room/;
     fluxgate_max_quantity 10;
+    # the sold-out flag in shared memory (README: its trade-off)
+    fluxgate_sold_out_cache 1s;
 EOF
 }
 
@@ -187,11 +189,12 @@ sub bench_flux {
     # accepted: stock never runs out, every 200 acknowledged by Kafka
     $p = uniq('accept');
     set_stock($port, $p, 1_000_000_000);
-    $r = run_load(port => $port, product => $p);
-    my $rps = $fig{"accept_$w"} = row($name, 'accept path (200)', $r, 200);
+    # each 200 waits for Kafka: more connections keep the gate busy
+    $r = run_load(port => $port, product => $p, c => 2 * $CONNS);
+    my $rps = $fig{"accept_$w"} = row($name, 'accept path (200), ' . 2 * $CONNS . ' conns', $r, 200);
     # latency at half that rate, open loop
     my $half = int($rps / 2) || 1;
-    $r = run_load(port => $port, product => $p, rate => $half);
+    $r = run_load(port => $port, product => $p, rate => $half, c => 2 * $CONNS);
     $fig{"accept_half_p99_$w"} = $r->{status}{200}{p99_ms};
     row($name, "accept path at $half/s", $r, 200);
 
