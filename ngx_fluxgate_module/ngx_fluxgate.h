@@ -172,6 +172,8 @@ ngx_int_t ngx_fluxgate_send_unavailable(ngx_http_request_t *r,
 void ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r);
 ngx_http_request_t *ngx_fluxgate_unlink(ngx_fluxgate_link_t *link);
+void ngx_fluxgate_link_fail(ngx_fluxgate_link_t *link, const char *error);
+void ngx_fluxgate_link_end(ngx_fluxgate_link_t *link, ngx_event_t *timer);
 uint64_t ngx_fluxgate_now_ms(void);
 
 /* ngx_fluxgate_order.c, ngx_fluxgate_admin.c */

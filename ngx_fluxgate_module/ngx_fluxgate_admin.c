@@ -285,31 +285,19 @@ ngx_fluxgate_admin_timeout(ngx_event_t *ev)
 static void
 ngx_fluxgate_admin_answer(ngx_fluxgate_admin_t *op, const char *error)
 {
-    ngx_http_request_t  *r;
-
     if (op->answered) {
         return;
     }
 
     op->answered = 1;
 
-    r = ngx_fluxgate_unlink(&op->link);
-
-    if (r != NULL) {
-        ngx_fluxgate_finalize(r, ngx_fluxgate_send_unavailable(r, error));
-    }
+    ngx_fluxgate_link_fail(&op->link, error);
 }
 
 
 static void
 ngx_fluxgate_admin_free(ngx_fluxgate_admin_t *op)
 {
-    (void) ngx_fluxgate_unlink(&op->link);
-
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
-    }
-
-    ngx_fluxgate_in_flight--;
+    ngx_fluxgate_link_end(&op->link, &op->timer);
     ngx_free(op);
 }

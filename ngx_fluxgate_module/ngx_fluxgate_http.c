@@ -353,6 +353,38 @@ ngx_fluxgate_unlink(ngx_fluxgate_link_t *link)
 }
 
 
+/*
+ * An order's or an admin call's state outlives its request; these two end
+ * it the same way for both: the client, if still there, gets its 503, and
+ * the state lets go of the request and its timer before it is freed.
+ */
+
+void
+ngx_fluxgate_link_fail(ngx_fluxgate_link_t *link, const char *error)
+{
+    ngx_http_request_t  *r;
+
+    r = ngx_fluxgate_unlink(link);
+
+    if (r != NULL) {
+        ngx_fluxgate_finalize(r, ngx_fluxgate_send_unavailable(r, error));
+    }
+}
+
+
+void
+ngx_fluxgate_link_end(ngx_fluxgate_link_t *link, ngx_event_t *timer)
+{
+    (void) ngx_fluxgate_unlink(link);
+
+    if (timer->timer_set) {
+        ngx_del_timer(timer);
+    }
+
+    ngx_fluxgate_in_flight--;
+}
+
+
 static void
 ngx_fluxgate_link_cleanup(void *data)
 {

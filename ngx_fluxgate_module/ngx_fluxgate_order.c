@@ -115,7 +115,7 @@ static void ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op);
 static void ngx_fluxgate_order_finished(redisReply *reply, void *data);
 static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
 static void ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op,
-    ngx_uint_t status, const char *error);
+    const char *error);
 static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
 
 
@@ -418,8 +418,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
                       (size_t) (reply && reply->str ? reply->len : 0),
                       reply && reply->str ? reply->str : "");
 
-        ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "redis failed");
+        ngx_fluxgate_order_answer(op, "redis failed");
         ngx_fluxgate_order_release(op);
         return;
     }
@@ -439,8 +438,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
         }
 
         if (ngx_fluxgate_order_produce(op) != NGX_OK) {
-            ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "kafka unavailable");
+            ngx_fluxgate_order_answer(op, "kafka unavailable");
             ngx_fluxgate_order_release(op);
             return;
         }
@@ -699,8 +697,7 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
                       (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
                       op->req.product_id, err);
 
-        ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "kafka unavailable");
+        ngx_fluxgate_order_answer(op, "kafka unavailable");
         ngx_fluxgate_order_release(op);
         return;
 
@@ -719,8 +716,7 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
                       op->req.product_id, op->req.user_id,
                       op->req.quantity, err);
 
-        ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "kafka timed out");
+        ngx_fluxgate_order_answer(op, "kafka timed out");
         ngx_fluxgate_order_free(op);
         return;
     }
@@ -915,12 +911,10 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
 
         if (op->state == NGX_FLUXGATE_ORDER_DECIDING) {
             ngx_fluxgate_redis_timed_out(op->redis);
-            ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "redis timed out");
+            ngx_fluxgate_order_answer(op, "redis timed out");
 
         } else {
-            ngx_fluxgate_order_answer(op, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "kafka timed out");
+            ngx_fluxgate_order_answer(op, "kafka timed out");
         }
 
         ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_GRACE);
@@ -939,34 +933,21 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
 /* a 503 now; the order itself goes on to its end */
 
 static void
-ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op, ngx_uint_t status,
-    const char *error)
+ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op, const char *error)
 {
-    ngx_http_request_t  *r;
-
     if (op->answered) {
         return;
     }
 
     op->answered = 1;
 
-    r = ngx_fluxgate_unlink(&op->link);
-
-    if (r != NULL) {
-        ngx_fluxgate_finalize(r, ngx_fluxgate_send_unavailable(r, error));
-    }
+    ngx_fluxgate_link_fail(&op->link, error);
 }
 
 
 static void
 ngx_fluxgate_order_free(ngx_fluxgate_order_t *op)
 {
-    (void) ngx_fluxgate_unlink(&op->link);
-
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
-    }
-
-    ngx_fluxgate_in_flight--;
+    ngx_fluxgate_link_end(&op->link, &op->timer);
     ngx_free(op);
 }
