@@ -219,6 +219,56 @@ sub bench_flux {
     nginx_stop($name);
 }
 
+# --- 3b. the same three with wrk, one nginx worker -------------------------
+
+sub wrk_run {
+    my ($port, $product, $conns) = @_;
+    my $out = `WRK_PRODUCT=$product wrk -t1 -c$conns -d$SECONDS -s $ROOT/bench/wrk/order.lua http://127.0.0.1:$port/order 2>&1`;
+    my ($rps) = $out =~ /Requests\/sec:\s*([\d.]+)/;
+    my ($p50, $p99) = $out =~ /wrk: p50 ([\d.]+) ms, p99 ([\d.]+) ms/;
+    my ($non2xx) = $out =~ /Non-2xx or 3xx responses:\s*(\d+)/;
+    die "wrk failed: $out" unless defined $rps;
+    return { rps => $rps, p50 => $p50, p99 => $p99, non2xx => $non2xx // 0 };
+}
+
+sub wrk_row {
+    my ($variant, $what, $w) = @_;
+    push @rows, [ $variant, $what, sprintf('%.0f', $w->{rps}), $w->{p50},
+                  $w->{p99}, '-', "wrk; non-2xx: $w->{non2xx}" ];
+    say sprintf "%-14s %-26s %9.0f/s  p50 %s  p99 %s  (wrk)", $variant, $what,
+        $w->{rps}, $w->{p50}, $w->{p99};
+    return $w->{rps};
+}
+
+sub bench_wrk {
+    my $port = nginx_start('wrk-ceiling', 1, '', '',
+        q(        location = /order { default_type application/json;
+            return 200 '{"status":"sold_out"}'; }));
+    $fig{wrk_ceiling} = wrk_row('wrk', 'nginx return 200', wrk_run($port, 'x', $CONNS));
+    nginx_stop('wrk-ceiling');
+
+    $port = nginx_start('wrk-flux', 1, "load_module $Module;", flux_http(),
+                        $FluxServer);
+    my $p = uniq('wrk-soldout');
+    set_stock($port, $p, 0);
+    $fig{wrk_soldout} = wrk_row('wrk', 'flux-1w sold-out (409)', wrk_run($port, $p, $CONNS));
+    $p = uniq('wrk-accept');
+    set_stock($port, $p, 1_000_000_000);
+    $fig{wrk_accept} = wrk_row('wrk', 'flux-1w accept (200), ' . 2 * $CONNS . ' conns',
+                               wrk_run($port, $p, 2 * $CONNS));
+    nginx_stop('wrk-flux');
+
+    # the sold-out path without the shared-memory flag: Redis every time
+    $port = nginx_start('wrk-flux', 1, "load_module $Module;",
+                        flux_http() =~ s/fluxgate_sold_out_cache 1s/fluxgate_sold_out_cache off/r,
+                        $FluxServer);
+    $p = uniq('wrk-soldout-redis');
+    set_stock($port, $p, 0);
+    $fig{wrk_soldout_redis} = wrk_row('wrk', 'flux-1w sold-out, flag off',
+                                      wrk_run($port, $p, $CONNS));
+    nginx_stop('wrk-flux');
+}
+
 # --- 4. memory of an nginx worker ------------------------------------------------
 
 sub bench_memory {
@@ -282,6 +332,12 @@ sub report {
                           defined $r && $r >= 0.6);
     $r = ratio($fig{soldout_2}, $fig{ceiling});
     push @ratios, sprintf('sold-out path, 2 workers / nginx return 200: %.0f%%', 100 * ($r // 0));
+    push @ratios, sprintf('with wrk, 1 worker: sold-out %.0f/s (%.0f%% of return 200 at %.0f/s), '
+                          . 'sold-out with the flag off %.0f/s (%.0f%%), accept %.0f/s',
+                          $fig{wrk_soldout} // 0, 100 * (ratio($fig{wrk_soldout}, $fig{wrk_ceiling}) // 0),
+                          $fig{wrk_ceiling} // 0, $fig{wrk_soldout_redis} // 0,
+                          100 * (ratio($fig{wrk_soldout_redis}, $fig{wrk_ceiling}) // 0),
+                          $fig{wrk_accept} // 0);
     push @ratios, verdict($fig{accept_1}, '>= 20,000/s',
                           'accept path, acknowledged orders/s, 1 worker: %.0f',
                           ($fig{accept_1} // 0) >= 20000);
@@ -382,6 +438,7 @@ bench_redis();
 bench_peer();
 bench_flux(1);
 bench_flux(2);
+bench_wrk();
 bench_memory();
 bench_drain();
 report();
