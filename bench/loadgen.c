@@ -113,12 +113,15 @@ build_request(conn_t *c)
 {
     char  body[512], key[128];
     long  n = seq++;
-    long  u = opt.users > 0 ? n % opt.users : n;
+    long  u;
     int   blen;
+
+    /* --same-key: one body for one key, or the gate answers 422 */
+    u = opt.same_key ? 0 : opt.users > 0 ? n % opt.users : n;
 
     if (opt.body) {
         blen = snprintf(body, sizeof(body), "%s", opt.body);
-    } else if (opt.products > 1) {
+    } else if (opt.products > 1 && !opt.same_key) {
         blen = snprintf(body, sizeof(body),
                         "{\"productId\":\"%s-%ld\",\"userId\":\"u-%s-%ld\","
                         "\"quantity\":%d}", opt.product, n % opt.products,
@@ -132,10 +135,6 @@ build_request(conn_t *c)
 
     if (opt.same_key) {
         snprintf(key, sizeof(key), "k-%s", run_id);
-        /* the same key must come with the same body */
-        blen = snprintf(body, sizeof(body),
-                        "{\"productId\":\"%s\",\"userId\":\"u-%s\","
-                        "\"quantity\":%d}", opt.product, run_id, opt.quantity);
     } else {
         snprintf(key, sizeof(key), "k-%s-%ld", run_id, n);
     }
