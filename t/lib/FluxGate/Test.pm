@@ -14,7 +14,7 @@ use JSON::PP ();
 our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
                  http_post stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
-                 nginx_workers);
+                 nginx_workers set_stock);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -49,6 +49,18 @@ sub redis {
     my $out = _run($cmd);
     chomp $out;
     return wantarray ? split(/\n/, $out) : $out;
+}
+
+# set_stock($product, $n) -> the new generation: what POST /init does in
+# Redis (a new generation of the product's stock, holding $n units), for
+# tests that want a product on sale without going through nginx
+sub set_stock {
+    my ($p, $n) = @_;
+    return scalar redis('EVAL',
+        "local g = redis.call('HINCRBY', KEYS[2], 'g', 1) "
+        . "redis.call('HSET', KEYS[2], 's', ARGV[1]) "
+        . "redis.call('SET', KEYS[1], ARGV[1]) return g",
+        2, "fg:{$p}:stock", "fg:{$p}:gen", $n);
 }
 
 # psql('select ...') -> rows, columns joined by '|'
