@@ -1,27 +1,39 @@
 -- Flux-Gate: one order, decided atomically in one round trip.
 --
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:rate   KEYS[3] fg:{p}:buyers
--- KEYS[4] fg:{p}:idem:<key>
+-- KEYS[4] fg:{p}:idem:<key>   KEYS[5] fg:{p}:gen   KEYS[6] fg:{p}:pending
 -- ARGV    userId, quantity, fingerprint, orderId, idempotency ttl (ms),
---         rate (orders/s, 0 = off), burst, per-user limit (0 = off)
+--         rate (orders/s, 0 = off), burst, per-user limit (0 = off),
+--         idempotency key
 --
 -- In this order: idempotency (a known key replays, or is in flight, or
--- was used with another body), rate (GCRA on Redis TIME), per-user limit,
--- stock, then the reservation.  Replies:
---   {1, orderId}                   reserved; the key is pending
+-- was used with another body), the product (never set by /init: nothing
+-- is written), stock (sold out: nothing is written, so a flood of fresh
+-- keys on a sold-out product costs Redis no memory and a retry after a
+-- restock is decided again), rate (GCRA on Redis TIME), per-user limit,
+-- then the reservation.  Replies:
+--   {1, orderId, generation, generationStock}
+--                                  reserved; the key is a pending claim
 --   {2, status, outcome, orderId}  replay of a finished first request
 --   {3}                            first request still in flight
 --   {4}                            key used with another body
 --   {5, retry_after_ms}            over the rate; nothing claimed
---   {6, stock}                     sold out (stored under the key); the
---                                  stock left, less than quantity
+--   {6, stock}                     sold out; the stock left, less than
+--                                  quantity; nothing stored
 --   {7}                            per-user limit reached (stored)
+--   {8}                            unknown product; nothing stored
+--
+-- A pending claim has no TTL and is listed in fg:{p}:pending (score: when
+-- it was reserved): done.lua or release.lua end it, and a claim whose
+-- Kafka outcome is unknown is settled by fluxgate-reconcile, never left
+-- to expire into a second sale.
 
-local stock_key, rate_key, buyers_key, idem_key =
-    KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stock_key, rate_key, buyers_key, idem_key, gen_key, pending_key =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user, qty, fp, order_id = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local ttl, rate, burst, per_user =
     tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local key = ARGV[9]
 
 local idem = redis.call('HMGET', idem_key, 's', 'f', 'r', 'o')
 if idem[1] then
@@ -34,10 +46,21 @@ if idem[1] then
     return {2, tonumber(idem[1]), idem[3] or '', idem[4] or ''}
 end
 
+local gen = redis.call('HMGET', gen_key, 'g', 's')
+if not gen[1] then
+    return {8}
+end
+
+local stock = tonumber(redis.call('GET', stock_key)) or 0
+if stock < qty then
+    return {6, stock}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
 if rate > 0 then
     -- GCRA: tat is when the bucket is empty again, in microseconds
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local interval = 1000000 / rate
     local tat = tonumber(redis.call('GET', rate_key)) or now
     if tat < now then
@@ -52,28 +75,21 @@ if rate > 0 then
                'PX', math.ceil((tat - now) / 1000) + 1000)
 end
 
-local function final(status, outcome)
-    redis.call('HSET', idem_key, 's', status, 'f', fp, 'r', outcome)
-    redis.call('PEXPIRE', idem_key, ttl)
-end
-
 if per_user > 0 then
     local bought = tonumber(redis.call('HGET', buyers_key, user)) or 0
     if bought + qty > per_user then
-        final(409, 'limit_reached')
+        redis.call('HSET', idem_key, 's', 409, 'f', fp, 'r', 'limit_reached')
+        redis.call('PEXPIRE', idem_key, ttl)
         return {7}
     end
 end
 
-local stock = tonumber(redis.call('GET', stock_key)) or 0
-if stock < qty then
-    final(409, 'sold_out')
-    return {6, stock}
-end
+local at = math.floor(now / 1000)
 
 redis.call('DECRBY', stock_key, qty)
 redis.call('HINCRBY', buyers_key, user, qty)
-redis.call('HSET', idem_key, 's', 'pending', 'f', fp, 'o', order_id)
-redis.call('PEXPIRE', idem_key, ttl)
+redis.call('HSET', idem_key, 's', 'pending', 'f', fp, 'o', order_id,
+           'g', gen[1], 'u', user, 'q', qty, 't', at)
+redis.call('ZADD', pending_key, at, key)
 
-return {1, order_id}
+return {1, order_id, tonumber(gen[1]), tonumber(gen[2])}

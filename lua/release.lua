@@ -2,28 +2,41 @@
 -- Kafka did not take, or whose client was told it failed.
 --
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:buyers   KEYS[3] fg:{p}:idem:<key>
--- ARGV    userId, quantity, orderId
+-- KEYS[4] fg:{p}:gen     KEYS[5] fg:{p}:pending
+-- ARGV    orderId, idempotency key
 --
 -- Only while the key is still this order's pending claim: then order.lua
--- took exactly this, and nothing else gave it back yet.  So the script is
--- also right when it is unknown whether order.lua ran at all (a connection
--- lost with it in flight), and when it runs twice.  Returns 1 if it gave
--- something back.
+-- took exactly what the claim records, and nothing else gave it back yet.
+-- So the script is also right when it is unknown whether order.lua ran
+-- at all (a connection lost with it in flight), and when it runs twice.
+-- The units go back to the stock only within the generation they were
+-- reserved in: a /init since then set the stock anew, and giving them to
+-- the new generation would sell them twice.  The buyer's count goes back
+-- in any case.  Returns 1 (stock given back), 2 (released, its generation
+-- is over), 0 (not this order's pending claim: nothing done).
 
-local stock_key, buyers_key, idem_key = KEYS[1], KEYS[2], KEYS[3]
-local user, qty, order_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local stock_key, buyers_key, idem_key, gen_key, pending_key =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local order_id, key = ARGV[1], ARGV[2]
 
-local idem = redis.call('HMGET', idem_key, 's', 'o')
-if idem[1] ~= 'pending' or idem[2] ~= order_id then
+local c = redis.call('HMGET', idem_key, 's', 'o', 'g', 'u', 'q')
+if c[1] ~= 'pending' or c[2] ~= order_id then
     return 0
 end
 
-redis.call('INCRBY', stock_key, qty)
+local qty = tonumber(c[5])
+local given = 2
 
-if redis.call('HINCRBY', buyers_key, user, -qty) <= 0 then
-    redis.call('HDEL', buyers_key, user)
+if c[3] == redis.call('HGET', gen_key, 'g') then
+    redis.call('INCRBY', stock_key, qty)
+    given = 1
+end
+
+if redis.call('HINCRBY', buyers_key, c[4], -qty) <= 0 then
+    redis.call('HDEL', buyers_key, c[4])
 end
 
 redis.call('DEL', idem_key)
+redis.call('ZREM', pending_key, key)
 
-return 1
+return given

@@ -33,6 +33,15 @@
 #define NGX_FLUXGATE_REDIS_DEFAULT   "127.0.0.1:6379"
 #define NGX_FLUXGATE_RETRY_AFTER     "1"
 
+#define NGX_FLUXGATE_HTTP_UNPROCESSABLE  422
+
+/*
+ * After the client got its answer, how long done.lua or release.lua are
+ * retried with a live timer (across a Redis restart, a graceful reload);
+ * a claim still pending after that is settled by fluxgate-reconcile
+ */
+#define NGX_FLUXGATE_FINISH_GRACE    10000
+
 
 /* $fluxgate_outcome */
 typedef enum {
@@ -44,7 +53,8 @@ typedef enum {
     NGX_FLUXGATE_SOLD_OUT,
     NGX_FLUXGATE_LIMIT_REACHED,
     NGX_FLUXGATE_INVALID,
-    NGX_FLUXGATE_ERROR
+    NGX_FLUXGATE_ERROR,
+    NGX_FLUXGATE_UNKNOWN_PRODUCT
 } ngx_fluxgate_outcome_e;
 
 
@@ -153,6 +163,7 @@ extern ngx_uint_t    ngx_fluxgate_in_flight;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_order;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_release;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_done;
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_init;
 
 
 /* ngx_fluxgate_http.c: what both handlers share */
@@ -174,6 +185,8 @@ ngx_int_t ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r);
 ngx_http_request_t *ngx_fluxgate_unlink(ngx_fluxgate_link_t *link);
 void ngx_fluxgate_link_fail(ngx_fluxgate_link_t *link, const char *error);
 void ngx_fluxgate_link_end(ngx_fluxgate_link_t *link, ngx_event_t *timer);
+ngx_int_t ngx_fluxgate_idempotency_key(ngx_http_request_t *r,
+    ngx_str_t *key);
 uint64_t ngx_fluxgate_now_ms(void);
 
 /* ngx_fluxgate_order.c, ngx_fluxgate_admin.c */

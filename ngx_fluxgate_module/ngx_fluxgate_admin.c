@@ -2,21 +2,26 @@
 /*
  * Flux-Gate: POST /init, stock administration.
  *
- *   {"productId": "...", "quantity": N} checked (no I/O yet)
- *     -> SET fg:{p}:stock N                 (deadline: redis_timeout)
+ *   {"productId": "...", "quantity": N [, "ifGeneration": G]} and an
+ *   optional X-Idempotency-Key checked (no I/O yet)
+ *     -> init.lua: a new generation of the product's stock, N units
+ *        (or the replay of the key's first answer, or 409
+ *        generation_mismatch, or 422)        (deadline: redis_timeout)
  *     -> the product's sold-out flag cleared (shared memory: every worker
  *        of this nginx)
- *     -> {"type":"stock_set",...} to Kafka, same topic, key = productId,
- *        so the worker applies it in order with that product's orders
- *     -> 200 once Kafka acknowledged it (the flag cleared once more,
- *        in case an order.lua that ran before the SET raised it again),
- *        503 otherwise
+ *     -> {"type":"stock_set",...,"generation":G} to Kafka, same topic, key
+ *        = productId
+ *     -> 200 with the generation once Kafka acknowledged it (the flag
+ *        cleared once more, in case an order.lua that ran before the set
+ *        raised it again), 503 otherwise
  *
- * SET is idempotent, so a 503 is safe to retry.  Once Redis has the new
- * stock the event is published even if the client is gone or was already
- * told 503, so that Kafka does not miss a stock Redis already has.  As for
- * orders, the state lives outside r->pool and is freed by its last
- * callback.
+ * A retry with the same key replays the first answer and sets nothing; it
+ * publishes the event again, so a 503 for a lost delivery report is made
+ * whole by retrying (the worker applies a generation's event once).
+ * Without a key every call is a new generation.  Once Redis has the new
+ * generation the event is published even if the client is gone or was
+ * already told 503.  As for orders, the state lives outside r->pool and is
+ * freed by its last callback.
  */
 
 
@@ -27,6 +32,17 @@
 /* as for orders: how long a late reply keeps a reloading worker */
 #define NGX_FLUXGATE_ADMIN_GRACE  5000
 
+/* fg:{<productId>}:admin:<key> and shorter */
+#define NGX_FLUXGATE_ADMIN_KEY_LEN                                           \
+    (sizeof("fg:{}:admin:") - 1 + NGX_FLUXGATE_ID_MAX + NGX_FLUXGATE_KEY_MAX)
+
+
+/* init.lua's replies */
+#define NGX_FLUXGATE_INIT_SET             1
+#define NGX_FLUXGATE_INIT_REPLAY          2
+#define NGX_FLUXGATE_INIT_MISMATCH        3
+#define NGX_FLUXGATE_INIT_KEY_REUSED      4
+
 
 typedef struct {
     ngx_fluxgate_delivery_t     delivery;     /* Kafka's msg_opaque */
@@ -36,8 +52,11 @@ typedef struct {
     ngx_msec_t                  kafka_wait;
     ngx_shm_zone_t             *sold_out;
 
+    int64_t                     generation;
+
     unsigned                    producing:1;
     unsigned                    answered:1;   /* client already has 503 */
+    unsigned                    replayed:1;
 
     ngx_fluxgate_stock_req_t    req;
 } ngx_fluxgate_admin_t;
@@ -45,7 +64,12 @@ typedef struct {
 
 static void ngx_fluxgate_admin_body(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_admin_start(ngx_http_request_t *r);
-static void ngx_fluxgate_admin_stored(redisReply *reply, void *data);
+static ngx_int_t ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *key);
+static void ngx_fluxgate_admin_decided(redisReply *reply, void *data);
+static void ngx_fluxgate_admin_refused(ngx_fluxgate_admin_t *op,
+    redisReply *reply);
+static void ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op);
 static void ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_delivery_e status, const char *err);
 static void ngx_fluxgate_admin_timeout(ngx_event_t *ev);
@@ -77,13 +101,12 @@ ngx_fluxgate_admin_body(ngx_http_request_t *r)
 static ngx_int_t
 ngx_fluxgate_admin_start(ngx_http_request_t *r)
 {
-    u_char                      key[NGX_FLUXGATE_ID_MAX + sizeof("fg:{}:stock")];
-    u_char                      stock[NGX_INT64_LEN];
     ngx_int_t                   rc;
-    ngx_str_t                   body, args[3];
+    ngx_str_t                   body, key;
     ngx_fluxgate_admin_t       *op;
     ngx_fluxgate_loc_conf_t    *flcf;
     ngx_fluxgate_main_conf_t   *fmcf;
+    ngx_fluxgate_stock_req_t    req;
     ngx_fluxgate_parse_error_t  err;
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
@@ -101,23 +124,41 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ngx_fluxgate_idempotency_key(r, &key) != NGX_OK) {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       NGX_FLUXGATE_INVALID,
+                                       "X-Idempotency-Key given more than once",
+                                       "X-Idempotency-Key");
+    }
+
+    /* the key is optional here; given, it follows the orders' rules */
+
+    if ((key.len
+         && ngx_fluxgate_parse_idempotency_key((char *) key.data, key.len,
+                                               &err)
+            != 0)
+        || ngx_fluxgate_parse_stock((char *) body.data, body.len, &req, &err)
+           != 0)
+    {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       NGX_FLUXGATE_INVALID, err.error,
+                                       err.field);
+    }
+
+    if (!ngx_fluxgate_kafka_ready()) {
+        return ngx_fluxgate_send_unavailable(r, "kafka unavailable");
+    }
+
+    if (!ngx_fluxgate_redis_ready(flcf->redis)) {
+        return ngx_fluxgate_send_unavailable(r, "redis unavailable");
+    }
+
     op = ngx_calloc(sizeof(ngx_fluxgate_admin_t), r->connection->log);
     if (op == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_fluxgate_in_flight++;
-
-    if (ngx_fluxgate_parse_stock((char *) body.data, body.len, &op->req,
-                                 &err)
-        != 0)
-    {
-        ngx_fluxgate_in_flight--;
-        ngx_free(op);
-        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                       NGX_FLUXGATE_INVALID, err.error,
-                                       err.field);
-    }
 
     if (ngx_fluxgate_link(&op->link, r) != NGX_OK) {
         ngx_fluxgate_in_flight--;
@@ -131,24 +172,9 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
     op->timer.handler = ngx_fluxgate_admin_timeout;
     op->timer.data = op;
     op->timer.log = ngx_cycle->log;
+    op->req = req;
 
-    ngx_str_set(&args[0], "SET");
-    args[1].data = key;
-    args[1].len = ngx_sprintf(key, "fg:{%s}:stock", op->req.product_id)
-                  - key;
-    args[2].data = stock;
-    args[2].len = ngx_sprintf(stock, "%L", op->req.stock) - stock;
-
-    if (!ngx_fluxgate_kafka_ready()) {
-        ngx_fluxgate_admin_free(op);
-        return ngx_fluxgate_send_unavailable(r, "kafka unavailable");
-    }
-
-    if (!ngx_fluxgate_redis_ready(flcf->redis)
-        || ngx_fluxgate_redis_command(flcf->redis, 3, args,
-                                      ngx_fluxgate_admin_stored, op)
-           != NGX_OK)
-    {
+    if (ngx_fluxgate_admin_set(op, flcf, &key) != NGX_OK) {
         ngx_fluxgate_admin_free(op);
         return ngx_fluxgate_send_unavailable(r, "redis unavailable");
     }
@@ -159,19 +185,71 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
 }
 
 
+static ngx_int_t
+ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *key)
+{
+    u_char     keys[3][NGX_FLUXGATE_ADMIN_KEY_LEN];
+    u_char     nums[3][NGX_INT64_LEN];
+    u_char     fp[2 * NGX_INT64_LEN + 2];
+    ngx_str_t  args[8];
+    char      *p = op->req.product_id;
+
+    args[0].data = keys[0];
+    args[0].len = ngx_sprintf(keys[0], "fg:{%s}:stock", p) - keys[0];
+    args[1].data = keys[1];
+    args[1].len = ngx_sprintf(keys[1], "fg:{%s}:gen", p) - keys[1];
+
+    /* without a key the name is not used, but it keeps the script's slot */
+    args[2].data = keys[2];
+    args[2].len = ngx_sprintf(keys[2], "fg:{%s}:admin:%V", p, key) - keys[2];
+
+    args[3].data = nums[0];
+    args[3].len = ngx_sprintf(nums[0], "%L", op->req.stock) - nums[0];
+
+    args[4].data = nums[1];
+    args[4].len = (op->req.if_generation < 0)
+                  ? 0
+                  : ngx_sprintf(nums[1], "%L", op->req.if_generation)
+                    - nums[1];
+
+    /* the body's fingerprint: the key is per product already */
+    args[5].data = fp;
+    args[5].len = ngx_sprintf(fp, "%L:%L", op->req.stock,
+                              op->req.if_generation)
+                  - fp;
+
+    args[6].data = nums[2];
+    args[6].len = ngx_sprintf(nums[2], "%M", flcf->idempotency_ttl) - nums[2];
+
+    if (key->len) {
+        ngx_str_set(&args[7], "1");
+
+    } else {
+        ngx_str_set(&args[7], "0");
+    }
+
+    return ngx_fluxgate_redis_eval(flcf->redis, &ngx_fluxgate_script_init, 3,
+                                   8, args, ngx_fluxgate_admin_decided, op);
+}
+
+
 static void
-ngx_fluxgate_admin_stored(redisReply *reply, void *data)
+ngx_fluxgate_admin_decided(redisReply *reply, void *data)
 {
     ngx_fluxgate_admin_t  *op = data;
 
-    u_char     value[256];
-    ngx_str_t  key, msg;
+    redisReply  **e;
 
     if (op->timer.timer_set) {
         ngx_del_timer(&op->timer);
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+    if (reply == NULL
+        || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "fluxgate: stock of \"%s\" not set in redis: %s",
                       op->req.product_id,
@@ -182,6 +260,102 @@ ngx_fluxgate_admin_stored(redisReply *reply, void *data)
         return;
     }
 
+    e = reply->element;
+
+    switch (e[0]->integer) {
+
+    case NGX_FLUXGATE_INIT_REPLAY:
+        if (reply->elements != 3 || e[2]->type != REDIS_REPLY_INTEGER) {
+            break;
+        }
+
+        /* what the first request set is what its event must say */
+        op->req.stock = e[2]->integer;
+        op->replayed = 1;
+
+        /* fall through */
+
+    case NGX_FLUXGATE_INIT_SET:
+        if (reply->elements < 2 || e[1]->type != REDIS_REPLY_INTEGER) {
+            break;
+        }
+
+        op->generation = e[1]->integer;
+        ngx_fluxgate_admin_publish(op);
+        return;
+
+    case NGX_FLUXGATE_INIT_MISMATCH:
+    case NGX_FLUXGATE_INIT_KEY_REUSED:
+        ngx_fluxgate_admin_refused(op, reply);
+        ngx_fluxgate_admin_free(op);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "fluxgate: init.lua: unexpected reply %L", e[0]->integer);
+
+    ngx_fluxgate_admin_answer(op, "unexpected redis reply");
+    ngx_fluxgate_admin_free(op);
+}
+
+
+/* 409 generation_mismatch or 422: nothing was set */
+
+static void
+ngx_fluxgate_admin_refused(ngx_fluxgate_admin_t *op, redisReply *reply)
+{
+    ngx_int_t            rc;
+    ngx_str_t            body;
+    ngx_http_request_t  *r;
+
+    r = ngx_fluxgate_unlink(&op->link);
+
+    if (r == NULL || op->answered) {
+        return;
+    }
+
+    op->answered = 1;
+
+    if (reply->element[0]->integer == NGX_FLUXGATE_INIT_KEY_REUSED) {
+        rc = ngx_fluxgate_send_error(r, NGX_FLUXGATE_HTTP_UNPROCESSABLE,
+                                     NGX_FLUXGATE_INVALID,
+                                     "X-Idempotency-Key was already used "
+                                     "with another body",
+                                     "X-Idempotency-Key");
+        ngx_fluxgate_finalize(r, rc);
+        return;
+    }
+
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"generation_"
+                                            "mismatch\",\"generation\":}")
+                                     + NGX_INT64_LEN);
+    if (body.data == NULL) {
+        ngx_fluxgate_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    body.len = ngx_sprintf(body.data,
+                           "{\"status\":\"generation_mismatch\","
+                           "\"generation\":%L}",
+                           reply->elements > 1
+                           && reply->element[1]->type == REDIS_REPLY_INTEGER
+                           ? reply->element[1]->integer : (long long) 0)
+               - body.data;
+
+    rc = ngx_fluxgate_send(r, NGX_HTTP_CONFLICT, NGX_FLUXGATE_INVALID, &body);
+
+    ngx_fluxgate_finalize(r, rc);
+}
+
+
+/* Redis has the generation: Kafka must get its event, client or not */
+
+static void
+ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op)
+{
+    u_char     value[256];
+    ngx_str_t  key, msg;
+
     key.data = (u_char *) op->req.product_id;
     key.len = op->req.product_id_len;
 
@@ -190,16 +364,17 @@ ngx_fluxgate_admin_stored(redisReply *reply, void *data)
     msg.data = value;
     msg.len = ngx_snprintf(value, sizeof(value),
                            "{\"type\":\"stock_set\",\"productId\":\"%s\","
-                           "\"stock\":%L,\"at\":%uL}",
+                           "\"stock\":%L,\"generation\":%L,\"at\":%uL}",
                            op->req.product_id, op->req.stock,
-                           ngx_fluxgate_now_ms())
+                           op->generation, ngx_fluxgate_now_ms())
               - value;
 
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->delivery) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "fluxgate: stock of \"%s\" set to %L in redis, "
-                      "but the stock_set event was not published",
-                      op->req.product_id, op->req.stock);
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: generation %L of \"%s\" (stock %L) set in "
+                      "redis, but its stock_set event was not published; "
+                      "retry the same request to publish it",
+                      op->generation, op->req.product_id, op->req.stock);
 
         ngx_fluxgate_admin_answer(op, "kafka unavailable");
         ngx_fluxgate_admin_free(op);
@@ -218,14 +393,16 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_admin_t  *op = (ngx_fluxgate_admin_t *) dlv;
 
     ngx_int_t            rc;
-    ngx_str_t            body;
+    ngx_str_t            body, value;
     ngx_http_request_t  *r;
 
     if (status != NGX_FLUXGATE_DELIVERED) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "fluxgate: stock of \"%s\" set to %L in redis, "
-                      "but the stock_set event was not delivered: %s",
-                      op->req.product_id, op->req.stock, err);
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: generation %L of \"%s\" (stock %L) set in "
+                      "redis, but its stock_set event was not delivered: "
+                      "%s; retry the same request to publish it",
+                      op->generation, op->req.product_id, op->req.stock,
+                      err);
 
         ngx_fluxgate_admin_answer(op, "kafka unavailable");
         ngx_fluxgate_admin_free(op);
@@ -240,20 +417,31 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     if (r != NULL && !op->answered) {
         body.data = ngx_pnalloc(r->pool,
                                 sizeof("{\"status\":\"success\","
-                                       "\"productId\":\"\",\"stock\":}") - 1
-                                + NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN);
+                                       "\"productId\":\"\",\"stock\":,"
+                                       "\"generation\":}") - 1
+                                + NGX_FLUXGATE_ID_MAX + 2 * NGX_INT64_LEN);
 
-        if (body.data == NULL) {
+        ngx_str_set(&value, "true");
+
+        if (body.data == NULL
+            || (op->replayed
+                && ngx_fluxgate_add_header(r, "Idempotent-Replayed", &value)
+                   != NGX_OK))
+        {
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
         } else {
             body.len = ngx_sprintf(body.data,
                                    "{\"status\":\"success\","
-                                   "\"productId\":\"%s\",\"stock\":%L}",
-                                   op->req.product_id, op->req.stock)
+                                   "\"productId\":\"%s\",\"stock\":%L,"
+                                   "\"generation\":%L}",
+                                   op->req.product_id, op->req.stock,
+                                   op->generation)
                        - body.data;
 
-            rc = ngx_fluxgate_send(r, NGX_HTTP_OK, NGX_FLUXGATE_ACCEPTED,
+            rc = ngx_fluxgate_send(r, NGX_HTTP_OK,
+                                   op->replayed ? NGX_FLUXGATE_DUPLICATE
+                                                : NGX_FLUXGATE_ACCEPTED,
                                    &body);
         }
 

@@ -222,6 +222,13 @@ ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ctx->outcome = outcome;
 
     r->headers_out.status = status;
+
+    /* nginx's status table has no 422: it would send "HTTP/1.1 422 " */
+    if (status == NGX_FLUXGATE_HTTP_UNPROCESSABLE) {
+        ngx_str_set(&r->headers_out.status_line,
+                    "422 Unprocessable Entity");
+    }
+
     r->headers_out.content_type = ngx_fluxgate_json_type;
     r->headers_out.content_type_len = ngx_fluxgate_json_type.len;
     r->headers_out.content_type_lowcase = NULL;
@@ -392,6 +399,57 @@ ngx_fluxgate_link_cleanup(void *data)
 
     link->request = NULL;
     link->cleanup = NULL;
+}
+
+
+/*
+ * The header's value: an empty string when it is missing, NGX_DECLINED
+ * when it is there twice (which of them would the client mean?)
+ */
+
+static ngx_str_t  ngx_fluxgate_idempotency_header =
+    ngx_string("X-Idempotency-Key");
+
+
+ngx_int_t
+ngx_fluxgate_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    ngx_str_null(key);
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == ngx_fluxgate_idempotency_header.len
+            && ngx_strncasecmp(h[i].key.data,
+                               ngx_fluxgate_idempotency_header.data,
+                               h[i].key.len)
+               == 0)
+        {
+            if (key->data != NULL) {
+                return NGX_DECLINED;
+            }
+
+            *key = h[i].value;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -11,6 +11,10 @@
  * While no broker is up (librdkafka's "all brokers down", then its
  * statistics every second), new orders are refused at once instead of each
  * waiting message.timeout.ms for a delivery report that will say no.
+ *
+ * An idempotent producer that hit a fatal error (a broken sequence, a
+ * fenced epoch) refuses every message from then on: it is replaced by a
+ * new one at once, after what it still held got its delivery reports.
  */
 
 
@@ -38,6 +42,9 @@ static void ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err,
     const char *reason, void *opaque);
 static int ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json,
     size_t json_len, void *opaque);
+static ngx_int_t ngx_fluxgate_kafka_create(ngx_log_t *log);
+static void ngx_fluxgate_kafka_destroy(void);
+static void ngx_fluxgate_kafka_replace(void);
 
 
 static rd_kafka_t        *ngx_fluxgate_rk;
@@ -50,6 +57,20 @@ static ngx_msec_t         ngx_fluxgate_kafka_flush_timeout;
 static ngx_uint_t         ngx_fluxgate_kafka_down;
 static ngx_msec_t         ngx_fluxgate_kafka_down_since;
 static ngx_uint_t         ngx_fluxgate_kafka_stats_on;
+
+/* the producer's configuration and topic, for a replacement */
+static ngx_fluxgate_main_conf_t  *ngx_fluxgate_kafka_fmcf;
+static u_char            *ngx_fluxgate_kafka_topic;
+static ngx_uint_t         ngx_fluxgate_kafka_fatal;
+
+#if (NGX_FLUXGATE_TESTING)
+/*
+ * Test builds only: env FLUXGATE_TEST_KAFKA_FATAL_AFTER=N makes the
+ * producer raise a fatal error (rd_kafka_test_fatal_error) after N
+ * messages, the way a broken idempotent sequence would
+ */
+static ngx_int_t          ngx_fluxgate_kafka_fatal_after = -1;
+#endif
 
 
 /* configuration: every property is checked by librdkafka at nginx -t */
@@ -191,19 +212,15 @@ ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_main_conf_t *fmcf)
 {
     int                fds[2];
-    char               errstr[512], buf[32];
+    char               buf[32];
     size_t             size;
-    u_char            *topic;
-    rd_kafka_t        *rk;
-    rd_kafka_conf_t   *conf;
     ngx_connection_t  *c;
+#if (NGX_FLUXGATE_TESTING)
+    char              *env;
+#endif
 
-    conf = rd_kafka_conf_dup(fmcf->kafka_conf);
-
-    rd_kafka_conf_set_dr_msg_cb(conf, ngx_fluxgate_kafka_delivered);
-    rd_kafka_conf_set_log_cb(conf, ngx_fluxgate_kafka_log);
-    rd_kafka_conf_set_error_cb(conf, ngx_fluxgate_kafka_error);
-    rd_kafka_conf_set_stats_cb(conf, ngx_fluxgate_kafka_stats);
+    ngx_fluxgate_kafka_fmcf = fmcf;
+    ngx_fluxgate_kafka_fatal = 0;
 
     /* without statistics, "no broker up" can only time out */
 
@@ -211,41 +228,29 @@ ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_kafka_stats_on = 0;
     size = sizeof(buf);
 
-    if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &size)
+    if (rd_kafka_conf_get(fmcf->kafka_conf, "statistics.interval.ms", buf,
+                          &size)
         == RD_KAFKA_CONF_OK
         && ngx_atoi((u_char *) buf, ngx_strlen(buf)) > 0)
     {
         ngx_fluxgate_kafka_stats_on = 1;
     }
 
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "fluxgate: kafka producer: %s", errstr);
-        return NGX_ERROR;
-    }
-
-    ngx_fluxgate_rk = rk;
     ngx_fluxgate_kafka_flush_timeout = ngx_min(fmcf->kafka_timeout + 1000,
                                                NGX_FLUXGATE_KAFKA_FLUSH_MAX);
 
-    (void) rd_kafka_set_log_queue(rk, NULL);
-
-    topic = ngx_pnalloc(cycle->pool, fmcf->topic.len + 1);
-    if (topic == NULL) {
+    ngx_fluxgate_kafka_topic = ngx_pnalloc(cycle->pool, fmcf->topic.len + 1);
+    if (ngx_fluxgate_kafka_topic == NULL) {
         return NGX_ERROR;
     }
 
-    (void) ngx_cpystrn(topic, fmcf->topic.data, fmcf->topic.len + 1);
+    (void) ngx_cpystrn(ngx_fluxgate_kafka_topic, fmcf->topic.data,
+                       fmcf->topic.len + 1);
 
-    ngx_fluxgate_rkt = rd_kafka_topic_new(rk, (char *) topic, NULL);
-    if (ngx_fluxgate_rkt == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "fluxgate: kafka topic \"%V\": %s", &fmcf->topic,
-                      rd_kafka_err2str(rd_kafka_last_error()));
-        return NGX_ERROR;
-    }
+#if (NGX_FLUXGATE_TESTING)
+    env = getenv("FLUXGATE_TEST_KAFKA_FATAL_AFTER");
+    ngx_fluxgate_kafka_fatal_after = env ? atoi(env) : -1;
+#endif
 
     if (pipe2(fds, O_NONBLOCK|O_CLOEXEC) == -1) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
@@ -272,8 +277,52 @@ ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_kafka_wake = c;
     ngx_fluxgate_kafka_wake_fd = fds[1];
 
+    return ngx_fluxgate_kafka_create(cycle->log);
+}
+
+
+/* a producer, its topic, and its main queue tied to the wake-up pipe */
+
+static ngx_int_t
+ngx_fluxgate_kafka_create(ngx_log_t *log)
+{
+    char              errstr[512];
+    rd_kafka_t       *rk;
+    rd_kafka_conf_t  *conf;
+
+    conf = rd_kafka_conf_dup(ngx_fluxgate_kafka_fmcf->kafka_conf);
+
+    rd_kafka_conf_set_dr_msg_cb(conf, ngx_fluxgate_kafka_delivered);
+    rd_kafka_conf_set_log_cb(conf, ngx_fluxgate_kafka_log);
+    rd_kafka_conf_set_error_cb(conf, ngx_fluxgate_kafka_error);
+    rd_kafka_conf_set_stats_cb(conf, ngx_fluxgate_kafka_stats);
+
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "fluxgate: kafka producer: %s", errstr);
+        return NGX_ERROR;
+    }
+
+    ngx_fluxgate_rk = rk;
+
+    (void) rd_kafka_set_log_queue(rk, NULL);
+
+    ngx_fluxgate_rkt = rd_kafka_topic_new(rk,
+                                          (char *) ngx_fluxgate_kafka_topic,
+                                          NULL);
+    if (ngx_fluxgate_rkt == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "fluxgate: kafka topic \"%s\": %s",
+                      ngx_fluxgate_kafka_topic,
+                      rd_kafka_err2str(rd_kafka_last_error()));
+        return NGX_ERROR;
+    }
+
     ngx_fluxgate_rkqu = rd_kafka_queue_get_main(rk);
-    rd_kafka_queue_io_event_enable(ngx_fluxgate_rkqu, fds[1], "1", 1);
+    rd_kafka_queue_io_event_enable(ngx_fluxgate_rkqu,
+                                   ngx_fluxgate_kafka_wake_fd, "1", 1);
 
     /*
      * librdkafka writes to the pipe only when the queue goes from empty to
@@ -283,6 +332,53 @@ ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_kafka_poll();
 
     return NGX_OK;
+}
+
+
+static void
+ngx_fluxgate_kafka_destroy(void)
+{
+    rd_kafka_queue_io_event_enable(ngx_fluxgate_rkqu, -1, NULL, 0);
+    rd_kafka_queue_destroy(ngx_fluxgate_rkqu);
+    rd_kafka_topic_destroy(ngx_fluxgate_rkt);
+    rd_kafka_destroy(ngx_fluxgate_rk);
+
+    ngx_fluxgate_rk = NULL;
+    ngx_fluxgate_rkt = NULL;
+    ngx_fluxgate_rkqu = NULL;
+}
+
+
+/*
+ * After a fatal error: what the old producer held is purged, so that each
+ * message's delivery report runs now (not persisted: released; in flight:
+ * possibly persisted, its claim is settled later), then a new producer
+ * with a new producer id takes the next orders.
+ */
+
+static void
+ngx_fluxgate_kafka_replace(void)
+{
+    ngx_fluxgate_kafka_fatal = 0;
+
+    (void) rd_kafka_purge(ngx_fluxgate_rk,
+                          RD_KAFKA_PURGE_F_QUEUE|RD_KAFKA_PURGE_F_INFLIGHT);
+
+    while (rd_kafka_poll(ngx_fluxgate_rk, 0) > 0) {
+        /* void */
+    }
+
+    ngx_fluxgate_kafka_destroy();
+
+    if (ngx_fluxgate_kafka_create(ngx_cycle->log) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "fluxgate: kafka: no new producer could be made; "
+                      "orders get 503 until nginx is reloaded");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "fluxgate: kafka: producer replaced after a fatal error");
 }
 
 
@@ -325,14 +421,7 @@ ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle)
 
     ngx_fluxgate_kafka_poll();
 
-    rd_kafka_queue_io_event_enable(ngx_fluxgate_rkqu, -1, NULL, 0);
-    rd_kafka_queue_destroy(ngx_fluxgate_rkqu);
-    rd_kafka_topic_destroy(ngx_fluxgate_rkt);
-    rd_kafka_destroy(ngx_fluxgate_rk);
-
-    ngx_fluxgate_rk = NULL;
-    ngx_fluxgate_rkt = NULL;
-    ngx_fluxgate_rkqu = NULL;
+    ngx_fluxgate_kafka_destroy();
 
     ngx_close_connection(ngx_fluxgate_kafka_wake);
     ngx_fluxgate_kafka_wake = NULL;
@@ -380,6 +469,16 @@ ngx_fluxgate_kafka_produce(ngx_str_t *key, ngx_str_t *value,
         return NGX_ERROR;
     }
 
+#if (NGX_FLUXGATE_TESTING)
+    if (ngx_fluxgate_kafka_fatal_after > 0
+        && --ngx_fluxgate_kafka_fatal_after == 0)
+    {
+        (void) rd_kafka_test_fatal_error(ngx_fluxgate_rk,
+                             RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                             "injected by FLUXGATE_TEST_KAFKA_FATAL_AFTER");
+    }
+#endif
+
     return NGX_OK;
 }
 
@@ -410,6 +509,12 @@ ngx_fluxgate_kafka_poll(void)
 {
     while (rd_kafka_poll(ngx_fluxgate_rk, 0) > 0) {
         /* void */
+    }
+
+    /* not from inside a callback: rd_kafka_destroy() may not run there */
+
+    if (ngx_fluxgate_kafka_fatal && !ngx_fluxgate_exiting) {
+        ngx_fluxgate_kafka_replace();
     }
 }
 
@@ -481,10 +586,11 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         (void) rd_kafka_fatal_error(rk, errstr, sizeof(errstr));
 
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "fluxgate: kafka: fatal producer error: %s; "
-                      "orders fail until the worker is restarted (reload)",
-                      errstr);
+                      "replacing the producer", errstr);
+
+        ngx_fluxgate_kafka_fatal = 1;
         return;
     }
 

@@ -191,7 +191,8 @@ static ngx_str_t  ngx_fluxgate_outcomes[] = {
     ngx_string("sold_out"),
     ngx_string("limit_reached"),
     ngx_string("invalid"),
-    ngx_string("error")
+    ngx_string("error"),
+    ngx_string("unknown_product")
 };
 
 
@@ -290,7 +291,8 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_fluxgate_loc_conf_t *prev = parent;
     ngx_fluxgate_loc_conf_t *conf = child;
 
-    ngx_str_t  addr;
+    ngx_str_t                  addr;
+    ngx_fluxgate_main_conf_t  *fmcf;
 
     ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
     ngx_conf_merge_msec_value(conf->redis_timeout, prev->redis_timeout, 200);
@@ -310,6 +312,31 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->handler == NGX_FLUXGATE_HANDLER_NONE) {
         return NGX_CONF_OK;
+    }
+
+    /*
+     * A client told 503 when Kafka's delivery report came too late retries
+     * after message.timeout.ms and the finishing grace at the most: its key
+     * must still replay then, or the retry would become a second order.
+     * (The main configuration is complete here: init_main_conf ran.)
+     */
+
+    fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_fluxgate_module);
+
+    if (conf->idempotency_ttl
+        < fmcf->kafka_timeout + NGX_FLUXGATE_FINISH_GRACE)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fluxgate_idempotency_ttl\" %Mms is shorter "
+                           "than the kafka delivery timeout "
+                           "(message.timeout.ms %Mms) plus the %Mms the "
+                           "gate may take to finish an order: a retried "
+                           "order could be sold twice; make it at least "
+                           "%Mms",
+                           conf->idempotency_ttl, fmcf->kafka_timeout,
+                           (ngx_msec_t) NGX_FLUXGATE_FINISH_GRACE,
+                           fmcf->kafka_timeout + NGX_FLUXGATE_FINISH_GRACE);
+        return NGX_CONF_ERROR;
     }
 
     /* only the addresses a handler uses get a connection in the workers */

@@ -4,16 +4,22 @@
  *
  *   body read and checked (405, 415, 413, 400: no I/O yet)
  *     -> the product's sold-out flag is up: 409 (no I/O either)
- *     -> order.lua, one EVALSHA: idempotency, rate, per-user, stock, and
- *        the reservation                      (deadline: redis_timeout)
- *     -> reserved: the message to Kafka       (deadline: message.timeout.ms)
- *     -> delivered: done.lua marks the key, the client gets 200
+ *     -> order.lua, one EVALSHA: idempotency, product known, stock,
+ *        rate, per-user, and the reservation (a pending claim in the
+ *        generation of the stock it took)  (deadline: redis_timeout)
+ *     -> reserved: the message, with its generation, to Kafka
+ *                                           (deadline: message.timeout.ms)
+ *     -> delivered: the client gets 200, done.lua ends the claim
  *        not delivered: release.lua gives the reservation back, 503
+ *        maybe delivered: 503, the claim stays pending (settled later)
  *
  * release.lua only gives back what this order's pending key says it took,
  * so it is safe whenever it is unknown whether order.lua ran (the
  * connection broke with it in flight); done.lua is idempotent too.  Both
- * are retried, across a reconnect, until NGX_FLUXGATE_ORDER_GRACE passed.
+ * are retried, across a reconnect and error replies, until
+ * NGX_FLUXGATE_FINISH_GRACE passed.  A claim no script could end (nginx
+ * killed, Redis away for longer) has no TTL: fluxgate-reconcile settles it
+ * against PostgreSQL, so it never expires into a second sale.
  *
  * The order's state is not in r->pool: it is allocated on its own, because
  * it may outlive the request.  When the Redis deadline passes the client
@@ -35,12 +41,13 @@
 
 
 /*
- * After the client got its answer, how long a late reply is still waited
- * for, and done.lua or release.lua retried, with a live timer: long enough
- * for a Redis restart and for a graceful reload not to cut it off, short
- * enough that a frozen Redis does not hold an old worker for long.
+ * After the client got its answer, a late reply is still waited for, and
+ * done.lua or release.lua retried, with a live timer for
+ * NGX_FLUXGATE_FINISH_GRACE: long enough for a Redis restart and for a
+ * graceful reload not to cut it off, short enough that a frozen Redis does
+ * not hold an old worker for long.  A claim left pending after that is
+ * fluxgate-reconcile's to settle.
  */
-#define NGX_FLUXGATE_ORDER_GRACE          10000
 #define NGX_FLUXGATE_ORDER_RETRY          200
 
 
@@ -52,6 +59,10 @@
 #define NGX_FLUXGATE_ORDER_REDIRECT       5
 #define NGX_FLUXGATE_ORDER_SOLD_OUT       6
 #define NGX_FLUXGATE_ORDER_LIMIT_REACHED  7
+#define NGX_FLUXGATE_ORDER_UNKNOWN        8
+
+/* release.lua's: units given back to the stock of their generation */
+#define NGX_FLUXGATE_RELEASE_GIVEN        1
 
 
 typedef enum {
@@ -73,6 +84,10 @@ typedef struct {
     ngx_msec_t                  kafka_wait;
 
     ngx_msec_t                  deadline;     /* of the finishing step */
+    ngx_msec_t                  ttl;          /* fluxgate_idempotency_ttl */
+
+    int64_t                     generation;   /* reserved in, order.lua */
+    int64_t                     generation_stock;
 
     unsigned                    answered:1;   /* client has its response */
     unsigned                    releasing:1;  /* release.lua, not done.lua */
@@ -86,15 +101,15 @@ typedef struct {
     ngx_str_t                   rate_key;
     ngx_str_t                   buyers_key;
     ngx_str_t                   idem_key;
-    u_char                      keys[4 * NGX_FLUXGATE_ORDER_KEY_LEN
+    ngx_str_t                   gen_key;
+    ngx_str_t                   pending_key;
+    u_char                      keys[6 * NGX_FLUXGATE_ORDER_KEY_LEN
                                      + NGX_FLUXGATE_KEY_MAX];
 } ngx_fluxgate_order_t;
 
 
 static void ngx_fluxgate_order_body(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_order_start(ngx_http_request_t *r);
-static ngx_int_t ngx_fluxgate_order_key(ngx_http_request_t *r,
-    ngx_str_t *key);
 static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req, ngx_str_t *key);
 static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
@@ -117,10 +132,6 @@ static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
 static void ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op,
     const char *error);
 static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
-
-
-static ngx_str_t  ngx_fluxgate_idempotency_header =
-    ngx_string("X-Idempotency-Key");
 
 
 ngx_int_t
@@ -171,7 +182,7 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_fluxgate_order_key(r, &key) != NGX_OK) {
+    if (ngx_fluxgate_idempotency_key(r, &key) != NGX_OK) {
         return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
                                        NGX_FLUXGATE_INVALID,
                                        "X-Idempotency-Key given more than once",
@@ -230,53 +241,6 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
 }
 
 
-/*
- * The header's value: an empty string when it is missing, NGX_DECLINED
- * when it is there twice (which of them would the client mean?)
- */
-
-static ngx_int_t
-ngx_fluxgate_order_key(ngx_http_request_t *r, ngx_str_t *key)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    ngx_str_null(key);
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == ngx_fluxgate_idempotency_header.len
-            && ngx_strncasecmp(h[i].key.data,
-                               ngx_fluxgate_idempotency_header.data,
-                               h[i].key.len)
-               == 0)
-        {
-            if (key->data != NULL) {
-                return NGX_DECLINED;
-            }
-
-            *key = h[i].value;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_fluxgate_order_t *
 ngx_fluxgate_order_create(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req, ngx_str_t *key)
@@ -308,6 +272,7 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
     op->sold_out_cache = flcf->sold_out_cache;
     op->state = NGX_FLUXGATE_ORDER_DECIDING;
     op->kafka_wait = fmcf->kafka_timeout + 1000;
+    op->ttl = flcf->idempotency_ttl;
 
     /* it outlives the connection: log to the cycle's log */
     op->timer.handler = ngx_fluxgate_order_timeout;
@@ -336,6 +301,14 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
     p = ngx_sprintf(p, "fg:{%s}:idem:%V", req->product_id, key);
     op->idem_key.len = p - op->idem_key.data;
 
+    op->gen_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:gen", req->product_id);
+    op->gen_key.len = p - op->gen_key.data;
+
+    op->pending_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:pending", req->product_id);
+    op->pending_key.len = p - op->pending_key.data;
+
     op->key.data = p;
     p = ngx_cpymem(p, key->data, key->len);
     op->key.len = key->len;
@@ -350,43 +323,46 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
 {
     u_char     fp[NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN + 2];
     u_char     nums[5][NGX_INT64_LEN];
-    ngx_str_t  args[12];
+    ngx_str_t  args[15];
 
     args[0] = op->stock_key;
     args[1] = op->rate_key;
     args[2] = op->buyers_key;
     args[3] = op->idem_key;
+    args[4] = op->gen_key;
+    args[5] = op->pending_key;
 
-    args[4].data = (u_char *) op->req.user_id;
-    args[4].len = op->req.user_id_len;
+    args[6].data = (u_char *) op->req.user_id;
+    args[6].len = op->req.user_id_len;
 
-    args[5].data = nums[0];
-    args[5].len = ngx_sprintf(nums[0], "%L", op->req.quantity) - nums[0];
+    args[7].data = nums[0];
+    args[7].len = ngx_sprintf(nums[0], "%L", op->req.quantity) - nums[0];
 
     /* the body's fingerprint: the key is per product already */
-    args[6].data = fp;
-    args[6].len = ngx_sprintf(fp, "%s:%L", op->req.user_id, op->req.quantity)
+    args[8].data = fp;
+    args[8].len = ngx_sprintf(fp, "%s:%L", op->req.user_id, op->req.quantity)
                   - fp;
 
-    args[7].data = op->order_id;
-    args[7].len = NGX_FLUXGATE_UUID_LEN;
+    args[9].data = op->order_id;
+    args[9].len = NGX_FLUXGATE_UUID_LEN;
 
-    args[8].data = nums[1];
-    args[8].len = ngx_sprintf(nums[1], "%M", flcf->idempotency_ttl)
-                  - nums[1];
+    args[10].data = nums[1];
+    args[10].len = ngx_sprintf(nums[1], "%M", op->ttl) - nums[1];
 
-    args[9].data = nums[2];
-    args[9].len = ngx_sprintf(nums[2], "%ui", flcf->rate) - nums[2];
+    args[11].data = nums[2];
+    args[11].len = ngx_sprintf(nums[2], "%ui", flcf->rate) - nums[2];
 
-    args[10].data = nums[3];
-    args[10].len = ngx_sprintf(nums[3], "%ui", flcf->burst) - nums[3];
+    args[12].data = nums[3];
+    args[12].len = ngx_sprintf(nums[3], "%ui", flcf->burst) - nums[3];
 
-    args[11].data = nums[4];
-    args[11].len = ngx_sprintf(nums[4], "%ui", flcf->per_user_limit)
+    args[13].data = nums[4];
+    args[13].len = ngx_sprintf(nums[4], "%ui", flcf->per_user_limit)
                    - nums[4];
 
-    return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 4,
-                                   12, args, ngx_fluxgate_order_decided, op);
+    args[14] = op->key;
+
+    return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 6,
+                                   15, args, ngx_fluxgate_order_decided, op);
 }
 
 
@@ -424,6 +400,25 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
     }
 
     if (reply->element[0]->integer == NGX_FLUXGATE_ORDER_RESERVED) {
+
+        if (reply->elements != 4
+            || reply->element[2]->type != REDIS_REPLY_INTEGER
+            || reply->element[3]->type != REDIS_REPLY_INTEGER)
+        {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "fluxgate: order %*s for \"%s\": order.lua "
+                          "reserved without a generation (an older "
+                          "script?), releasing it",
+                          (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                          op->req.product_id);
+
+            ngx_fluxgate_order_answer(op, "unexpected redis reply");
+            ngx_fluxgate_order_release(op);
+            return;
+        }
+
+        op->generation = reply->element[2]->integer;
+        op->generation_stock = reply->element[3]->integer;
 
         if (op->answered) {
             /* the client was told 503: what the script took goes back */
@@ -629,6 +624,11 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
         ngx_str_set(&body, "{\"status\":\"limit_reached\"}");
         return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT,
                                  NGX_FLUXGATE_LIMIT_REACHED, &body);
+
+    case NGX_FLUXGATE_ORDER_UNKNOWN:
+        ngx_str_set(&body, "{\"status\":\"unknown_product\"}");
+        return ngx_fluxgate_send(r, NGX_HTTP_NOT_FOUND,
+                                 NGX_FLUXGATE_UNKNOWN_PRODUCT, &body);
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -653,11 +653,13 @@ ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
                            "{\"type\":\"order\",\"orderId\":\"%*s\","
                            "\"productId\":\"%s\",\"userId\":\"%s\","
                            "\"quantity\":%L,\"idempotencyKey\":\"%V\","
-                           "\"acceptedAt\":%uL}",
+                           "\"acceptedAt\":%uL,\"generation\":%L,"
+                           "\"generationStock\":%L}",
                            (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
                            op->req.product_id, op->req.user_id,
                            op->req.quantity, &op->key,
-                           ngx_fluxgate_now_ms())
+                           ngx_fluxgate_now_ms(), op->generation,
+                           op->generation_stock)
               - value;
 
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->delivery) != NGX_OK) {
@@ -686,8 +688,12 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
     switch (status) {
 
     case NGX_FLUXGATE_DELIVERED:
-        ngx_fluxgate_order_finishing(op, 0);
+        /*
+         * The answer first: finishing may end (and free) the order at
+         * once, when Redis is gone and the worker is exiting
+         */
         ngx_fluxgate_order_accept(op);
+        ngx_fluxgate_order_finishing(op, 0);
         return;
 
     case NGX_FLUXGATE_NOT_DELIVERED:
@@ -705,13 +711,17 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
 
         /*
          * It may be in Kafka, and then the worker records it: giving the
-         * stock back could oversell.  The key stays pending until its TTL.
+         * stock back could oversell.  The claim stays pending (it has no
+         * TTL) until fluxgate-reconcile finds it recorded in PostgreSQL,
+         * or not recorded once the worker read past it, and settles it;
+         * meanwhile a retry of its key gets in_progress, never a second
+         * order.
          */
 
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "fluxgate: order %*s for \"%s\" (user \"%s\", "
                       "quantity %L) possibly persisted in kafka: %s; its "
-                      "reservation is kept",
+                      "claim stays pending until it is settled",
                       (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
                       op->req.product_id, op->req.user_id,
                       op->req.quantity, err);
@@ -777,7 +787,7 @@ ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
 {
     op->state = NGX_FLUXGATE_ORDER_FINISHING;
     op->releasing = release;
-    op->deadline = ngx_current_msec + NGX_FLUXGATE_ORDER_GRACE;
+    op->deadline = ngx_current_msec + NGX_FLUXGATE_FINISH_GRACE;
 
     ngx_fluxgate_order_finish(op);
 }
@@ -786,9 +796,9 @@ ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
 static void
 ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
 {
-    u_char      qty[NGX_INT64_LEN];
+    u_char      ttl[NGX_INT64_LEN];
     ngx_int_t   rc;
-    ngx_str_t   args[6];
+    ngx_str_t   args[7];
     ngx_msec_t  now;
 
     if (op->timer.timer_set) {
@@ -799,24 +809,27 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
         args[0] = op->stock_key;
         args[1] = op->buyers_key;
         args[2] = op->idem_key;
-        args[3].data = (u_char *) op->req.user_id;
-        args[3].len = op->req.user_id_len;
-        args[4].data = qty;
-        args[4].len = ngx_sprintf(qty, "%L", op->req.quantity) - qty;
+        args[3] = op->gen_key;
+        args[4] = op->pending_key;
         args[5].data = op->order_id;
         args[5].len = NGX_FLUXGATE_UUID_LEN;
+        args[6] = op->key;
 
         rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_release,
-                                     3, 6, args, ngx_fluxgate_order_finished,
+                                     5, 7, args, ngx_fluxgate_order_finished,
                                      op);
 
     } else {
         args[0] = op->idem_key;
-        args[1].data = op->order_id;
-        args[1].len = NGX_FLUXGATE_UUID_LEN;
+        args[1] = op->pending_key;
+        args[2].data = op->order_id;
+        args[2].len = NGX_FLUXGATE_UUID_LEN;
+        args[3].data = ttl;
+        args[3].len = ngx_sprintf(ttl, "%M", op->ttl) - ttl;
+        args[4] = op->key;
 
         rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_done,
-                                     1, 2, args, ngx_fluxgate_order_finished,
+                                     2, 5, args, ngx_fluxgate_order_finished,
                                      op);
     }
 
@@ -848,11 +861,24 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
 
     op->waiting = 0;
 
-    if (reply == NULL
+    /*
+     * No reply (the connection went with the script), or an error reply
+     * (LOADING after a restart, READONLY during a failover, BUSY, OOM):
+     * both scripts can repeat, so try again while the grace lasts
+     */
+
+    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR)
         && ngx_current_msec < op->deadline
         && !ngx_fluxgate_exiting)
     {
-        /* the connection went with the script: both scripts can repeat */
+        if (reply != NULL) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "fluxgate: order %*s: %s.lua: %*s, retrying",
+                          (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                          op->releasing ? "release" : "done",
+                          (size_t) ngx_min(reply->len, 200), reply->str);
+        }
+
         if (op->timer.timer_set) {
             ngx_del_timer(&op->timer);
         }
@@ -866,7 +892,7 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
     if (op->releasing
         && reply != NULL
         && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer == 1)
+        && reply->integer == NGX_FLUXGATE_RELEASE_GIVEN)
     {
         ngx_fluxgate_sold_out_clear(op->sold_out,
                                     (u_char *) op->req.product_id,
@@ -874,12 +900,15 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
     }
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "fluxgate: order %*s: could not %s in redis: "
-                      "product \"%s\", user \"%s\", quantity %L, key \"%V\"",
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: order %*s: could not %s in redis "
+                      "(%s): product \"%s\", user \"%s\", quantity %L, "
+                      "key \"%V\"; its claim stays pending until "
+                      "fluxgate-reconcile settles it",
                       (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
                       op->releasing ? "release the reservation"
                                     : "mark the idempotency key done",
+                      reply ? "error reply" : "no connection",
                       op->req.product_id, op->req.user_id,
                       op->req.quantity, &op->key);
     }
@@ -917,7 +946,7 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
             ngx_fluxgate_order_answer(op, "kafka timed out");
         }
 
-        ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_GRACE);
+        ngx_add_timer(&op->timer, NGX_FLUXGATE_FINISH_GRACE);
         return;
     }
 

@@ -85,6 +85,13 @@ ngx_fluxgate_parse_stock(const char *body, size_t len,
                                     NGX_FLUXGATE_STOCK_MAX, &req->stock, err);
     }
 
+    /* -1: set whatever the current generation is */
+    if (rc == 0) {
+        rc = ngx_fluxgate_parse_int(root, "ifGeneration", 0, -1, 0,
+                                    NGX_FLUXGATE_GENERATION_MAX,
+                                    &req->if_generation, err);
+    }
+
     json_decref(root);
 
     return rc;

@@ -16,6 +16,7 @@
 #define NGX_FLUXGATE_ID_MAX      64
 #define NGX_FLUXGATE_KEY_MAX     64
 #define NGX_FLUXGATE_STOCK_MAX   1000000000LL
+#define NGX_FLUXGATE_GENERATION_MAX  9007199254740991LL   /* 2^53 - 1 */
 
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
     char         product_id[NGX_FLUXGATE_ID_MAX + 1];
     size_t       product_id_len;
     long long    stock;
+    long long    if_generation;   /* -1: not given */
 } ngx_fluxgate_stock_req_t;
 
 

@@ -25,6 +25,15 @@
 #define NGX_FLUXGATE_REDIS_BACKOFF_MAX      5000
 #define NGX_FLUXGATE_REDIS_MAX_ARGS         16
 
+/*
+ * A connection that let a deadline pass and then stays silent this long is
+ * replaced: a peer that vanished without a FIN or RST (a partition, a
+ * failover behind a virtual IP) would otherwise hold every order to 503
+ * until TCP gives up, minutes later.  Whatever was in flight on it ends
+ * with "connection lost", which each caller handles as "unknown outcome".
+ */
+#define NGX_FLUXGATE_REDIS_STALL_MAX        1000
+
 
 struct ngx_fluxgate_redis_s {
     ngx_str_t                      name;
@@ -93,11 +102,18 @@ ngx_fluxgate_script_t  ngx_fluxgate_script_done = {
     ngx_string(NGX_FLUXGATE_LUA_DONE)
 };
 
+ngx_fluxgate_script_t  ngx_fluxgate_script_init = {
+    ngx_string("init"),
+    ngx_string(NGX_FLUXGATE_LUA_INIT_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_INIT)
+};
+
 
 static ngx_fluxgate_script_t  *ngx_fluxgate_scripts[] = {
     &ngx_fluxgate_script_order,
     &ngx_fluxgate_script_release,
     &ngx_fluxgate_script_done,
+    &ngx_fluxgate_script_init,
     NULL
 };
 
@@ -385,6 +401,19 @@ ngx_fluxgate_redis_timer(ngx_event_t *ev)
         rds->ac = NULL;
         redisAsyncFree(ac);
         ngx_fluxgate_redis_retry(rds, "connect timed out");
+        return;
+    }
+
+    if (rds->stalled) {
+        ngx_log_error(NGX_LOG_WARN, rds->log, 0,
+                      "fluxgate: redis %V: no reply for %Mms after a "
+                      "deadline passed, replacing the connection",
+                      &rds->name, (ngx_msec_t) NGX_FLUXGATE_REDIS_STALL_MAX);
+
+        /* every callback runs now, with no reply; retry() reconnects */
+        rds->ac = NULL;
+        redisAsyncFree(ac);
+        ngx_fluxgate_redis_retry(rds, "connection stalled");
     }
 }
 
@@ -482,6 +511,11 @@ ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds)
                       "fluxgate: redis %V: no reply within the deadline, "
                       "failing fast until it answers", &rds->name);
         rds->stalled = 1;
+
+        /* connected, the timer is free: it now bounds the silence */
+        if (rds->connected && !rds->timer.timer_set) {
+            ngx_add_timer(&rds->timer, NGX_FLUXGATE_REDIS_STALL_MAX);
+        }
     }
 }
 
@@ -612,6 +646,10 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
     ngx_fluxgate_script_t  *script;
 
     if (reply != NULL) {
+        if (call->rds->stalled && call->rds->timer.timer_set) {
+            ngx_del_timer(&call->rds->timer);
+        }
+
         call->rds->stalled = 0;
         call->rds->backoff = 0;
     }
