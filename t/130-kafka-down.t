@@ -44,7 +44,7 @@ sub product {
     $ENV{TEST_NGINX_P} = uniq('p');
     $ENV{TEST_NGINX_K} = uniq('k');
     my $p = $ENV{TEST_NGINX_P};
-    redis('SET', "fg:{$p}:stock", 5);
+    set_stock("$p", 5);
     redis('HSET', "fg:{$p}:buyers", 'u1', 1);
     $main::before = snapshot();
     $main::t0 = time;

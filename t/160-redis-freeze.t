@@ -75,7 +75,7 @@ __DATA__
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
+set_stock("$ENV{TEST_NGINX_P}", 5);
 --- request
 GET /static
 --- error_code: 200

@@ -66,7 +66,7 @@ __DATA__
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
+set_stock("$ENV{TEST_NGINX_P}", 5);
 --- request
 POST /order
 {"productId":"$TEST_NGINX_P","userId":"u1"}
@@ -91,6 +91,7 @@ ok(wait_until(3, sub { redis('HGET', "fg:{$ENV{TEST_NGINX_P}}:idem:flushed", 's'
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
+main::sock('HSET', "fg:{$ENV{TEST_NGINX_P}}:gen", 'g', 1, 's', 5);
 main::sock('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
 --- request
 POST /unix
@@ -109,6 +110,7 @@ is($res->{status}, 503, "$main::name - Redis down: 503");
 ok(time - $t0 < 0.5, "$main::name - at once");
 is($res->{headers}{'retry-after'}, 1, "$main::name - with Retry-After");
 main::private_redis(1);
+main::sock('HSET', "fg:{$ENV{TEST_NGINX_P}}:gen", 'g', 1, 's', 5);
 main::sock('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
 ok(wait_until(10, sub { main::order('/unix', 'after-' . int(time * 10))->{status} == 200 }),
    "$main::name - orders flow again after the reconnect");
