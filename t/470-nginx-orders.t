@@ -14,7 +14,8 @@ use FluxGate::Worker;
 my $url = $ENV{FLUXGATE_URL};
 my $p = uniq('p470');
 
-my $init = http_post("$url/init", json_encode({ productId => $p, quantity => 5 }));
+my $init = http_post("$ENV{FLUXGATE_ADMIN_URL}/init",
+                     json_encode({ productId => $p, quantity => 5 }));
 plan skip_all => 'the stack\'s nginx does not serve POST /init (404): no module'
     if $init->{status} == 404;
 is($init->{status}, 200, 'POST /init') or diag("$init->{status} $init->{content}");
