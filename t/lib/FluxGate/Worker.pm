@@ -20,7 +20,7 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  start_private_worker stop_private_worker end_offsets
                  committed_in_log caught_up db_fingerprint slurp
                  produce_backlog check_backlog worker_restarted
-                 message_at);
+                 message_at stack_pg);
 
 sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 
@@ -28,6 +28,14 @@ sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 sub worker_bin { $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker" }
 
 sub worker_log { "$ENV{FG_RUN_DIR}/logs/worker.log" }
+
+# the stack's PostgreSQL as a libpq conninfo (its socket, no password);
+# stack_pg('other') for another database of it
+sub stack_pg {
+    my ($db) = @_;
+    return "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname="
+         . ($db // 'fluxgate') . " user=fluxgate";
+}
 
 # a UUIDv7 like the module's: 48 bits of ms, version 7, variant 10
 sub uuid7 {
@@ -114,7 +122,7 @@ sub wait_rows {
 sub start_private_worker {
     my (%o) = @_;
     my $log = "$ENV{FG_RUN_DIR}/logs/" . uniq('private-worker') . '.log';
-    my $pg = "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname=fluxgate user=fluxgate";
+    my $pg = stack_pg();
     my @cmd = (worker_bin(), '--brokers', $ENV{KAFKA_BOOTSTRAP},
                '--topic', $o{topic}, '--group', $o{group}, '--pg', $pg,
                @{ $o{args} || [] });
