@@ -5,6 +5,8 @@
 #   make up/down  the same stack in the background / stop it
 #   make test     build (with ASan+UBSan), start an isolated stack on free
 #                 ports, prove t/; SANITIZE=0 tests the plain build instead
+#   make deb      the Debian packages in build/deb/ (debian/, dh_nginx),
+#                 checked by lintian
 #
 # Every target that needs packages or the Kafka jars runs scripts/setup.sh
 # first; it is quiet when everything is installed.
@@ -51,7 +53,8 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test clean distclean
+.PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test clean \
+        distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
 
@@ -124,6 +127,38 @@ fuzz: fuzzers
 	        $(FUZZ_DIR)/$$t.log; \
 	    if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_DIR)/$$t.log; exit 1; fi; \
 	done
+
+# make deb: the two packages, built by Debian's tools from debian/ in a copy
+# of the sources under build/deb/ (dpkg-buildpackage writes next to the
+# tree it builds, and the checkout stays clean), then lintian.  The plain
+# build: these run in the system's nginx, which no sanitizer runtime is
+# preloaded into.  The Dockerfile's build stage runs the same two commands
+# (scripts/setup.sh deb, make deb).
+DEB_DIR     := $(BUILD)/deb
+DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+DEB_ARCH    := $(shell dpkg --print-architecture)
+DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
+DEB_INPUTS  := config README.md debian ngx_fluxgate_module lua worker sql conf
+DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
+               $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb: setup-deb $(DEBS)
+
+setup-deb:
+	@bash scripts/setup.sh deb
+
+$(DEBS) &: $(shell find $(DEB_INPUTS) -type f)
+	@rm -rf $(DEB_DIR)
+	@mkdir -p $(DEB_TREE)
+	@tar -C $(ROOT) -cf - $(DEB_INPUTS) | tar -C $(DEB_TREE) -xf -
+	@echo "deb: dpkg-buildpackage in $(DEB_TREE) (log: $(DEB_DIR)/build.log)"
+	@cd $(DEB_TREE) && dpkg-buildpackage -b --no-sign > $(DEB_DIR)/build.log 2>&1 \
+	    || { tail -40 $(DEB_DIR)/build.log; exit 1; }
+	@echo "deb: lintian"
+	@lintian --fail-on error --display-level '>=warning' $(DEBS) \
+	    > $(DEB_DIR)/lintian.log 2>&1; rc=$$?; cat $(DEB_DIR)/lintian.log; \
+	    [ $$rc -eq 0 ] || { rm -f $(DEBS); exit 1; }
+	@ls -1 $(DEBS)
 
 bench: all
 	@bash bench/run

@@ -6,16 +6,33 @@
 #
 # Idempotent and quiet when everything is already there; make targets call it
 # before anything that needs it.  Runs as root, or through sudo otherwise.
+#
+#   setup.sh        everything (make run, make test, make bench)
+#   setup.sh deb    only what `make deb` needs: the packaging tools and the
+#                   build dependencies of debian/control; no services, no
+#                   Kafka (the Dockerfile's build stage runs this)
 set -euo pipefail
+
+MODE=${1:-all}
+case $MODE in
+    all|deb) ;;
+    *) echo "usage: $0 [deb]" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${FG_CACHE:-$ROOT/.cache}
 KAFKA_LIBS=$CACHE/kafka/libs
 
-PACKAGES=(
-    # build
+# make deb: Debian's packaging tools and debian/control's Build-Depends
+DEB_PACKAGES=(
     build-essential pkg-config nginx-dev
     libhiredis-dev librdkafka-dev libpq-dev libjansson-dev
+    dpkg-dev debhelper lintian help2man
+)
+
+PACKAGES=(
+    # build
+    "${DEB_PACKAGES[@]}"
     libpcre2-dev libpcre3-dev zlib1g-dev libssl-dev
     clang libclang-rt-14-dev
     # services
@@ -35,6 +52,8 @@ as_root() {
         sudo "$@"
     fi
 }
+
+[ "$MODE" = deb ] && PACKAGES=("${DEB_PACKAGES[@]}")
 
 missing_packages() {
     local p
@@ -86,4 +105,4 @@ install_kafka() {
 }
 
 install_packages
-install_kafka
+[ "$MODE" = deb ] || install_kafka

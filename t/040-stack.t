@@ -1,6 +1,7 @@
 # The stack as a whole: every service RUNNING under supervisord, nginx serves
-# the shop on FLUXGATE_URL with the module loaded, the worker runs, and
-# DIR/env says where everything is.
+# the shop on FLUXGATE_URL with the module loaded and the admin locations on
+# FLUXGATE_ADMIN_URL (loopback) only, the worker runs, and DIR/env says
+# where everything is.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -16,8 +17,17 @@ unlike(`cat $ENV{FG_RUN_DIR}/logs/bootstrap.log`, qr/not ready|ERROR/i,
        'bootstrap reported no failure');
 
 my $http = HTTP::Tiny->new(timeout => 5);
-my $res = $http->get("$ENV{FLUXGATE_URL}/health");
-is($res->{status}, 200, 'nginx answers on FLUXGATE_URL');
+my $res = $http->get("$ENV{FLUXGATE_HEALTH_URL}");
+is($res->{status}, 200, 'nginx answers on FLUXGATE_HEALTH_URL');
+like($ENV{FLUXGATE_ADMIN_URL}, qr{^http://127\.0\.0\.1:\d+$}, 'the admin listener is on loopback');
+isnt($ENV{FLUXGATE_ADMIN_URL}, $ENV{FLUXGATE_URL}, 'and not the shop\'s port');
+
+$res = http_post("$ENV{FLUXGATE_URL}/init", '{"productId":"p040","quantity":1}');
+is($res->{status}, 404, 'the shop\'s port does not serve /init');
+$res = $http->get("$ENV{FLUXGATE_URL}/health");
+is($res->{status}, 404, 'nor /health');
+$res = $http->get("$ENV{FLUXGATE_ADMIN_URL}/init");
+is($res->{status}, 405, 'the admin listener serves /init (GET: 405)');
 
 $res = $http->get("$ENV{FLUXGATE_URL}/waiting-room/");
 is($res->{status}, 200, 'the waiting room page is served');
@@ -27,8 +37,8 @@ $res = $http->get("$ENV{FLUXGATE_URL}/order");
 is($res->{status}, 405, 'GET /order reaches the module (405)');
 
 my $env = `cat $ENV{FG_RUN_DIR}/env`;
-for my $v (qw(FLUXGATE_URL REDIS_HOST REDIS_PORT PGHOST PGPORT PGDATABASE
-              PGUSER KAFKA_BOOTSTRAP)) {
+for my $v (qw(FLUXGATE_URL FLUXGATE_ADMIN_URL FLUXGATE_HEALTH_URL REDIS_HOST
+              REDIS_PORT PGHOST PGPORT PGDATABASE PGUSER KAFKA_BOOTSTRAP)) {
     like($env, qr/^export $v=\S+$/m, "env has $v");
 }
 

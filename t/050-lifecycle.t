@@ -18,8 +18,8 @@ sub free_port {
                           LocalPort => 0)->sockport;
 }
 my %ports;
-$ports{$_} = free_port() for qw(FG_HTTP_PORT FG_REDIS_PORT FG_PG_PORT
-                                FG_KAFKA_PORT FG_KAFKA_CONTROLLER_PORT);
+$ports{$_} = free_port() for qw(FG_HTTP_PORT FG_ADMIN_PORT FG_REDIS_PORT
+                                FG_PG_PORT FG_KAFKA_PORT FG_KAFKA_CONTROLLER_PORT);
 my $env = join ' ', map { "$_=$ports{$_}" } sort keys %ports;
 
 sub run { my $out = `@_ 2>&1`; return ($? >> 8, $out) }
@@ -51,10 +51,11 @@ my ($rc, $out) = run("env $env bash $stack up $dir");
 is($rc, 0, 'up') or diag($out);
 my $e = env_of();
 is($e->{FLUXGATE_URL}, "http://127.0.0.1:$ports{FG_HTTP_PORT}", 'env: FLUXGATE_URL');
+is($e->{FLUXGATE_ADMIN_URL}, "http://127.0.0.1:$ports{FG_ADMIN_PORT}", 'env: FLUXGATE_ADMIN_URL');
 is($e->{REDIS_PORT}, $ports{FG_REDIS_PORT}, 'env: REDIS_PORT');
 is($e->{PGPORT}, $ports{FG_PG_PORT}, 'env: PGPORT');
 is($e->{KAFKA_BOOTSTRAP}, "127.0.0.1:$ports{FG_KAFKA_PORT}", 'env: KAFKA_BOOTSTRAP');
-like(`curl -s $e->{FLUXGATE_URL}/health`, qr/ok/, 'nginx answers');
+like(`curl -s $e->{FLUXGATE_ADMIN_URL}/health`, qr/ok/, 'nginx answers');
 `redis-cli -p $e->{REDIS_PORT} set t050 kept`;
 
 ($rc, $out) = run("bash $stack up $dir");

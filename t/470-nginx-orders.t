@@ -16,8 +16,9 @@ use FluxGate::Worker;
 my $url = $ENV{FLUXGATE_URL};
 my $p = uniq('p470');
 
-my $init = http_post("$url/init", json_encode({ productId => $p, quantity => 5 }));
-unless (is($init->{status}, 200, "POST /init to $url/init")) {
+my $init = http_post("$ENV{FLUXGATE_ADMIN_URL}/init",
+                     json_encode({ productId => $p, quantity => 5 }));
+unless (is($init->{status}, 200, "POST /init to $ENV{FLUXGATE_ADMIN_URL}/init")) {
     diag("$init->{status} $init->{content}");
     done_testing();
     exit 1;

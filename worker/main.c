@@ -1,8 +1,9 @@
 /*
  * main.c: fluxgate-worker's command line.  Resolves the settings (flags
- * first, then FLUXGATE_* environment variables, then defaults), installs
- * the signal handlers and hands over to the migration or the consumer.
- * Bad settings end here with exit status 2 and a message naming them.
+ * first, then FLUXGATE_* environment variables, then the --config file,
+ * then defaults), installs the signal handlers and hands over to the
+ * migration or the consumer.  Bad settings end here with exit status 2 and
+ * a message naming them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,7 +15,15 @@
 
 #include "log.h"
 #include "migrate.h"
+#include "settings.h"
 #include "worker.h"
+
+/* where --migrate looks by default; packages build in their own path */
+#ifndef FG_SQL_DIR_DEFAULT
+#define FG_SQL_DIR_DEFAULT  "sql"
+#endif
+
+#define FG_SHORT_OPTIONS  "b:t:g:d:n:w:X:vhV"
 
 volatile sig_atomic_t fg_stop;
 
@@ -22,7 +31,9 @@ static const char *progname = "fluxgate-worker";
 
 static void usage(FILE *out);
 static void bad_usage(const char *fmt, const char *arg);
+static const char *config_file(int argc, char **argv);
 static void from_env(struct fg_config *cfg);
+static void use_password_file(const char *path, const char *what);
 static long parse_long(const char *what, const char *s, long min, long max);
 static void add_kafka_prop(struct fg_config *cfg, char *spec, const char *what);
 static int env_flag(const char *name);
@@ -32,7 +43,9 @@ enum {
     OPT_MIGRATE = 256,
     OPT_SQL_DIR,
     OPT_FAIL_FAST,
-    OPT_PER_MESSAGE
+    OPT_PER_MESSAGE,
+    OPT_CONFIG,
+    OPT_PG_PASSWORD_FILE
 };
 
 static const struct option long_options[] = {
@@ -40,6 +53,8 @@ static const struct option long_options[] = {
     { "topic",       required_argument, NULL, 't' },
     { "group",       required_argument, NULL, 'g' },
     { "pg",          required_argument, NULL, 'd' },
+    { "pg-password-file", required_argument, NULL, OPT_PG_PASSWORD_FILE },
+    { "config",      required_argument, NULL, OPT_CONFIG },
     { "batch-size",  required_argument, NULL, 'n' },
     { "batch-wait",  required_argument, NULL, 'w' },
     { "migrate",     no_argument,       NULL, OPT_MIGRATE },
@@ -60,17 +75,24 @@ main(int argc, char **argv)
         .topic = "orders",
         .group = "fluxgate-inventory",
         .pg = "",
-        .sql_dir = "sql",
+        .sql_dir = FG_SQL_DIR_DEFAULT,
         .batch_size = 5000,
         .batch_wait = 100,
     };
     struct sigaction  sa;
     char              msg[600];
+    const char       *conf, *password_file, *password_what;
     int               c;
 
-    from_env(&cfg);
+    conf = config_file(argc, argv);
+    if (conf != NULL && fg_settings_load(conf, msg, sizeof(msg)) != 0) {
+        bad_usage("%s", msg);
+    }
 
-    while ((c = getopt_long(argc, argv, "b:t:g:d:n:w:X:vhV", long_options,
+    from_env(&cfg);
+    password_file = fg_setting("FLUXGATE_PG_PASSWORD_FILE", &password_what);
+
+    while ((c = getopt_long(argc, argv, FG_SHORT_OPTIONS, long_options,
                             NULL)) != -1)
     {
         switch (c) {
@@ -78,6 +100,11 @@ main(int argc, char **argv)
         case 't': cfg.topic = optarg; break;
         case 'g': cfg.group = optarg; break;
         case 'd': cfg.pg = optarg; break;
+        case OPT_PG_PASSWORD_FILE:
+            password_file = optarg;
+            password_what = "--pg-password-file";
+            break;
+        case OPT_CONFIG: break;     /* read before everything else */
         case 'n':
             cfg.batch_size = parse_long("--batch-size", optarg, 1, 100000);
             break;
@@ -112,6 +139,10 @@ main(int argc, char **argv)
 
     if (fg_check_kafka_options(&cfg, msg, sizeof(msg)) != 0) {
         bad_usage("%s", msg);
+    }
+
+    if (password_file != NULL) {
+        use_password_file(password_file, password_what);
     }
 
     if (cfg.migrate) {
@@ -149,6 +180,10 @@ usage(FILE *out)
 "                                        apply the schema migrations and exit\n"
 "\n"
 "Options (environment fallback in brackets):\n"
+"      --config=FILE      read settings from FILE [FLUXGATE_CONFIG]: lines\n"
+"                         NAME=VALUE with the environment names below, no\n"
+"                         quotes, '#' comments (the format of systemd's\n"
+"                         EnvironmentFile= and docker's --env-file)\n"
 "  -b, --brokers=LIST     Kafka bootstrap servers [FLUXGATE_BROKERS]\n"
 "                         (default localhost:9092)\n"
 "  -t, --topic=NAME       topic to consume [FLUXGATE_TOPIC] (default orders)\n"
@@ -156,6 +191,10 @@ usage(FILE *out)
 "                         (default fluxgate-inventory)\n"
 "  -d, --pg=CONNINFO      libpq connection string or URI [FLUXGATE_PG]\n"
 "                         (default: libpq's PG* environment variables)\n"
+"      --pg-password-file=FILE\n"
+"                         the PostgreSQL password is FILE's first line\n"
+"                         [FLUXGATE_PG_PASSWORD_FILE]; a password in\n"
+"                         CONNINFO wins over it\n"
 "  -n, --batch-size=N     at most N messages per transaction\n"
 "                         [FLUXGATE_BATCH_SIZE] (default 5000)\n"
 "  -w, --batch-wait=MS    commit a batch at most MS ms after its first\n"
@@ -172,15 +211,18 @@ usage(FILE *out)
 "                         [FLUXGATE_FAIL_FAST=1]\n"
 "      --migrate          apply the migrations of --sql-dir and exit\n"
 "      --sql-dir=DIR      migrations directory [FLUXGATE_SQL_DIR]\n"
-"                         (default sql)\n"
+"                         (default %s)\n"
 "  -v, --verbose          log debug lines too\n"
 "  -h, --help             show this help and exit\n"
 "  -V, --version          show the version and exit\n"
 "\n"
+"A setting comes from the flag if given, else from the environment, else\n"
+"from the --config file, else the default; an empty value counts as unset.\n"
+"\n"
 "SIGTERM or SIGINT: finish the current batch, commit, leave the group,\n"
 "exit 0.\n"
 "Exit status: 0 stopped by a signal or migrated, 1 failure, 2 bad usage.\n",
-            progname, progname, progname);
+            progname, progname, progname, FG_SQL_DIR_DEFAULT);
 }
 
 static void
@@ -192,27 +234,56 @@ bad_usage(const char *fmt, const char *arg)
     exit(2);
 }
 
+/*
+ * --config FILE, else FLUXGATE_CONFIG, else none: looked for before the
+ * other flags, which are read after the file so that they win over it.
+ */
+static const char *
+config_file(int argc, char **argv)
+{
+    const char *path = getenv("FLUXGATE_CONFIG");
+    int         c;
+
+    if (path != NULL && *path == '\0') {
+        path = NULL;
+    }
+
+    opterr = 0;                 /* the real pass reports bad flags */
+    while ((c = getopt_long(argc, argv, FG_SHORT_OPTIONS, long_options,
+                            NULL)) != -1)
+    {
+        if (c == OPT_CONFIG) {
+            path = optarg;
+        }
+    }
+    opterr = 1;
+    optind = 0;                 /* glibc: start the next scan afresh */
+
+    return path;
+}
+
+/* FLUXGATE_* settings: the environment's, else the --config file's */
 static void
 from_env(struct fg_config *cfg)
 {
-    const char *v;
+    const char *v, *where;
     char       *copy, *tok, *save;
 
-    if ((v = getenv("FLUXGATE_BROKERS")) != NULL && *v) cfg->brokers = v;
-    if ((v = getenv("FLUXGATE_TOPIC")) != NULL && *v) cfg->topic = v;
-    if ((v = getenv("FLUXGATE_GROUP")) != NULL && *v) cfg->group = v;
-    if ((v = getenv("FLUXGATE_PG")) != NULL) cfg->pg = v;
-    if ((v = getenv("FLUXGATE_SQL_DIR")) != NULL && *v) cfg->sql_dir = v;
-    if ((v = getenv("FLUXGATE_BATCH_SIZE")) != NULL && *v) {
-        cfg->batch_size = parse_long("FLUXGATE_BATCH_SIZE", v, 1, 100000);
+    if ((v = fg_setting("FLUXGATE_BROKERS", NULL)) != NULL) cfg->brokers = v;
+    if ((v = fg_setting("FLUXGATE_TOPIC", NULL)) != NULL) cfg->topic = v;
+    if ((v = fg_setting("FLUXGATE_GROUP", NULL)) != NULL) cfg->group = v;
+    if ((v = fg_setting("FLUXGATE_PG", NULL)) != NULL) cfg->pg = v;
+    if ((v = fg_setting("FLUXGATE_SQL_DIR", NULL)) != NULL) cfg->sql_dir = v;
+    if ((v = fg_setting("FLUXGATE_BATCH_SIZE", &where)) != NULL) {
+        cfg->batch_size = parse_long(where, v, 1, 100000);
     }
-    if ((v = getenv("FLUXGATE_BATCH_WAIT")) != NULL && *v) {
-        cfg->batch_wait = parse_long("FLUXGATE_BATCH_WAIT", v, 0, 600000);
+    if ((v = fg_setting("FLUXGATE_BATCH_WAIT", &where)) != NULL) {
+        cfg->batch_wait = parse_long(where, v, 0, 600000);
     }
     cfg->fail_fast = env_flag("FLUXGATE_FAIL_FAST");
     cfg->per_message = env_flag("FLUXGATE_PER_MESSAGE");
 
-    if ((v = getenv("FLUXGATE_KAFKA_OPTIONS")) != NULL && *v) {
+    if ((v = fg_setting("FLUXGATE_KAFKA_OPTIONS", &where)) != NULL) {
         copy = strdup(v);     /* lives as long as the process */
         if (copy == NULL) {
             bad_usage("%s", "out of memory");
@@ -220,15 +291,53 @@ from_env(struct fg_config *cfg)
         for (tok = strtok_r(copy, " \t\n", &save); tok != NULL;
              tok = strtok_r(NULL, " \t\n", &save))
         {
-            add_kafka_prop(cfg, tok, "FLUXGATE_KAFKA_OPTIONS");
+            add_kafka_prop(cfg, tok, where);
         }
     }
+}
+
+/*
+ * The PostgreSQL password from a file (a secret mounted by docker, or
+ * systemd's LoadCredential=), handed to libpq as PGPASSWORD so that it
+ * never appears in a command line, a unit or a conninfo.
+ */
+static void
+use_password_file(const char *path, const char *what)
+{
+    FILE    *f;
+    char     password[1024], msg[1200];
+    size_t   len;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(msg, sizeof(msg), "%s: cannot read %s: %s", what, path,
+                 strerror(errno));
+        bad_usage("%s", msg);
+    }
+    if (fgets(password, sizeof(password), f) == NULL) {
+        password[0] = '\0';
+    }
+    fclose(f);
+
+    len = strcspn(password, "\r\n");
+    password[len] = '\0';
+    if (len == 0) {
+        snprintf(msg, sizeof(msg), "%s: no password on the first line of %s",
+                 what, path);
+        bad_usage("%s", msg);
+    }
+
+    if (setenv("PGPASSWORD", password, 1) != 0) {
+        bad_usage("%s", strerror(errno));
+    }
+    memset(password, 0, sizeof(password));
 }
 
 static int
 env_flag(const char *name)
 {
-    const char *v = getenv(name);
+    const char *where;
+    const char *v = fg_setting(name, &where);
 
     if (v == NULL || *v == '\0' || strcmp(v, "0") == 0
         || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0
@@ -241,7 +350,7 @@ env_flag(const char *name)
     {
         return 1;
     }
-    bad_usage("%s must be 1/0, true/false, yes/no or on/off", name);
+    bad_usage("%s must be 1/0, true/false, yes/no or on/off", where);
     return 0;
 }
 

@@ -26,7 +26,7 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  message_at batches_in_log supervisor_mark supervisor_since
                  produce_concurrently produce_to_partition
                  generation_row product_generation pg_conninfo
-                 exec_unit_test);
+                 exec_unit_test stack_pg);
 
 sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 
@@ -34,6 +34,14 @@ sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 sub worker_bin { $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker" }
 
 sub worker_log { "$ENV{FG_RUN_DIR}/logs/worker.log" }
+
+# the stack's PostgreSQL as a libpq conninfo (its socket, no password);
+# stack_pg('other') for another database of it
+sub stack_pg {
+    my ($db) = @_;
+    return "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname="
+         . ($db // 'fluxgate') . " user=fluxgate";
+}
 
 # a UUIDv7 like the module's: 48 bits of ms, version 7, variant 10
 sub uuid7 {
@@ -177,9 +185,7 @@ sub wait_rows {
 }
 
 # the stack's PostgreSQL as a libpq conninfo
-sub pg_conninfo {
-    return "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname=fluxgate user=fluxgate";
-}
+sub pg_conninfo { stack_pg() }
 
 # a worker outside supervisord: start_private_worker(topic => .., group => ..)
 # -> {pid, log}

@@ -1,0 +1,27 @@
+/*
+ * settings.h: the FLUXGATE_* settings of the environment and of an
+ * optional configuration file (--config), the environment first.  The
+ * programs' own flags win over both; main.c applies them.
+ */
+#ifndef FG_SETTINGS_H
+#define FG_SETTINGS_H
+
+#include <stddef.h>
+
+/*
+ * Reads path: lines NAME=VALUE, blank lines and lines starting with '#'.
+ * Values are taken as written (no quotes, no escapes), as docker's
+ * --env-file and systemd's EnvironmentFile= both read such lines.  0 when
+ * read; -1 with err naming the file and line otherwise (unreadable file,
+ * a line without '=', a quoted value, a NAME no program of ours reads).
+ */
+int fg_settings_load(const char *path, char *err, size_t size);
+
+/*
+ * The value of the setting name: the environment's when set and not empty,
+ * else the file's when set and not empty, else NULL.  where (may be NULL)
+ * gets a label for messages: "NAME" or "NAME (file:line)".
+ */
+const char *fg_setting(const char *name, const char **where);
+
+#endif
