@@ -1,6 +1,6 @@
 # The stack as a whole: every service RUNNING under supervisord, nginx serves
 # the shop on FLUXGATE_URL with the module loaded, the worker runs, and
-# DIR/env says where everything is.
+# DIR/env says where everything is; the settler runs beside the worker.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -8,7 +8,7 @@ use Test::More;
 use HTTP::Tiny;
 use FluxGate::Test;
 
-for my $s (qw(redis postgres kafka nginx worker)) {
+for my $s (qw(redis postgres kafka nginx worker settler)) {
     like(svc('status', $s), qr/RUNNING/, "$s is running");
 }
 like(svc('status', 'bootstrap'), qr/EXITED|STOPPED/, 'bootstrap finished');
