@@ -151,7 +151,7 @@ main(int argc, char **argv)
     if (cfg.watch > 0) {
         return watch(&cfg);
     }
-    st = fg_rc_round(&cfg, &conns);
+    st = fg_rc_round(&cfg, &conns, NULL);
     fg_rc_close(&conns);
     return st;
 }
@@ -160,17 +160,20 @@ main(int argc, char **argv)
 static int
 watch(const struct fg_rc_config *cfg)
 {
-    struct fg_rc_conns conns = { NULL, NULL, NULL };
+    struct fg_rc_conns  conns = { NULL, NULL, NULL };
+    struct fg_rc_memory memory;
 
+    memset(&memory, 0, sizeof(memory));
     fg_info("watching: a round every %ld s%s, claims overdue %ld ms after"
             " their reservation, topic %s, group %s", cfg->watch,
             cfg->repair ? " settling overdue claims" : " (report only)",
             cfg->claim_deadline, cfg->topic, cfg->group);
     while (!fg_rc_stop) {
-        fg_rc_round(cfg, &conns);
+        fg_rc_round(cfg, &conns, &memory);
         fg_sleep_ms(cfg->watch * 1000, &fg_rc_stop);
     }
     fg_rc_close(&conns);
+    fg_rc_forget(&memory);
     fg_info("stop requested: stopped (exit status 0)");
     return 0;
 }

@@ -15,6 +15,8 @@
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 
+#include "strmap.h"
+
 #define FG_RC_VERSION       "0.1.0"
 #define FG_RC_MAX_PROPS     64
 #define FG_RC_UUID_LEN      36
@@ -73,6 +75,9 @@ struct fg_rc_product {
     size_t              overdue;
     long long           pending_units;  /* current generation, not recorded */
     long long           drift;
+    const char         *state;          /* balanced, drift, in-flight, unknown */
+    long                verdict;        /* 0 fine; else the drift, LONG_MIN
+                                           for unknown */
 
     /* settled in this round */
     size_t              settled_done;
@@ -91,6 +96,17 @@ struct fg_rc_conns {
     redisContext   *redis;
     PGconn         *pg;
     rd_kafka_t     *kafka;
+};
+
+/*
+ * --watch: the previous round's verdict per product, so that a round
+ * prints a product only when its verdict changed or claims were settled
+ * (a lasting drift is said once, not every few seconds)
+ */
+struct fg_rc_memory {
+    struct fg_strmap        seen;   /* product id -> verdict */
+    struct fg_rc_product   *prods;  /* the round that owns seen's keys */
+    size_t                  n;
 };
 
 extern volatile sig_atomic_t fg_rc_stop;
@@ -128,9 +144,10 @@ int fg_rc_db_recorded_units(PGconn *conn, struct fg_rc_product *p,
 int fg_rc_db_mark_recorded(PGconn *conn, struct fg_rc_claim *claims,
     size_t n, const char **err);
 
-/* reconcile_books.c: one round; its status */
+/* reconcile_books.c: one round and its status; memory NULL: print all */
 enum fg_rc_status fg_rc_round(const struct fg_rc_config *cfg,
-    struct fg_rc_conns *conns);
+    struct fg_rc_conns *conns, struct fg_rc_memory *memory);
 void fg_rc_close(struct fg_rc_conns *conns);
+void fg_rc_forget(struct fg_rc_memory *memory);
 
 #endif

@@ -23,6 +23,7 @@
  * a sale or a lagging worker in flight.  The reading is repeated for a few
  * seconds before a difference is reported.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,27 +50,31 @@ static int wait_for_worker(const struct fg_rc_config *cfg,
 static int settle_product(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_product *p, long long now);
 static enum fg_rc_status check(const struct fg_rc_config *cfg,
-    struct fg_rc_conns *conns, struct fg_rc_product *prods, size_t n);
+    struct fg_rc_conns *conns, struct fg_rc_memory *memory,
+    struct fg_rc_product *prods, size_t n);
 static int read_books(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_product *prods, size_t n,
     int *quiet);
 static void derive(const struct fg_rc_config *cfg, struct fg_rc_product *p,
     long long now);
-static const char *state_of(const struct fg_rc_product *p, int quiet);
+static void judge(struct fg_rc_product *p, int quiet);
 static void report(const struct fg_rc_config *cfg,
-    const struct fg_rc_product *prods, size_t n, int quiet);
+    const struct fg_rc_memory *memory, struct fg_rc_product *prods,
+    size_t n);
 static void print_table(const struct fg_rc_config *cfg,
-    const struct fg_rc_product *prods, size_t n, int quiet);
-static void print_json(const struct fg_rc_config *cfg,
-    const struct fg_rc_product *prods, size_t n, int quiet);
-static int shown(const struct fg_rc_config *cfg,
-    const struct fg_rc_product *p, int quiet);
+    const struct fg_rc_product *prods, size_t n);
+static void print_json(const struct fg_rc_product *prods, size_t n);
+static void log_verdicts(const struct fg_rc_config *cfg,
+    const struct fg_rc_product *prods, size_t n);
+static void remember(struct fg_rc_memory *memory,
+    struct fg_rc_product *prods, size_t n);
 static void lost(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
     enum service which, const char *doing, const char *err);
 static void free_products(struct fg_rc_product *prods, size_t n);
 
 enum fg_rc_status
-fg_rc_round(const struct fg_rc_config *cfg, struct fg_rc_conns *conns)
+fg_rc_round(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
+    struct fg_rc_memory *memory)
 {
     struct fg_rc_product *prods = NULL;
     enum fg_rc_status     st = FG_RC_UNREACHABLE;
@@ -83,11 +88,23 @@ fg_rc_round(const struct fg_rc_config *cfg, struct fg_rc_conns *conns)
     if (cfg->repair && settle(cfg, conns, prods, n) != 0) {
         goto out;
     }
-    st = check(cfg, conns, prods, n);
+    st = check(cfg, conns, memory, prods, n);
+    if (memory != NULL && st != FG_RC_UNREACHABLE) {
+        remember(memory, prods, n);
+        return st;
+    }
 
 out:
     free_products(prods, n);
     return st;
+}
+
+void
+fg_rc_forget(struct fg_rc_memory *memory)
+{
+    fg_strmap_free(&memory->seen);
+    free_products(memory->prods, memory->n);
+    memset(memory, 0, sizeof(*memory));
 }
 
 void
@@ -328,7 +345,7 @@ settle_product(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
 
 static enum fg_rc_status
 check(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
-    struct fg_rc_product *prods, size_t n)
+    struct fg_rc_memory *memory, struct fg_rc_product *prods, size_t n)
 {
     long long  give_up = fg_now_ms() + CHECK_SPAN_MS;
     size_t     i, off;
@@ -349,15 +366,12 @@ check(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
         }
     }
 
-    report(cfg, prods, n, quiet);
-    for (i = 0; i < n; i++) {
-        if (strcmp(state_of(&prods[i], quiet), "drift") == 0
-            || !prods[i].known)
-        {
-            return FG_RC_DRIFT;
-        }
+    for (i = 0, off = 0; i < n; i++) {
+        judge(&prods[i], quiet);
+        off += prods[i].verdict != 0;
     }
-    return FG_RC_BALANCED;
+    report(cfg, memory, prods, n);
+    return off > 0 ? FG_RC_DRIFT : FG_RC_BALANCED;
 }
 
 /* every product's books once; *quiet when nothing was in flight meanwhile */
@@ -457,30 +471,71 @@ derive(const struct fg_rc_config *cfg, struct fg_rc_product *p,
                                + p->recorded_units);
 }
 
-static const char *
-state_of(const struct fg_rc_product *p, int quiet)
+/* the verdict on a product's books, from the final reading */
+static void
+judge(struct fg_rc_product *p, int quiet)
 {
     if (!p->known) {
-        return "unknown";
+        p->state = "unknown";
+        p->verdict = LONG_MIN;
+    } else if (p->drift == 0) {
+        p->state = "balanced";
+        p->verdict = 0;
+    } else if (quiet) {
+        p->state = "drift";
+        p->verdict = (long) p->drift;
+    } else {
+        p->state = "in-flight";
+        p->verdict = 0;
     }
-    if (p->drift == 0) {
-        return "balanced";
+}
+
+/*
+ * Prints the products, or under --watch only those whose verdict changed
+ * since the last round or that had claims settled: drift is said once
+ * when it appears (and once more when it is gone), not every round.
+ */
+static void
+report(const struct fg_rc_config *cfg, const struct fg_rc_memory *memory,
+    struct fg_rc_product *prods, size_t n)
+{
+    struct fg_rc_product *p, tmp;
+    long                 *last;
+    size_t                i, out;
+
+    for (i = 0, out = 0; i < n; i++) {
+        p = &prods[i];
+        if (memory != NULL && p->settled_done == 0
+            && p->settled_released == 0)
+        {
+            last = fg_strmap_find(&memory->seen, p->id);
+            if ((last != NULL ? *last : 0) == p->verdict) {
+                continue;
+            }
+        }
+        if (out != i) {
+            /* the shown ones first, in order; the round keeps them all */
+            tmp = prods[out];
+            prods[out] = *p;
+            *p = tmp;
+        }
+        out++;
     }
-    return quiet ? "drift" : "in-flight";
+
+    if (cfg->json) {
+        print_json(prods, out);
+    } else {
+        print_table(cfg, prods, out);
+    }
+    log_verdicts(cfg, prods, out);
 }
 
 static void
-report(const struct fg_rc_config *cfg, const struct fg_rc_product *prods,
-    size_t n, int quiet)
+log_verdicts(const struct fg_rc_config *cfg, const struct fg_rc_product *prods,
+    size_t n)
 {
     const struct fg_rc_product *p;
     size_t                      i;
-
-    if (cfg->json) {
-        print_json(cfg, prods, n, quiet);
-    } else {
-        print_table(cfg, prods, n, quiet);
-    }
 
     for (i = 0; i < n; i++) {
         p = &prods[i];
@@ -488,14 +543,15 @@ report(const struct fg_rc_config *cfg, const struct fg_rc_product *prods,
             fg_error("product %s has no generation in Redis (fg:{%s}:gen:"
                      " never set by POST /init): no books to check", p->id,
                      p->id);
-        } else if (p->drift != 0 && quiet) {
+        } else if (p->verdict != 0) {
             fg_error("product %s, generation %lld: drift %+lld with nothing"
                      " in flight (stock set %lld, Redis stock %lld, pending"
                      " %lld, recorded %lld): units were lost or made outside"
-                     " the gate; nothing changed%s", p->id, p->generation,
+                     " the gate; nothing changed, %s", p->id, p->generation,
                      p->drift, p->stock_set, p->stock, p->pending_units,
                      p->recorded_units,
-                     cfg->watch ? "" : ", exit status 1");
+                     cfg->watch ? "said again only when it changes"
+                                : "exit status 1");
         } else if (p->drift != 0) {
             fg_info("product %s, generation %lld: %+lld units not accounted"
                     " for while messages are in flight (a live sale or a"
@@ -505,72 +561,83 @@ report(const struct fg_rc_config *cfg, const struct fg_rc_product *prods,
     }
 }
 
-/* --watch shows what needs a look: not balanced, or settled this round */
-static int
-shown(const struct fg_rc_config *cfg, const struct fg_rc_product *p,
-    int quiet)
-{
-    return cfg->watch == 0 || strcmp(state_of(p, quiet), "balanced") != 0
-           || p->settled_done > 0 || p->settled_released > 0;
-}
-
 static void
 print_table(const struct fg_rc_config *cfg, const struct fg_rc_product *prods,
-    size_t n, int quiet)
+    size_t n)
 {
     const struct fg_rc_product *p;
     size_t                      i;
-    int                         w = 7, header = 0;
+    int                         w = 7;
 
+    if (n == 0) {
+        return;
+    }
     for (i = 0; i < n; i++) {
         if ((int) strlen(prods[i].id) > w) {
             w = (int) strlen(prods[i].id);
         }
     }
+    printf("%-*s %10s %8s %8s %8s %8s %8s %9s %7s  %s\n", w, "product",
+           "generation", "set", "stock", "pending", "units", "overdue",
+           "recorded", "drift", cfg->repair ? "state       done released"
+                                            : "state");
     for (i = 0; i < n; i++) {
         p = &prods[i];
-        if (!shown(cfg, p, quiet)) {
-            continue;
-        }
-        if (!header++) {
-            printf("%-*s %10s %8s %8s %8s %8s %8s %9s %7s  %-9s%s\n", w,
-                   "product", "generation", "set", "stock", "pending",
-                   "units", "overdue", "recorded", "drift", "state",
-                   cfg->repair ? "  done released" : "");
-        }
-        printf("%-*s %10lld %8lld %8lld %8zu %8lld %8zu %9lld %+7lld  %-9s",
+        printf("%-*s %10lld %8lld %8lld %8zu %8lld %8zu %9lld %+7lld  ",
                w, p->id, p->generation, p->stock_set, p->stock, p->nclaims,
-               p->pending_units, p->overdue, p->recorded_units, p->drift,
-               state_of(p, quiet));
+               p->pending_units, p->overdue, p->recorded_units, p->drift);
         if (cfg->repair) {
-            printf("  %4zu %8zu", p->settled_done, p->settled_released);
+            printf("%-9s %6zu %8zu\n", p->state, p->settled_done,
+                   p->settled_released);
+        } else {
+            printf("%s\n", p->state);
         }
-        printf("\n");
     }
 }
 
 /* product ids are [A-Za-z0-9._-] (the module's rule): nothing to escape */
 static void
-print_json(const struct fg_rc_config *cfg, const struct fg_rc_product *prods,
-    size_t n, int quiet)
+print_json(const struct fg_rc_product *prods, size_t n)
 {
     const struct fg_rc_product *p;
     size_t                      i;
 
     for (i = 0; i < n; i++) {
         p = &prods[i];
-        if (!shown(cfg, p, quiet)) {
-            continue;
-        }
         printf("{\"productId\":\"%s\",\"state\":\"%s\",\"generation\":%lld,"
                "\"stockSet\":%lld,\"stock\":%lld,\"pending\":%zu,"
                "\"pendingUnits\":%lld,\"overdue\":%zu,\"recordedUnits\":%lld,"
                "\"drift\":%lld,\"settledDone\":%zu,\"settledReleased\":%zu}\n",
-               p->id, state_of(p, quiet), p->generation, p->stock_set,
+               p->id, p->state, p->generation, p->stock_set,
                p->stock, p->nclaims, p->pending_units, p->overdue,
                p->recorded_units, p->drift, p->settled_done,
                p->settled_released);
     }
+}
+
+/* this round's verdicts become the memory; the products own its keys */
+static void
+remember(struct fg_rc_memory *memory, struct fg_rc_product *prods, size_t n)
+{
+    size_t  i;
+    long   *slot;
+
+    fg_rc_forget(memory);
+    if (fg_strmap_reset(&memory->seen, n) != 0) {
+        fg_error("out of memory for %zu products", n);
+        abort();
+    }
+    for (i = 0; i < n; i++) {
+        fg_rc_product_clear(&prods[i]);
+        slot = fg_strmap_slot(&memory->seen, prods[i].id, 0);
+        if (slot == NULL) {
+            fg_error("out of memory for %zu products", n);
+            abort();
+        }
+        *slot = prods[i].verdict;
+    }
+    memory->prods = prods;
+    memory->n = n;
 }
 
 /* says what failed and what happens next; drops a broken connection */
