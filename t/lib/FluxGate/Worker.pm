@@ -20,7 +20,7 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  start_private_worker stop_private_worker end_offsets
                  committed_in_log caught_up db_fingerprint slurp
                  produce_backlog check_backlog worker_restarted
-                 message_at);
+                 message_at produce_claim claim_recorded);
 
 sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 
@@ -55,6 +55,23 @@ sub stock_msg {
 
 # produce([key, value], ...) to the stack's topic
 sub produce { kafka_produce(topic(), [@_]) }
+
+# produce_claim($product, $claim, $generationStock): the order message the
+# module produces for a reservation (a claim of pending_claim)
+sub produce_claim {
+    my ($p, $c, $stock) = @_;
+    my (undef, $json) = order_msg(productId => $p, orderId => $c->{orderId},
+        userId => $c->{user}, quantity => $c->{quantity},
+        idempotencyKey => $c->{key}, generation => $c->{generation},
+        generationStock => $stock);
+    produce([$p, $json]);
+}
+
+# the worker has a row for the claim's orderId (whatever its status)
+sub claim_recorded {
+    my ($c) = @_;
+    return scalar psql("select count(*) from orders where id = '$c->{orderId}'");
+}
 
 sub log_mark { -s worker_log() || 0 }
 
