@@ -1,8 +1,9 @@
 # Flux-Gate in one image: the same set-up script and build as a developer's
 # machine, then the whole stack (Redis, PostgreSQL, Kafka, nginx with the
-# module, fluxgate-worker) under supervisord.  A thin wrapper over the
-# scripts on purpose: CI runs scripts/setup.sh and `make` on every change,
-# so the image's steps are tested even where no Docker engine runs.
+# module, fluxgate-worker and its settler) under supervisord.  A thin
+# wrapper over the scripts on purpose: CI runs scripts/setup.sh and `make`
+# on every change, so the image's steps are tested even where no Docker
+# engine runs.
 #
 #   docker build -t fluxgate .
 #   docker run -p 8080:8080 fluxgate
