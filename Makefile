@@ -39,7 +39,7 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_SANITIZE=1
 TEST_DEPS := all san fuzzers
 else
-TEST_DEPS := all fuzzers
+TEST_DEPS := all worker-tests fuzzers
 endif
 
 # libFuzzer targets: the order/admin body parser of the module and the
@@ -53,7 +53,7 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker san fuzzers fuzz bench run up down test clean distclean
+.PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test clean distclean
 
 LOADGEN   := $(BUILD)/fg-loadgen
 
@@ -71,6 +71,10 @@ module: setup $(MODULE)
 
 worker: setup
 	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
+
+# the worker's C unit tests, beside the worker they test (t/405, t/406)
+worker-tests: setup
+	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)" tests
 
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the
@@ -139,7 +143,7 @@ san: setup
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS) -DNGX_FLUXGATE_TESTING=1" \
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
-	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker
+	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests
 
 test: $(TEST_DEPS)
 	@$(TEST_ENV) bash t/run

@@ -1,12 +1,15 @@
 # fluxgate-worker's command line: --help and --version, bad flags and bad
-# values end with status 2 and a message naming them, and --fail-fast turns
+# values end with status 2 and a message naming them, --fail-fast turns
 # an unreachable PostgreSQL or Kafka at start-up into a clear error and a
-# non-zero exit instead of a wait.
+# non-zero exit instead of a wait, and a schema older than the worker
+# (before 002_generations.sql) is refused until --migrate brings it up.
 use strict;
 use warnings;
 use lib 't/lib';
 use Test::More;
 use IO::Socket::INET;
+use File::Copy qw(copy);
+use File::Temp qw(tempdir);
 use FluxGate::Test;
 use FluxGate::Worker;
 
@@ -26,7 +29,7 @@ sub dead_port {
     return $port;
 }
 
-my $pg = "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname=fluxgate user=fluxgate";
+my $pg = pg_conninfo();
 
 {
     my ($rc, $out) = run("$bin --help");
@@ -113,6 +116,45 @@ my $pg = "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname=fluxgate user=f
     ($rc, $out) = run("$bin --migrate --pg '$pg' --sql-dir $ENV{FG_ROOT}/sql");
     is($rc, 0, '--migrate on an up-to-date schema exits 0');
     like($out, qr/schema up to date .* 0 applied now/, 'and applies nothing');
+}
+
+{
+    # a database migrated by an older release (001 only, with a product in
+    # it), in a schema of its own so the stack's tables stay as they are
+    my $schema = 't400_old_' . $$;
+    my $old = "$pg options='-c search_path=$schema'";
+    my $dir = tempdir(CLEANUP => 1);
+    copy("$ENV{FG_ROOT}/sql/001_schema.sql", $dir) or die "copy: $!";
+    psql("drop schema if exists $schema cascade; create schema $schema");
+    my ($rc, $out) = run("$bin --migrate --pg \"$old\" --sql-dir $dir");
+    is($rc, 0, 'a schema as release 0.1 left it (001 only)') or diag($out);
+    psql("insert into $schema.products (id, stock, stock_set_offset) values ('p-old', 7, 41)");
+
+    ($rc, $out) = run("timeout 60 $bin --pg \"$old\" --brokers $ENV{KAFKA_BOOTSTRAP}"
+                      . " --group " . uniq('g'));
+    is($rc, 1, 'the worker on a schema older than 002 exits 1');
+    like($out, qr/error: PostgreSQL: schema older than this worker \(.*002_generations\.sql\): run fluxgate-worker --migrate; exiting/,
+         'and says to run --migrate');
+    unlike($out, qr/Kafka: assigned/, 'before consuming anything');
+
+    ($rc, $out) = run("$bin --migrate --pg \"$old\" --sql-dir $ENV{FG_ROOT}/sql");
+    is($rc, 0, '--migrate on it exits 0');
+    like($out, qr/applied 002_generations\.sql/, 'applying 002');
+    is(psql("select id || '|' || stock || '|' || generation from $schema.products"), 'p-old|7|0',
+       'a product keeps its stock, in generation 0 until its first v2 message');
+    is(psql("select count(*) from information_schema.columns where table_schema = '$schema'"
+            . " and column_name like 'stock_set_%'"), 0, 'the offset guard columns are gone');
+    is(psql("select string_agg(column_name, ',' order by column_name) from information_schema.columns"
+            . " where table_schema = '$schema' and table_name = 'stock_generations'"),
+       'generation,product_id,set_at,sold,stock', 'stock_generations is there');
+    ($rc, $out) = run("$bin --migrate --pg \"$old\" --sql-dir $ENV{FG_ROOT}/sql");
+    like($out, qr/schema up to date .* 0 applied now/, 'a second --migrate applies nothing');
+
+    ($rc, $out) = run("timeout --preserve-status 10 $bin --pg \"$old\" --brokers $ENV{KAFKA_BOOTSTRAP}"
+                      . " --topic " . uniq('t400-none') . " --group " . uniq('g'));
+    like($out, qr/PostgreSQL: connected/, 'and the worker starts on it');
+    is($rc, 0, 'running until stopped');
+    psql("drop schema $schema cascade");
 }
 
 {

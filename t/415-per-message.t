@@ -1,7 +1,8 @@
 # --per-message (one transaction per message, the benchmark's baseline)
 # decides exactly what a batch decides: the same messages on two topics,
 # one drained batched and one per message, give the same accepted and
-# rejected orders, the same stock and the same dead letters.
+# rejected orders, the same generations and stock and the same dead
+# letters.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -20,13 +21,16 @@ for my $mode ('batched', 'per-message') {
     my @m;
     for my $k (1 .. 3) {
         my $p = "$tag-$k";
-        push @m, [$p, stock_msg($p, 10)];
+        push @m, [$p, stock_msg($p, 10, 1)];
         for my $i (1 .. 12) {
+            # generation 1 (10 units) is asked for 17, generation 2 (4) for 7
+            my ($g, $s) = $i <= 8 ? (1, 10) : (2, 4);
             push @m, [$p, (order_msg(productId => $p, quantity => 1 + $i % 3,
+                                     generation => $g, generationStock => $s,
                                      orderId => sprintf('%08x-%04x-7000-8000-%06d%06d',
                                                         $run, $m, $k, $i)))[1]];
             push @m, [$p, 'not json'] if $i == 5;
-            push @m, [$p, stock_msg($p, 4)] if $i == 8;
+            push @m, [$p, stock_msg($p, 4, 2)] if $i == 8;
         }
     }
     # a copy of an order, as a redelivery would bring it
@@ -37,20 +41,32 @@ for my $mode ('batched', 'per-message') {
                                  args => [$mode eq 'per-message' ? '--per-message' : ()]);
     ok(wait_until(60, sub { caught_up($w->{log}, end_offsets($topic)) }), "$mode: drained");
     is(stop_private_worker($w), 0, "$mode: stopped with status 0");
-    like(slurp($w->{log}), $mode eq 'per-message' ? qr/transactions=(?!1 )\d+/ : qr/transactions=1 /,
-         "$mode: " . ($mode eq 'per-message' ? 'one transaction per message' : 'one transaction per batch'));
+    # every batch line: per message, as many transactions as messages
+    my @batches = slurp($w->{log}) =~ /batch committed.*? messages=(\d+) .* transactions=(\d+) /g;
+    my @wrong;
+    while (my ($n, $t) = splice @batches, 0, 2) {
+        push @wrong, "$t for $n" if $t != ($mode eq 'per-message' ? $n : 1);
+    }
+    ok(!@wrong && slurp($w->{log}) =~ /batch committed/,
+       "$mode: " . ($mode eq 'per-message' ? 'one transaction per message' : 'one transaction per batch'))
+        or diag("transactions per batch: @wrong");
 
     $outcome{$mode} = [
         psql(qq{select substr(product_id, length('$tag') + 2) || ' ' || right(id::text, 12)
-                       || ' ' || status || ' ' || coalesce(reason, '')
+                       || ' ' || status || ' ' || replace(coalesce(reason, ''), '$tag', 'TAG')
                 from orders where kafka_topic = '$topic' order by 1}),
-        psql(qq{select substr(id, length('$tag') + 2) || ' ' || stock from products
-                where id like '$tag-%' order by 1}),
+        psql(qq{select substr(id, length('$tag') + 2) || ' ' || stock || ' ' || generation
+                from products where id like '$tag-%' order by 1}),
+        psql(qq{select substr(product_id, length('$tag') + 2) || ' ' || generation || ' '
+                       || stock || ' ' || sold || ' ' || (set_at is not null)
+                from stock_generations where product_id like '$tag-%' order by 1}),
         psql(qq{select "offset" || ' ' || reason from dead_letters where topic = '$topic' order by 1}),
     ];
 }
 
-is(scalar(grep { / rejected / } @{ $outcome{batched} }) > 0, 1, 'the messages reject some orders');
+is(scalar(grep { / rejected generation 1 / } @{ $outcome{batched} }) > 0, 1,
+   'the messages reject some orders in generation 1');
+is(scalar(grep { / rejected generation 2 / } @{ $outcome{batched} }) > 0, 1, 'and in generation 2');
 is_deeply($outcome{'per-message'}, $outcome{batched},
           'per message and batched: same orders, statuses, reasons, stock and dead letters');
 

@@ -1,7 +1,9 @@
 # Poison messages: whatever cannot be an order or a stock_set goes to
 # dead_letters with its position, exact bytes and the reason, its offset is
 # committed like any other, and the valid messages around it (before and
-# after it in the same partition) are recorded as usual.
+# after it in the same partition) are recorded as usual.  A message of a
+# gate older than v2 (no generation) is one of them: the worker cannot tell
+# which stock it belongs to.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -12,8 +14,9 @@ use FluxGate::Worker;
 my $p = uniq('p420');
 my $mark = log_mark();
 
-my (undef, $good) = order_msg(productId => $p, userId => 'before');
-my (undef, $after) = order_msg(productId => $p, userId => 'after');
+my (undef, $good) = order_msg(productId => $p, userId => 'before', generationStock => 100);
+my (undef, $after) = order_msg(productId => $p, userId => 'after', generationStock => 100);
+my $v1 = qr/^no generation: produced by a gate older than v2$/;
 my %bad = (
     'not JSON'        => [ 'hello, world', qr/^not JSON: / ],
     'truncated'       => [ substr($good, 0, 40), qr/^not JSON: / ],
@@ -36,7 +39,20 @@ my %bad = (
                            qr/^field "stock" is -5, outside 0\.\./ ],
     'duplicate key'   => [ qq{{"type":"stock_set","productId":"$p","stock":5,"stock":6,"at":1}},
                            qr/^not JSON: duplicate object key/ ],
+    'v1 order'        => [ (order_msg(productId => $p, generation => undef,
+                                      generationStock => undef))[1], $v1 ],
+    'v1 stock_set'    => [ qq{{"type":"stock_set","productId":"$p","stock":100,"at":1}}, $v1 ],
+    'generation 0'    => [ (order_msg(productId => $p, generation => 0))[1],
+                           qr/^field "generation" is 0, outside 1\.\./ ],
+    'generation text' => [ stock_msg($p, 100, '2'),
+                           qr/^field "generation" is not an integer$/ ],
+    'no generationStock' => [ (order_msg(productId => $p, generationStock => undef))[1],
+                              qr/^missing field "generationStock"$/ ],
+    'generationStock below quantity' =>
+                         [ (order_msg(productId => $p, quantity => 3, generationStock => 2))[1],
+                           qr/^field "generationStock" is 2, less than quantity 3$/ ],
 );
+like($bad{'v1 order'}[0], qr/^(?!.*generation).*"type":"order"/, 'the v1 order has no generation field');
 
 produce([$p, stock_msg($p, 100)], [$p, $good],
         map({ [$p, $bad{$_}[0]] } sort keys %bad), [$p, $after]);
@@ -51,7 +67,8 @@ my $huge = '{"type":"order","pad":"' . ('x' x (1_000_000 - 25)) . '"}';
     my $out = `kcat -P -b $ENV{KAFKA_BOOTSTRAP} -t @{[topic()]} -k $p -X message.max.bytes=1040000 -X acks=all $file 2>&1`;
     is($?, 0, 'a 1 MB message produced') or diag($out);
     unlink $file;
-    my (undef, $last) = order_msg(productId => $p, userId => 'after-huge');
+    my (undef, $last) = order_msg(productId => $p, userId => 'after-huge',
+                                  generationStock => 100);
     produce([$p, $last]);
 }
 
@@ -115,9 +132,9 @@ like($log, qr/dead_letter=\d+/, 'batch lines count dead letters');
             end \$\$;
             create trigger $fn before insert on orders for each row execute function $fn();});
     my $mark = log_mark();
-    my (undef, $o1) = order_msg(productId => $q, userId => 'first');
-    my ($bad, $o2) = order_msg(productId => $q, userId => 'refuse-me');
-    my (undef, $o3) = order_msg(productId => $q, userId => 'third');
+    my (undef, $o1) = order_msg(productId => $q, userId => 'first', generationStock => 10);
+    my ($bad, $o2) = order_msg(productId => $q, userId => 'refuse-me', generationStock => 10);
+    my (undef, $o3) = order_msg(productId => $q, userId => 'third', generationStock => 10);
     produce([$q, stock_msg($q, 10)], [$q, $o1], [$q, $o2], [$q, $o3]);
     ok(wait_until(30, sub { orders_of($q) == 2 }), 'the neighbours of a refused message are recorded');
     psql("drop trigger $fn on orders; drop function $fn()");
@@ -125,6 +142,7 @@ like($log, qr/dead_letter=\d+/, 'batch lines count dead letters');
          qr/^refused by PostgreSQL: test trigger refuses $bad->{orderId}/,
          'the refused one is a dead letter with PostgreSQL\'s reason');
     is(product_stock($q), 8, 'the refused order took no stock');
+    is(generation_row($q, 1), '10|2|t', 'its generation sold the two others');
     like(log_since($mark), qr/PostgreSQL refused the batch of \d+ messages .*one by one/,
          'the log says the batch was split to find it');
 }

@@ -1,6 +1,7 @@
 # Orders through the front door: stock set with POST /init reaches
-# PostgreSQL as a stock_set, orders accepted by nginx (POST /order) end up
-# as rows with every field right, exactly once, an idempotent replay adds
+# PostgreSQL as a stock_set of the generation /init answered, orders
+# accepted by nginx (POST /order) end up as rows with every field right
+# (their generation included), exactly once, an idempotent replay adds
 # nothing, and a sold-out order never reaches the database.  Skipped until
 # the nginx module answers.
 use strict;
@@ -18,9 +19,13 @@ my $init = http_post("$url/init", json_encode({ productId => $p, quantity => 5 }
 plan skip_all => 'the stack\'s nginx does not serve POST /init (404): no module'
     if $init->{status} == 404;
 is($init->{status}, 200, 'POST /init') or diag("$init->{status} $init->{content}");
+my $g = (eval { json_decode($init->{content}) } || {})->{generation} // '';
+like($g, qr/^[1-9]\d*$/, "POST /init answers the generation it started ($g)");
 
 ok(wait_until(20, sub { (product_stock($p) // '') eq '5' }),
-   'POST /init: the stock_set reached products');
+   'POST /init: the stock_set reached products')
+    or diag(`tail -3 @{[worker_log()]}`);
+is(generation_row($p, $g), '5|0|t', "generation $g recorded: stock 5, set");
 
 sub order {
     my ($user, $qty, $key) = @_;
@@ -45,12 +50,12 @@ ok(wait_until(20, sub { orders_of($p) == 3 }), 'three rows')
 for my $id (sort keys %sent) {
     my ($user, $qty, $key) = @{ $sent{$id} };
     my $row = psql(qq{select product_id, user_id, quantity, idempotency_key, status,
-                             extract(epoch from accepted_at)
+                             generation, extract(epoch from accepted_at)
                       from orders where id = '$id'});
     my @f = split /\|/, $row;
-    is_deeply([@f[0 .. 4]], [$p, $user, $qty, $key, 'accepted'],
-              "order $id: product, user, quantity, key, status");
-    ok(@f == 6 && $f[5] >= $t0 - 1 && $f[5] <= time + 1, "order $id: accepted_at is when nginx took it");
+    is_deeply([@f[0 .. 5]], [$p, $user, $qty, $key, 'accepted', $g],
+              "order $id: product, user, quantity, key, status, generation");
+    ok(@f == 7 && $f[6] >= $t0 - 1 && $f[6] <= time + 1, "order $id: accepted_at is when nginx took it");
 }
 is(product_stock($p), 1, 'PostgreSQL stock 5 - 1 - 2 - 1');
 is(redis('GET', "fg:{$p}:stock"), 1, 'the same as Redis');
@@ -78,6 +83,7 @@ is(redis('GET', "fg:{$p}:stock"), 1, 'the same as Redis');
     sleep 1;
     is(orders_of($p), 4, 'and nothing else: the replay and the refusal made no rows');
     is(product_stock($p), 0, 'stock 0 in PostgreSQL');
+    is(generation_row($p, $g), '5|5|t', "generation $g sold 5 of 5");
 }
 
 done_testing();

@@ -26,7 +26,7 @@ like(slurp($w->{log}), qr/Kafka: revoked .*writing the batch in hand first/,
 
 # after it left, the stack's worker owns everything again
 my $x = uniq('p480x');
-my (undef, $j) = order_msg(productId => $x);
+my (undef, $j) = order_msg(productId => $x, generationStock => 1);
 produce([$x, stock_msg($x, 1)], [$x, $j]);
 ok(wait_until(60, sub { orders_of($x) == 1 }), 'the stack\'s worker takes over again');
 check_backlog($prefix, $N);

@@ -33,7 +33,7 @@ ok(wait_rows(180, "$prefix-%", $N), "all $N orders recorded once Kafka is back")
 
 # and new messages flow again
 my $x = uniq('p490x');
-my (undef, $j) = order_msg(productId => $x);
+my (undef, $j) = order_msg(productId => $x, generationStock => 1);
 ok(wait_until(60, sub { eval { produce([$x, stock_msg($x, 1)], [$x, $j]); 1 } }),
    'Kafka accepts messages again');
 ok(wait_until(120, sub { orders_of($x) == 1 }), 'and the worker consumes them');

@@ -44,6 +44,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     check_id(msg.product_id, ALNUM "._-");
+    assert(msg.generation >= 1);
     if (msg.type == FG_MSG_ORDER) {
         assert(strlen(msg.order_id) == FG_UUID_LEN);
         assert(strspn(msg.order_id, "0123456789abcdef-") == FG_UUID_LEN);
@@ -51,6 +52,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_id(msg.idempotency_key, ALNUM "_-");
         assert(msg.quantity >= 1);
         assert(msg.accepted_at >= 0);
+        assert(msg.generation_stock >= msg.quantity);
     } else {
         assert(msg.type == FG_MSG_STOCK_SET);
         assert(msg.stock >= 0);

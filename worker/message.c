@@ -1,7 +1,8 @@
 /*
  * message.c: parsing and checking one message value.  Everything that can
  * be wrong with a message is decided here, once, with a reason a person
- * can act on; whatever passes is safe to hand to PostgreSQL as it is.
+ * can act on; whatever passes is safe to hand to PostgreSQL as it is
+ * (generationStock >= quantity included: store.c relies on it).
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@ static int get_string(json_t *obj, const char *field, const char *charset,
 static int get_integer(json_t *obj, const char *field, long long min,
     long long max, long long *out, char *reason);
 static int get_uuid(json_t *obj, const char *field, char *out, char *reason);
+static int get_generation(json_t *obj, int64_t *out, char *reason);
 static int parse_order(json_t *root, struct fg_message *msg, char *reason);
 static int parse_stock_set(json_t *root, struct fg_message *msg,
     char *reason);
@@ -104,6 +106,18 @@ parse_order(json_t *root, struct fg_message *msg, char *reason)
         return -1;
     }
     msg->accepted_at = v;
+
+    if (get_generation(root, &msg->generation, reason) != 0
+        || get_integer(root, "generationStock", 0, INT32_MAX, &v, reason) != 0)
+    {
+        return -1;
+    }
+    /* the gate never reserves more than its generation holds */
+    if (v < msg->quantity) {
+        return fail(reason, "field \"generationStock\" is %lld, less than"
+                    " quantity %d", v, (int) msg->quantity);
+    }
+    msg->generation_stock = (int32_t) v;
     return 0;
 }
 
@@ -129,6 +143,26 @@ parse_stock_set(json_t *root, struct fg_message *msg, char *reason)
         return -1;
     }
     msg->at = v;
+
+    return get_generation(root, &msg->generation, reason);
+}
+
+/*
+ * Every v2 message names its generation; without one the worker cannot
+ * tell which stock an order was reserved from, so it is not guessed.
+ */
+static int
+get_generation(json_t *obj, int64_t *out, char *reason)
+{
+    long long v;
+
+    if (json_object_get(obj, "generation") == NULL) {
+        return fail(reason, "no generation: produced by a gate older than v2");
+    }
+    if (get_integer(obj, "generation", 1, INT64_MAX, &v, reason) != 0) {
+        return -1;
+    }
+    *out = v;
     return 0;
 }
 

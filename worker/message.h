@@ -1,7 +1,8 @@
 /*
- * message.h: the Kafka message contract (DESIGN.md, "Kafka message") as a
- * C struct.  Pure: bytes in, a checked message or the reason it is not one
- * out; no Kafka or PostgreSQL types, so the fuzzer links it alone.
+ * message.h: the Kafka message contract (DESIGN.md, "Kafka message", with
+ * the v2 fields generation and generationStock) as a C struct.  Pure:
+ * bytes in, a checked message or the reason it is not one out; no Kafka or
+ * PostgreSQL types, so the fuzzer links it alone.
  */
 #ifndef FG_MESSAGE_H
 #define FG_MESSAGE_H
@@ -11,7 +12,7 @@
 
 #define FG_ID_MAX          64           /* productId, userId, idempotencyKey */
 #define FG_UUID_LEN        36
-#define FG_REASON_MAX      160
+#define FG_REASON_MAX      200
 #define FG_MESSAGE_MAX     (64 * 1024)  /* larger is not one of ours */
 
 enum fg_message_type {
@@ -22,6 +23,7 @@ enum fg_message_type {
 struct fg_message {
     enum fg_message_type type;
     char        product_id[FG_ID_MAX + 1];
+    int64_t     generation;                     /* >= 1, both types */
 
     /* type order */
     char        order_id[FG_UUID_LEN + 1];      /* canonical, lower case */
@@ -29,6 +31,8 @@ struct fg_message {
     char        idempotency_key[FG_ID_MAX + 1];
     int32_t     quantity;                       /* >= 1 */
     int64_t     accepted_at;                    /* ms since the epoch */
+    int32_t     generation_stock;               /* >= quantity: the stock
+                                                   its generation was set to */
 
     /* type stock_set */
     int32_t     stock;                          /* >= 0 */

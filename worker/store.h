@@ -14,11 +14,12 @@
 
 enum fg_outcome {
     FG_OUT_NONE,
-    FG_OUT_ORDER_NEW,           /* recorded, stock taken */
+    FG_OUT_ORDER_NEW,           /* recorded, stock of its generation taken */
     FG_OUT_DUPLICATE,           /* order or dead letter already recorded */
     FG_OUT_ORDER_REJECTED,      /* recorded as rejected; reason says why */
-    FG_OUT_STOCK_SET,           /* products.stock set */
-    FG_OUT_STOCK_SET_SKIPPED,   /* redelivered or superseded; reason says */
+    FG_OUT_STOCK_SET,           /* its generation's stock recorded */
+    FG_OUT_STOCK_SET_SKIPPED,   /* its generation was set already: replay */
+    FG_OUT_STOCK_SET_CONFLICT,  /* its generation has another stock: kept */
     FG_OUT_DEAD_LETTER          /* into dead_letters; reason says why */
 };
 
@@ -35,6 +36,8 @@ struct fg_record {
     char                reason[FG_REASON_MAX];
 
     enum fg_outcome     outcome;    /* set by fg_store_write */
+    int32_t             gen_stock;  /* ... with the stock recorded for the
+                                       message's generation */
 };
 
 struct fg_store_stats {
@@ -42,7 +45,7 @@ struct fg_store_stats {
     size_t  duplicates;
     size_t  rejected;
     size_t  stock_sets;
-    size_t  skipped_stock_sets;
+    size_t  skipped_stock_sets;     /* replays and conflicts */
     size_t  dead_letters;
     size_t  transactions;
 };
@@ -54,7 +57,8 @@ struct fg_store *fg_store_new(const char *conninfo, const char *topic,
 
 /*
  * Connects and checks that the schema is there.  Waits (logging, with
- * backoff) until it is, unless fail_fast.  -1: gave up or stop requested.
+ * backoff) until it is, unless fail_fast.  -1: gave up, stop requested, or
+ * the schema is older than this worker (it says to run --migrate).
  */
 int fg_store_open(struct fg_store *s, int fail_fast);
 

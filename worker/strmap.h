@@ -1,8 +1,9 @@
 /*
  * strmap.h: a small hash map from C strings to longs, for the per-batch
- * bookkeeping in store.c (which product is in which phase, which order ids
- * are new, how much stock is left).  The keys are not copied: they live in
- * the batch the map is built for.
+ * bookkeeping of plan.c and statements.c (which (product, generation) row
+ * a record touches, which order ids are new, which positions were
+ * dead-lettered).  The keys are not copied: they live in the batch the map
+ * is built for.
  */
 #ifndef FG_STRMAP_H
 #define FG_STRMAP_H

@@ -1,7 +1,9 @@
 package FluxGate::Worker;
 
 # What the worker's tests (t/4xx) share on top of FluxGate::Test: building
-# the Kafka messages of DESIGN.md, producing them to the stack's topic,
+# the Kafka messages of DESIGN.md (v2: with generation and generationStock),
+# producing them to the stack's topic (also from several producers at once,
+# or into chosen partitions),
 # reading the worker's log from a mark, holding a PostgreSQL lock that
 # parks the worker mid-batch (so a kill or a signal lands while a batch is
 # in flight, however fast the worker drains), and running a private worker
@@ -12,6 +14,7 @@ use warnings;
 use Exporter 'import';
 use Time::HiRes qw(time sleep);
 use IO::Handle;
+use POSIX ();
 use FluxGate::Test;
 
 our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
@@ -20,7 +23,9 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  start_private_worker stop_private_worker end_offsets
                  committed_in_log caught_up db_fingerprint slurp
                  produce_backlog check_backlog worker_restarted
-                 message_at produce_claim claim_recorded);
+                 message_at produce_concurrently produce_to_partition
+                 generation_row product_generation pg_conninfo
+                 exec_unit_test produce_claim claim_recorded);
 
 sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 
@@ -39,18 +44,25 @@ sub uuid7 {
         0x8000 | ($r[1] & 0x3fff), @r[2 .. 4];
 }
 
-# order_msg(productId => 'p', ...) -> (hashref, json)
+# order_msg(productId => 'p', generation => 2, generationStock => 10, ...)
+# -> (hashref, json).  By default generation 1 of a product set to
+# 1,000,000 units (what produce_backlog sets); a key given as undef is left
+# out, as an older gate would.
 sub order_msg {
     my %m = (type => 'order', orderId => uuid7(), userId => 'u-1',
              quantity => 1, idempotencyKey => uniq('k'),
-             acceptedAt => int(time * 1000), @_);
+             acceptedAt => int(time * 1000), generation => 1,
+             generationStock => 1_000_000, @_);
+    delete @m{ grep { !defined $m{$_} } keys %m };
     return (\%m, json_encode(\%m));
 }
 
+# stock_msg($product, $stock, $generation = 1) -> json
 sub stock_msg {
-    my ($product, $stock) = @_;
+    my ($product, $stock, $generation) = @_;
     return json_encode({ type => 'stock_set', productId => $product,
-                         stock => $stock, at => int(time * 1000) });
+                         stock => $stock, generation => $generation // 1,
+                         at => int(time * 1000) });
 }
 
 # produce([key, value], ...) to the stack's topic
@@ -71,6 +83,43 @@ sub produce_claim {
 sub claim_recorded {
     my ($c) = @_;
     return scalar psql("select count(*) from orders where id = '$c->{orderId}'");
+}
+
+# produce_to_partition($partition, [key, value], ...): one kcat run that
+# writes into that partition whatever the key, as a producer with another
+# partitioner (or a topic whose partitions were added) would
+sub produce_to_partition {
+    my ($partition, @msgs) = @_;
+    my $file = "$ENV{FG_RUN_DIR}/produce-p$partition.$$";
+    open my $fh, '>', $file or die $!;
+    print $fh "$_->[0]\x1f$_->[1]\x1e" for @msgs;
+    close $fh;
+    my $out = `kcat -P -b $ENV{KAFKA_BOOTSTRAP} -t @{[topic()]} -p $partition -K '\x1f' -D '\x1e' -X acks=all -l $file 2>&1`;
+    die "kcat -p $partition failed ($?): $out" if $?;
+    unlink $file;
+}
+
+# produce_concurrently(sub { produce(...) }, sub { produce_to_partition(...) },
+# ...): each sub in its own process, all at once, like the producers of
+# several nginx worker processes; returns when all are acknowledged
+sub produce_concurrently {
+    my @producers = @_;
+    my @pids;
+    for my $producer (@producers) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $ok = eval { $producer->(); 1 };
+            print STDERR $@ unless $ok;
+            POSIX::_exit($ok ? 0 : 1);
+        }
+        push @pids, $pid;
+    }
+    my $failed = 0;
+    for (@pids) {
+        waitpid $_, 0;
+        $failed++ if $?;
+    }
+    die "produce_concurrently: $failed producer(s) failed\n" if $failed;
 }
 
 sub log_mark { -s worker_log() || 0 }
@@ -120,10 +169,32 @@ sub product_stock {
     return scalar psql("select stock from products where id = '$product'");
 }
 
+# the generation products shows for $product ('' when no row)
+sub product_generation {
+    my ($product) = @_;
+    return scalar psql("select generation from products where id = '$product'");
+}
+
+# generation_row($product, $g) -> 'stock|sold|set' (set: t when its
+# stock_set was recorded), '' when the generation has no row
+sub generation_row {
+    my ($product, $g) = @_;
+    $g = 0 unless ($g // '') =~ /^\d+$/;
+    return scalar psql(qq{select stock || '|' || sold || '|'
+                                 || case when set_at is null then 'f' else 't' end
+                          from stock_generations
+                          where product_id = '$product' and generation = $g});
+}
+
 # wait_rows($secs, $like, $n) -> true when $n orders of products LIKE $like
 sub wait_rows {
     my ($secs, $like, $n) = @_;
     return wait_until($secs, sub { count_orders($like) >= $n });
+}
+
+# the stack's PostgreSQL as a libpq conninfo
+sub pg_conninfo {
+    return "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname=fluxgate user=fluxgate";
 }
 
 # a worker outside supervisord: start_private_worker(topic => .., group => ..)
@@ -131,9 +202,8 @@ sub wait_rows {
 sub start_private_worker {
     my (%o) = @_;
     my $log = "$ENV{FG_RUN_DIR}/logs/" . uniq('private-worker') . '.log';
-    my $pg = "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT} dbname=fluxgate user=fluxgate";
     my @cmd = (worker_bin(), '--brokers', $ENV{KAFKA_BOOTSTRAP},
-               '--topic', $o{topic}, '--group', $o{group}, '--pg', $pg,
+               '--topic', $o{topic}, '--group', $o{group}, '--pg', pg_conninfo(),
                @{ $o{args} || [] });
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
@@ -177,7 +247,8 @@ sub committed_in_log {
 }
 
 # produce_backlog($prefix, products => 10, orders => 20000, stock => 10**6):
-# one stock_set per product "$prefix-<i>", then the orders spread over them
+# one stock_set per product "$prefix-<i>" (generation 1), then the orders
+# spread over them
 sub produce_backlog {
     my ($prefix, %o) = @_;
     my $np = $o{products} || 10;
@@ -188,13 +259,15 @@ sub produce_backlog {
     }
     for my $i (1 .. ($o{orders} || 20000)) {
         my $p = "$prefix-" . (1 + $i % $np);
-        push @m, [$p, (order_msg(productId => $p, userId => "u$i"))[1]];
+        push @m, [$p, (order_msg(productId => $p, userId => "u$i",
+                                 generationStock => $stock))[1]];
     }
     produce(@m);
 }
 
 # check_backlog($prefix, $orders, $stock): every order once, all accepted,
-# and each product's stock is what it started with minus its orders
+# and each product's stock (and its generation's sold) is what it started
+# with minus its orders
 sub check_backlog {
     my ($prefix, $orders, $stock) = @_;
     $stock //= 1_000_000;
@@ -206,6 +279,13 @@ sub check_backlog {
                              (select coalesce(sum(quantity), 0) from orders o
                               where o.product_id = p.id and o.status = 'accepted')}),
                    0, "$prefix: stock taken exactly once per order");
+    Test::More::is(psql(qq{select count(*) from stock_generations g
+                           where g.product_id like '$prefix-%' and g.sold <>
+                             (select coalesce(sum(quantity), 0) from orders o
+                              where o.product_id = g.product_id
+                                and o.generation = g.generation
+                                and o.status = 'accepted')}),
+                   0, "$prefix: each generation's sold is its accepted orders");
 }
 
 # worker_restarted($old_pid, $secs) -> the new pid once supervisord restarted it
@@ -222,6 +302,19 @@ sub message_at {
     my $out = `timeout 20 kcat -C -b $ENV{KAFKA_BOOTSTRAP} -t $topic -p $partition -o $offset -c 1 -e -q -f '%k\x1f%s'`;
     my ($key, $payload) = split /\x1f/, $out, 2;
     return [$key, $payload];
+}
+
+# exec_unit_test('test_plan'): this test becomes the worker's C unit test
+# of that name (TAP on stdout), built beside the worker under test
+sub exec_unit_test {
+    my ($name) = @_;
+    (my $dir = worker_bin()) =~ s{/[^/]+$}{};
+    my $bin = "$dir/worker-tests/$name";
+    unless (-x $bin) {
+        print "1..1\nnot ok 1 - $bin is built (make worker-tests)\n";
+        exit 1;
+    }
+    exec $bin or die "exec $bin: $!";
 }
 
 sub slurp {
@@ -247,10 +340,13 @@ sub db_fingerprint {
     return scalar psql(q{select md5(
         coalesce((select string_agg(concat_ws('|', id, product_id, user_id, quantity,
                       idempotency_key, status, reason, accepted_at, kafka_topic,
-                      kafka_partition, kafka_offset), ',' order by id) from orders), '')
-        || coalesce((select string_agg(concat_ws('|', id, stock, stock_set_at,
-                      stock_set_topic, stock_set_partition, stock_set_offset), ','
+                      kafka_partition, kafka_offset, generation), ',' order by id)
+                      from orders), '')
+        || coalesce((select string_agg(concat_ws('|', id, stock, generation), ','
                       order by id) from products), '')
+        || coalesce((select string_agg(concat_ws('|', product_id, generation, stock,
+                      sold, set_at), ',' order by product_id, generation)
+                      from stock_generations), '')
         || coalesce((select string_agg(concat_ws('|', topic, "partition", "offset",
                       md5(payload), reason), ',' order by topic, "partition", "offset")
                       from dead_letters), ''))});
