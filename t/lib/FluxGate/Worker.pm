@@ -72,10 +72,12 @@ sub produce { kafka_produce(topic(), [@_]) }
 # module produces for a reservation (a claim of pending_claim)
 sub produce_claim {
     my ($p, $c, $stock) = @_;
+    # + 0: numbers that went through redis-cli's arguments are strings to
+    # JSON::PP, and the worker wants integers
     my (undef, $json) = order_msg(productId => $p, orderId => $c->{orderId},
-        userId => $c->{user}, quantity => $c->{quantity},
-        idempotencyKey => $c->{key}, generation => $c->{generation},
-        generationStock => $stock);
+        userId => $c->{user}, quantity => $c->{quantity} + 0,
+        idempotencyKey => $c->{key}, generation => $c->{generation} + 0,
+        generationStock => $stock + 0);
     produce([$p, $json]);
 }
 
