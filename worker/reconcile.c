@@ -29,7 +29,7 @@ static void add_kafka_prop(struct fg_rc_config *cfg, char *spec,
     const char *what);
 static void add_product(struct fg_rc_config *cfg, const char *id);
 static void check_redis_addr(const char *addr);
-static int watch(const struct fg_rc_config *cfg);
+static enum fg_rc_status watch(const struct fg_rc_config *cfg);
 static void on_signal(int sig);
 
 enum {
@@ -149,15 +149,17 @@ main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     if (cfg.watch > 0) {
-        return watch(&cfg);
+        st = watch(&cfg);
+    } else {
+        st = fg_rc_round(&cfg, &conns, NULL);
+        fg_rc_close(&conns);
     }
-    st = fg_rc_round(&cfg, &conns, NULL);
-    fg_rc_close(&conns);
+    free(cfg.products);
     return st;
 }
 
 /* --watch: rounds until a signal; a failed round is retried, not fatal */
-static int
+static enum fg_rc_status
 watch(const struct fg_rc_config *cfg)
 {
     struct fg_rc_conns  conns = { NULL, NULL, NULL };
@@ -175,7 +177,7 @@ watch(const struct fg_rc_config *cfg)
     fg_rc_close(&conns);
     fg_rc_forget(&memory);
     fg_info("stop requested: stopped (exit status 0)");
-    return 0;
+    return FG_RC_BALANCED;
 }
 
 static void
