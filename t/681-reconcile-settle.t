@@ -32,7 +32,7 @@ my $worker_mark = log_mark();
     produce_claim($p, $c, 10);
     ok(wait_until(30, sub { claim_recorded($c) }), '(a) the worker recorded the claim\'s order');
 
-    my ($rc, $out, $err) = reconcile('--repair', '-p', $p);
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
     is($rc, 0, '(a) exit 0: books balanced after settling');
     like($err, qr/settled claim \Q$c->{key}\E of \Q$p\E \(order $c->{orderId}, user ua, 2 units, generation $g, reserved \d+ s ago\): recorded in PostgreSQL, the key replays 200/,
          '(a) the log says it was settled as recorded');
@@ -63,7 +63,7 @@ my $worker_mark = log_mark();
     my $c2 = pending_claim($p, user => 'ub2', quantity => 1, age_ms => 45_000);
     is(redis('GET', "fg:{$p}:stock"), 6, '(b) two claims hold 4 of 10');
 
-    my ($rc, $out, $err) = reconcile('--repair', '-p', $p);
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
     is($rc, 0, '(b) exit 0');
     like($err, qr/settled claim \Q$c->{key}\E of \Q$p\E .*: not in PostgreSQL, released: units back/,
          '(b) the log says released, units back');
@@ -86,7 +86,7 @@ my $worker_mark = log_mark();
     my $g2 = set_stock($p, 5);
     is($g2, $g1 + 1, '(c) a restock started generation ' . ($g1 + 1));
 
-    my ($rc, $out, $err) = reconcile('--repair', '-p', $p);
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
     is($rc, 0, '(c) exit 0');
     like($err, qr/settled claim \Q$c->{key}\E of \Q$p\E .*generation $g1, .*released: its generation is over/,
          '(c) the log says its generation is over');
@@ -103,7 +103,7 @@ my $worker_mark = log_mark();
     set_stock($p, 10);
     my $c = pending_claim($p, user => 'ud', quantity => 1, age_ms => 5_000);
 
-    my ($rc, $out, $err) = reconcile('--repair', '-p', $p);
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
     is($rc, 0, '(d) exit 0: the pending unit is accounted for');
     is(claim_state($p, $c), 'pending:listed', '(d) a 5 s old claim stays pending (deadline 30 s)');
     is(redis('GET', "fg:{$p}:stock"), 9, '(d) its unit stays reserved');
@@ -111,7 +111,7 @@ my $worker_mark = log_mark();
          '(d) the table: 1 pending claim of 1 unit, none overdue, balanced');
     unlike($err, qr/settled claim/, '(d) nothing settled');
 
-    ($rc, $out, $err) = reconcile('--repair', '--claim-deadline', 2000, '-p', $p);
+    ($rc, $out, $err) = run_reconcile('--repair', '--claim-deadline', 2000, '-p', $p);
     is(claim_state($p, $c), 'gone', '(d) with --claim-deadline 2000 the same claim is overdue and released');
     is(redis('GET', "fg:{$p}:stock"), 10, '(d) and its unit is back');
 }
@@ -132,7 +132,7 @@ unlike(log_since($worker_mark), qr/Kafka: (revoked|lost|assigned)/,
     produce_claim($p, $sent, 10);
 
     my $t0 = time;
-    my ($rc, $out, $err) = reconcile('--repair', '--settle-wait', 3000, '-p', $p);
+    my ($rc, $out, $err) = run_reconcile('--repair', '--settle-wait', 3000, '-p', $p);
     is($rc, 0, '(e) exit 0: the pending units account for the difference');
     like($err, qr/not settling 2 overdue claims: group fluxgate-inventory has not committed topic \S+ up to the snapshot taken after their deadline within 3000 ms \(\S+\[\d+\] committed up to \d+ of \d+\): fluxgate-worker is stopped or lagging.*nothing settled/,
          '(e) the log says why nothing was settled');
@@ -143,7 +143,7 @@ unlike(log_since($worker_mark), qr/Kafka: (revoked|lost|assigned)/,
     is(redis('GET', "fg:{$p}:stock"), 7, '(e) stock untouched');
 
     like(svc('start', 'worker'), qr/started/, '(e) worker started again');
-    ($rc, $out, $err) = reconcile('--repair', '-p', $p);
+    ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
     is($rc, 0, '(e) exit 0 once the worker caught up');
     is(claim_state($p, $sent), '200', '(e) the produced claim is done');
     is(claim_state($p, $lost), 'gone', '(e) the other one released');

@@ -24,14 +24,14 @@ my $stock = "fg:{$p}:stock";
     my $c = pending_claim($p, user => 'u1', quantity => 2, age_ms => 60_000);
     produce_claim($p, $c, 10);
     ok(wait_until(30, sub { claim_recorded($c) }), 'an order of 2 recorded by the worker');
-    my ($rc) = reconcile('--repair', '-p', $p);
+    my ($rc) = run_reconcile('--repair', '-p', $p);
     is(claim_state($p, $c), '200', 'and settled as done');
     pending_claim($p, user => 'u2', quantity => 1, age_ms => 1_000);
 }
 
 sub verdict {
     my $t0 = time;
-    my ($rc, $out, $err) = reconcile('--json', '-p', $p);
+    my ($rc, $out, $err) = run_reconcile('--json', '-p', $p);
     my ($line) = grep { /^\{/ } split /\n/, $out;
     return ($rc, eval { json_decode($line) } || {}, $err, time - $t0);
 }

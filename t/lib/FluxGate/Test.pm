@@ -15,7 +15,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
                  http_post stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
                  nginx_workers set_stock pending_claim claim_state
-                 reconcile);
+                 run_reconcile);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -108,9 +108,9 @@ sub claim_state {
     return $listed ne '' ? "$s:listed" : $s;
 }
 
-# reconcile('--repair', '-p', $p) -> (exit status, stdout, stderr):
+# run_reconcile('--repair', '-p', $p) -> (exit status, stdout, stderr):
 # fluxgate-reconcile with this stack's Redis, PostgreSQL and Kafka
-sub reconcile {
+sub run_reconcile {
     my @args = @_;
     my $bin = $ENV{FG_RECONCILE} || "$ENV{FG_ROOT}/build/fluxgate-reconcile";
     my $base = "$ENV{FG_RUN_DIR}/reconcile.$$";
