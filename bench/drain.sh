@@ -57,13 +57,13 @@ generate() {
         my ($n, $np, $tag) = @ARGV;
         my $stock = int($n / $np) + 1;
         my $now = int(time * 1000);
-        print "$tag-p$_|{\"type\":\"stock_set\",\"productId\":\"$tag-p$_\",\"stock\":$stock,\"at\":$now}\n"
+        print "$tag-p$_|{\"type\":\"stock_set\",\"productId\":\"$tag-p$_\",\"stock\":$stock,\"generation\":1,\"at\":$now}\n"
             for 0 .. $np - 1;
         my $r = sprintf "%08x", int(rand(2**32));
         for my $i (0 .. $n - 1) {
             my $p = "$tag-p" . ($i % $np);
-            printf "%s|{\"type\":\"order\",\"orderId\":\"%s-%04x-7000-8000-%012x\",\"productId\":\"%s\",\"userId\":\"u%d\",\"quantity\":1,\"idempotencyKey\":\"k%d\",\"acceptedAt\":%d}\n",
-                $p, $r, $i >> 16 & 0xffff, $i, $p, $i, $i, $now;
+            printf "%s|{\"type\":\"order\",\"orderId\":\"%s-%04x-7000-8000-%012x\",\"productId\":\"%s\",\"userId\":\"u%d\",\"quantity\":1,\"idempotencyKey\":\"k%d\",\"acceptedAt\":%d,\"generation\":1,\"generationStock\":%d}\n",
+                $p, $r, $i >> 16 & 0xffff, $i, $p, $i, $i, $now, $stock;
         }' "$N" "$PRODUCTS" "$tag"
 }
 

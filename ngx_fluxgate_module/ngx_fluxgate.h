@@ -133,13 +133,21 @@ typedef struct {
 
 
 /*
- * The tie between a request and state that may outlive it (an order in
- * flight): a cleanup in r->pool cuts it when the request goes away.
+ * What an order and a stock update share: a life that may outlive its
+ * request.  The delivery tie (first: librdkafka's msg_opaque points here),
+ * the link to the request (a cleanup in r->pool cuts it when the request
+ * goes away for any reason), the deadline timer, whether the client has
+ * its answer, and the in-flight count that ngx_fluxgate_op_start() raises
+ * and ngx_fluxgate_op_end() lowers.  Embedded first in each handler's
+ * state, so the state is found from the delivery pointer.
  */
 typedef struct {
+    ngx_fluxgate_delivery_t      delivery;
     ngx_http_request_t          *request;
     ngx_pool_cleanup_t          *cleanup;
-} ngx_fluxgate_link_t;
+    ngx_event_t                  timer;
+    unsigned                     answered:1;
+} ngx_fluxgate_op_t;
 
 
 /* per request, in r->pool: what the variables show */
@@ -181,10 +189,12 @@ ngx_int_t ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_fluxgate_send_unavailable(ngx_http_request_t *r,
     const char *error);
 void ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc);
-ngx_int_t ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r);
-ngx_http_request_t *ngx_fluxgate_unlink(ngx_fluxgate_link_t *link);
-void ngx_fluxgate_link_fail(ngx_fluxgate_link_t *link, const char *error);
-void ngx_fluxgate_link_end(ngx_fluxgate_link_t *link, ngx_event_t *timer);
+ngx_int_t ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
+    ngx_fluxgate_delivery_pt delivered, ngx_event_handler_pt timeout,
+    void *data);
+ngx_http_request_t *ngx_fluxgate_op_answer(ngx_fluxgate_op_t *op);
+void ngx_fluxgate_op_fail(ngx_fluxgate_op_t *op, const char *error);
+void ngx_fluxgate_op_end(ngx_fluxgate_op_t *op);
 ngx_int_t ngx_fluxgate_idempotency_key(ngx_http_request_t *r,
     ngx_str_t *key);
 uint64_t ngx_fluxgate_now_ms(void);

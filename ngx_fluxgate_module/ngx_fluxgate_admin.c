@@ -45,17 +45,14 @@
 
 
 typedef struct {
-    ngx_fluxgate_delivery_t     delivery;     /* Kafka's msg_opaque */
+    ngx_fluxgate_op_t           op;           /* first: see ngx_fluxgate.h */
 
-    ngx_fluxgate_link_t         link;         /* to the request */
-    ngx_event_t                 timer;
     ngx_msec_t                  kafka_wait;
     ngx_shm_zone_t             *sold_out;
 
     int64_t                     generation;
 
     unsigned                    producing:1;
-    unsigned                    answered:1;   /* client already has 503 */
     unsigned                    replayed:1;
 
     ngx_fluxgate_stock_req_t    req;
@@ -73,8 +70,6 @@ static void ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op);
 static void ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_delivery_e status, const char *err);
 static void ngx_fluxgate_admin_timeout(ngx_event_t *ev);
-static void ngx_fluxgate_admin_answer(ngx_fluxgate_admin_t *op,
-    const char *error);
 static void ngx_fluxgate_admin_free(ngx_fluxgate_admin_t *op);
 
 
@@ -158,20 +153,16 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_fluxgate_in_flight++;
-
-    if (ngx_fluxgate_link(&op->link, r) != NGX_OK) {
-        ngx_fluxgate_in_flight--;
+    if (ngx_fluxgate_op_start(&op->op, r, ngx_fluxgate_admin_delivered,
+                              ngx_fluxgate_admin_timeout, op)
+        != NGX_OK)
+    {
         ngx_free(op);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    op->delivery.handler = ngx_fluxgate_admin_delivered;
     op->kafka_wait = fmcf->kafka_timeout + 1000;
     op->sold_out = fmcf->sold_out;
-    op->timer.handler = ngx_fluxgate_admin_timeout;
-    op->timer.data = op;
-    op->timer.log = ngx_cycle->log;
     op->req = req;
 
     if (ngx_fluxgate_admin_set(op, flcf, &key) != NGX_OK) {
@@ -179,7 +170,7 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
         return ngx_fluxgate_send_unavailable(r, "redis unavailable");
     }
 
-    ngx_add_timer(&op->timer, flcf->redis_timeout);
+    ngx_add_timer(&op->op.timer, flcf->redis_timeout);
 
     return NGX_DONE;
 }
@@ -241,8 +232,8 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
 
     redisReply  **e;
 
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
+    if (op->op.timer.timer_set) {
+        ngx_del_timer(&op->op.timer);
     }
 
     if (reply == NULL
@@ -255,7 +246,7 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
                       op->req.product_id,
                       reply && reply->str ? reply->str : "connection lost");
 
-        ngx_fluxgate_admin_answer(op, "redis failed");
+        ngx_fluxgate_op_fail(&op->op, "redis failed");
         ngx_fluxgate_admin_free(op);
         return;
     }
@@ -294,7 +285,7 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "fluxgate: init.lua: unexpected reply %L", e[0]->integer);
 
-    ngx_fluxgate_admin_answer(op, "unexpected redis reply");
+    ngx_fluxgate_op_fail(&op->op, "unexpected redis reply");
     ngx_fluxgate_admin_free(op);
 }
 
@@ -308,13 +299,11 @@ ngx_fluxgate_admin_refused(ngx_fluxgate_admin_t *op, redisReply *reply)
     ngx_str_t            body;
     ngx_http_request_t  *r;
 
-    r = ngx_fluxgate_unlink(&op->link);
+    r = ngx_fluxgate_op_answer(&op->op);
 
-    if (r == NULL || op->answered) {
+    if (r == NULL) {
         return;
     }
-
-    op->answered = 1;
 
     if (reply->element[0]->integer == NGX_FLUXGATE_INIT_KEY_REUSED) {
         rc = ngx_fluxgate_send_error(r, NGX_FLUXGATE_HTTP_UNPROCESSABLE,
@@ -369,20 +358,20 @@ ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op)
                            op->generation, ngx_fluxgate_now_ms())
               - value;
 
-    if (ngx_fluxgate_kafka_produce(&key, &msg, &op->delivery) != NGX_OK) {
+    if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "fluxgate: generation %L of \"%s\" (stock %L) set in "
                       "redis, but its stock_set event was not published; "
                       "retry the same request to publish it",
                       op->generation, op->req.product_id, op->req.stock);
 
-        ngx_fluxgate_admin_answer(op, "kafka unavailable");
+        ngx_fluxgate_op_fail(&op->op, "kafka unavailable");
         ngx_fluxgate_admin_free(op);
         return;
     }
 
     op->producing = 1;
-    ngx_add_timer(&op->timer, op->kafka_wait);
+    ngx_add_timer(&op->op.timer, op->kafka_wait);
 }
 
 
@@ -404,7 +393,7 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
                       op->generation, op->req.product_id, op->req.stock,
                       err);
 
-        ngx_fluxgate_admin_answer(op, "kafka unavailable");
+        ngx_fluxgate_op_fail(&op->op, "kafka unavailable");
         ngx_fluxgate_admin_free(op);
         return;
     }
@@ -412,9 +401,9 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_sold_out_clear(op->sold_out, (u_char *) op->req.product_id,
                                 op->req.product_id_len);
 
-    r = ngx_fluxgate_unlink(&op->link);
+    r = ngx_fluxgate_op_answer(&op->op);
 
-    if (r != NULL && !op->answered) {
+    if (r != NULL) {
         body.data = ngx_pnalloc(r->pool,
                                 sizeof("{\"status\":\"success\","
                                        "\"productId\":\"\",\"stock\":,"
@@ -459,33 +448,20 @@ ngx_fluxgate_admin_timeout(ngx_event_t *ev)
 {
     ngx_fluxgate_admin_t  *op = ev->data;
 
-    if (op->answered) {
+    if (op->op.answered) {
         return;
     }
 
-    ngx_fluxgate_admin_answer(op, op->producing ? "kafka timed out"
+    ngx_fluxgate_op_fail(&op->op, op->producing ? "kafka timed out"
                                                 : "redis timed out");
 
-    ngx_add_timer(&op->timer, NGX_FLUXGATE_ADMIN_GRACE);
-}
-
-
-static void
-ngx_fluxgate_admin_answer(ngx_fluxgate_admin_t *op, const char *error)
-{
-    if (op->answered) {
-        return;
-    }
-
-    op->answered = 1;
-
-    ngx_fluxgate_link_fail(&op->link, error);
+    ngx_add_timer(&op->op.timer, NGX_FLUXGATE_ADMIN_GRACE);
 }
 
 
 static void
 ngx_fluxgate_admin_free(ngx_fluxgate_admin_t *op)
 {
-    ngx_fluxgate_link_end(&op->link, &op->timer);
+    ngx_fluxgate_op_end(&op->op);
     ngx_free(op);
 }

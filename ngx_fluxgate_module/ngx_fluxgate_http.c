@@ -15,7 +15,7 @@
 static ngx_int_t ngx_fluxgate_error_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_error_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static void ngx_fluxgate_link_cleanup(void *data);
+static void ngx_fluxgate_op_cleanup(void *data);
 
 
 static ngx_str_t  ngx_fluxgate_json_type = ngx_string("application/json");
@@ -322,7 +322,9 @@ ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc)
 
 
 ngx_int_t
-ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r)
+ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
+    ngx_fluxgate_delivery_pt delivered, ngx_event_handler_pt timeout,
+    void *data)
 {
     ngx_pool_cleanup_t  *cln;
 
@@ -331,47 +333,61 @@ ngx_fluxgate_link(ngx_fluxgate_link_t *link, ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    cln->handler = ngx_fluxgate_link_cleanup;
-    cln->data = link;
+    cln->handler = ngx_fluxgate_op_cleanup;
+    cln->data = op;
 
-    link->request = r;
-    link->cleanup = cln;
+    op->request = r;
+    op->cleanup = cln;
+    op->delivery.handler = delivered;
+
+    /* it outlives the connection: log to the cycle's log */
+    op->timer.handler = timeout;
+    op->timer.data = data;
+    op->timer.log = ngx_cycle->log;
+
+    ngx_fluxgate_in_flight++;
 
     return NGX_OK;
 }
 
 
-/* the request, if it is still there; either way the tie is cut */
+/*
+ * The request to answer, once: NULL when it is gone or was answered (a
+ * 503 already went out).  Either way the tie to the request is cut.
+ */
 
 ngx_http_request_t *
-ngx_fluxgate_unlink(ngx_fluxgate_link_t *link)
+ngx_fluxgate_op_answer(ngx_fluxgate_op_t *op)
 {
     ngx_http_request_t  *r;
 
-    r = link->request;
+    r = op->request;
 
     if (r != NULL) {
-        link->cleanup->handler = NULL;
-        link->request = NULL;
-        link->cleanup = NULL;
+        op->cleanup->handler = NULL;
+        op->request = NULL;
+        op->cleanup = NULL;
     }
+
+    if (r == NULL || op->answered) {
+        return NULL;
+    }
+
+    op->answered = 1;
 
     return r;
 }
 
 
-/*
- * An order's or an admin call's state outlives its request; these two end
- * it the same way for both: the client, if still there, gets its 503, and
- * the state lets go of the request and its timer before it is freed.
- */
+/* a 503 to the client, if it is still there and has no answer yet */
 
 void
-ngx_fluxgate_link_fail(ngx_fluxgate_link_t *link, const char *error)
+ngx_fluxgate_op_fail(ngx_fluxgate_op_t *op, const char *error)
 {
     ngx_http_request_t  *r;
 
-    r = ngx_fluxgate_unlink(link);
+    r = ngx_fluxgate_op_answer(op);
+    op->answered = 1;
 
     if (r != NULL) {
         ngx_fluxgate_finalize(r, ngx_fluxgate_send_unavailable(r, error));
@@ -379,13 +395,15 @@ ngx_fluxgate_link_fail(ngx_fluxgate_link_t *link, const char *error)
 }
 
 
-void
-ngx_fluxgate_link_end(ngx_fluxgate_link_t *link, ngx_event_t *timer)
-{
-    (void) ngx_fluxgate_unlink(link);
+/* the state lets go of the request and its timer before it is freed */
 
-    if (timer->timer_set) {
-        ngx_del_timer(timer);
+void
+ngx_fluxgate_op_end(ngx_fluxgate_op_t *op)
+{
+    (void) ngx_fluxgate_op_answer(op);
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
     }
 
     ngx_fluxgate_in_flight--;
@@ -393,19 +411,14 @@ ngx_fluxgate_link_end(ngx_fluxgate_link_t *link, ngx_event_t *timer)
 
 
 static void
-ngx_fluxgate_link_cleanup(void *data)
+ngx_fluxgate_op_cleanup(void *data)
 {
-    ngx_fluxgate_link_t  *link = data;
+    ngx_fluxgate_op_t  *op = data;
 
-    link->request = NULL;
-    link->cleanup = NULL;
+    op->request = NULL;
+    op->cleanup = NULL;
 }
 
-
-/*
- * The header's value: an empty string when it is missing, NGX_DECLINED
- * when it is there twice (which of them would the client mean?)
- */
 
 static ngx_str_t  ngx_fluxgate_idempotency_header =
     ngx_string("X-Idempotency-Key");

@@ -73,14 +73,12 @@ typedef enum {
 
 
 typedef struct {
-    ngx_fluxgate_delivery_t     delivery;     /* Kafka's msg_opaque */
+    ngx_fluxgate_op_t           op;           /* first: see ngx_fluxgate.h */
 
-    ngx_fluxgate_link_t         link;         /* to the request */
     ngx_fluxgate_redis_t       *redis;
     ngx_shm_zone_t             *sold_out;     /* NULL: cache off here */
     ngx_msec_t                  sold_out_cache;
     ngx_fluxgate_order_state_e  state;
-    ngx_event_t                 timer;
     ngx_msec_t                  kafka_wait;
 
     ngx_msec_t                  deadline;     /* of the finishing step */
@@ -89,7 +87,6 @@ typedef struct {
     int64_t                     generation;   /* reserved in, order.lua */
     int64_t                     generation_stock;
 
-    unsigned                    answered:1;   /* client has its response */
     unsigned                    releasing:1;  /* release.lua, not done.lua */
     unsigned                    waiting:1;    /* its reply is outstanding */
 
@@ -129,8 +126,6 @@ static void ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op,
 static void ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op);
 static void ngx_fluxgate_order_finished(redisReply *reply, void *data);
 static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
-static void ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op,
-    const char *error);
 static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
 
 
@@ -235,7 +230,7 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
         return ngx_fluxgate_send_unavailable(r, "redis unavailable");
     }
 
-    ngx_add_timer(&op->timer, flcf->redis_timeout);
+    ngx_add_timer(&op->op.timer, flcf->redis_timeout);
 
     return NGX_DONE;
 }
@@ -258,26 +253,20 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
         return NULL;
     }
 
-    ngx_fluxgate_in_flight++;
-
-    if (ngx_fluxgate_link(&op->link, r) != NGX_OK) {
-        ngx_fluxgate_in_flight--;
+    if (ngx_fluxgate_op_start(&op->op, r, ngx_fluxgate_order_delivered,
+                              ngx_fluxgate_order_timeout, op)
+        != NGX_OK)
+    {
         ngx_free(op);
         return NULL;
     }
 
-    op->delivery.handler = ngx_fluxgate_order_delivered;
     op->redis = flcf->redis;
     op->sold_out = flcf->sold_out_cache ? fmcf->sold_out : NULL;
     op->sold_out_cache = flcf->sold_out_cache;
     op->state = NGX_FLUXGATE_ORDER_DECIDING;
     op->kafka_wait = fmcf->kafka_timeout + 1000;
     op->ttl = flcf->idempotency_ttl;
-
-    /* it outlives the connection: log to the cycle's log */
-    op->timer.handler = ngx_fluxgate_order_timeout;
-    op->timer.data = op;
-    op->timer.log = ngx_cycle->log;
 
     op->req = *req;
 
@@ -374,8 +363,8 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
     ngx_int_t            rc;
     ngx_http_request_t  *r;
 
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
+    if (op->op.timer.timer_set) {
+        ngx_del_timer(&op->op.timer);
     }
 
     if (reply == NULL
@@ -394,7 +383,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
                       (size_t) (reply && reply->str ? reply->len : 0),
                       reply && reply->str ? reply->str : "");
 
-        ngx_fluxgate_order_answer(op, "redis failed");
+        ngx_fluxgate_op_fail(&op->op, "redis failed");
         ngx_fluxgate_order_release(op);
         return;
     }
@@ -412,7 +401,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
                           (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
                           op->req.product_id);
 
-            ngx_fluxgate_order_answer(op, "unexpected redis reply");
+            ngx_fluxgate_op_fail(&op->op, "unexpected redis reply");
             ngx_fluxgate_order_release(op);
             return;
         }
@@ -420,7 +409,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
         op->generation = reply->element[2]->integer;
         op->generation_stock = reply->element[3]->integer;
 
-        if (op->answered) {
+        if (op->op.answered) {
             /* the client was told 503: what the script took goes back */
             ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                           "fluxgate: order %*s for \"%s\" reserved after "
@@ -433,7 +422,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
         }
 
         if (ngx_fluxgate_order_produce(op) != NGX_OK) {
-            ngx_fluxgate_order_answer(op, "kafka unavailable");
+            ngx_fluxgate_op_fail(&op->op, "kafka unavailable");
             ngx_fluxgate_order_release(op);
             return;
         }
@@ -447,9 +436,9 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
         ngx_fluxgate_order_sold_out(op, reply);
     }
 
-    r = ngx_fluxgate_unlink(&op->link);
+    r = ngx_fluxgate_op_answer(&op->op);
 
-    if (r != NULL && !op->answered) {
+    if (r != NULL) {
         rc = ngx_fluxgate_order_respond(r, op, reply);
         ngx_fluxgate_finalize(r, rc);
     }
@@ -662,14 +651,14 @@ ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
                            op->generation_stock)
               - value;
 
-    if (ngx_fluxgate_kafka_produce(&key, &msg, &op->delivery) != NGX_OK) {
+    if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
         return NGX_ERROR;
     }
 
     op->state = NGX_FLUXGATE_ORDER_PRODUCING;
 
     /* a live timer also keeps a gracefully exiting worker until the end */
-    ngx_add_timer(&op->timer, op->kafka_wait);
+    ngx_add_timer(&op->op.timer, op->kafka_wait);
 
     return NGX_OK;
 }
@@ -681,8 +670,8 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
 {
     ngx_fluxgate_order_t  *op = (ngx_fluxgate_order_t *) dlv;
 
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
+    if (op->op.timer.timer_set) {
+        ngx_del_timer(&op->op.timer);
     }
 
     switch (status) {
@@ -703,7 +692,7 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
                       (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
                       op->req.product_id, err);
 
-        ngx_fluxgate_order_answer(op, "kafka unavailable");
+        ngx_fluxgate_op_fail(&op->op, "kafka unavailable");
         ngx_fluxgate_order_release(op);
         return;
 
@@ -726,7 +715,7 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
                       op->req.product_id, op->req.user_id,
                       op->req.quantity, err);
 
-        ngx_fluxgate_order_answer(op, "kafka timed out");
+        ngx_fluxgate_op_fail(&op->op, "kafka timed out");
         ngx_fluxgate_order_free(op);
         return;
     }
@@ -741,13 +730,11 @@ ngx_fluxgate_order_accept(ngx_fluxgate_order_t *op)
     ngx_http_request_t  *r;
     ngx_fluxgate_ctx_t  *ctx;
 
-    r = ngx_fluxgate_unlink(&op->link);
+    r = ngx_fluxgate_op_answer(&op->op);
 
-    if (r == NULL || op->answered) {
+    if (r == NULL) {
         return;
     }
-
-    op->answered = 1;
 
     ctx = ngx_fluxgate_get_ctx(r);
     body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"success\","
@@ -801,8 +788,8 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
     ngx_str_t   args[7];
     ngx_msec_t  now;
 
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
+    if (op->op.timer.timer_set) {
+        ngx_del_timer(&op->op.timer);
     }
 
     if (op->releasing) {
@@ -837,7 +824,7 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
 
     if (rc == NGX_OK) {
         op->waiting = 1;
-        ngx_add_timer(&op->timer, op->deadline > now ? op->deadline - now
+        ngx_add_timer(&op->op.timer, op->deadline > now ? op->deadline - now
                                                      : 1);
         return;
     }
@@ -848,7 +835,7 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
     }
 
     /* no connection now: try again when it may be back */
-    ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_RETRY);
+    ngx_add_timer(&op->op.timer, NGX_FLUXGATE_ORDER_RETRY);
 }
 
 
@@ -879,11 +866,11 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
                           (size_t) ngx_min(reply->len, 200), reply->str);
         }
 
-        if (op->timer.timer_set) {
-            ngx_del_timer(&op->timer);
+        if (op->op.timer.timer_set) {
+            ngx_del_timer(&op->op.timer);
         }
 
-        ngx_add_timer(&op->timer, NGX_FLUXGATE_ORDER_RETRY);
+        ngx_add_timer(&op->op.timer, NGX_FLUXGATE_ORDER_RETRY);
         return;
     }
 
@@ -936,17 +923,17 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
             return;
         }
 
-    } else if (!op->answered) {
+    } else if (!op->op.answered) {
 
         if (op->state == NGX_FLUXGATE_ORDER_DECIDING) {
             ngx_fluxgate_redis_timed_out(op->redis);
-            ngx_fluxgate_order_answer(op, "redis timed out");
+            ngx_fluxgate_op_fail(&op->op, "redis timed out");
 
         } else {
-            ngx_fluxgate_order_answer(op, "kafka timed out");
+            ngx_fluxgate_op_fail(&op->op, "kafka timed out");
         }
 
-        ngx_add_timer(&op->timer, NGX_FLUXGATE_FINISH_GRACE);
+        ngx_add_timer(&op->op.timer, NGX_FLUXGATE_FINISH_GRACE);
         return;
     }
 
@@ -959,24 +946,9 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
 }
 
 
-/* a 503 now; the order itself goes on to its end */
-
-static void
-ngx_fluxgate_order_answer(ngx_fluxgate_order_t *op, const char *error)
-{
-    if (op->answered) {
-        return;
-    }
-
-    op->answered = 1;
-
-    ngx_fluxgate_link_fail(&op->link, error);
-}
-
-
 static void
 ngx_fluxgate_order_free(ngx_fluxgate_order_t *op)
 {
-    ngx_fluxgate_link_end(&op->link, &op->timer);
+    ngx_fluxgate_op_end(&op->op);
     ngx_free(op);
 }

@@ -40,7 +40,7 @@ __DATA__
         fluxgate_redis_timeout 300ms;
         fluxgate_threshold 10;
         fluxgate_waiting_room /w/;
-        fluxgate_idempotency_ttl 10s;
+        fluxgate_idempotency_ttl 20s;
         fluxgate_max_quantity 5;
         fluxgate_per_user_limit 1;
         fluxgate_sold_out_cache 500ms;
@@ -271,3 +271,32 @@ invalid number of arguments in "fluxgate_order" directive
 --- must_die
 --- error_log
 "fluxgate_stock_admin" directive is duplicate
+
+
+
+=== TEST 23: fluxgate_idempotency_ttl shorter than Kafka's delivery timeout plus the finishing grace
+--- http_config
+    fluxgate_kafka_brokers 127.0.0.1:9092;
+    fluxgate_kafka_option message.timeout.ms 30000;
+--- config
+    location = /order {
+        fluxgate_idempotency_ttl 30s;
+        fluxgate_order;
+    }
+--- must_die
+--- error_log
+"fluxgate_idempotency_ttl" 30000ms is shorter than the kafka delivery timeout (message.timeout.ms 30000ms) plus the 10000ms the gate may take to finish an order: a retried order could be sold twice; make it at least 40000ms
+
+
+
+=== TEST 24: the same TTL with the default delivery timeout (5 s) is fine
+--- http_config
+    fluxgate_kafka_brokers 127.0.0.1:9092;
+--- config
+    location = /order {
+        fluxgate_idempotency_ttl 15s;
+        fluxgate_order;
+    }
+--- request
+GET /order
+--- error_code: 405

@@ -49,7 +49,7 @@ sub product {
     my ($stock) = @_;
     $ENV{TEST_NGINX_P} = uniq('p');
     $ENV{TEST_NGINX_K} = uniq('k');
-    redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", $stock) if defined $stock;
+    set_stock("$ENV{TEST_NGINX_P}", $stock) if defined $stock;
     return $ENV{TEST_NGINX_P};
 }
 
@@ -84,9 +84,13 @@ my $b = main::body_of($main::responses->[0]);
 like($b->{orderId}, $main::UUID7, "$main::name - orderId is a UUIDv7");
 is(redis('GET', "fg:{$p}:stock"), 3, "$main::name - 2 of 5 reserved");
 is(redis('HGET', "fg:{$p}:buyers", 'u1'), 2, "$main::name - buyer counted");
+# done.lua follows the answer on the same connection
+wait_until(2, sub { redis('HGET', "fg:{$p}:idem:$ENV{TEST_NGINX_K}", 's') eq '200' });
 my %idem = redis('HGETALL', "fg:{$p}:idem:$ENV{TEST_NGINX_K}");
 is($idem{s}, 200, "$main::name - key marked done");
 is($idem{o}, $b->{orderId}, "$main::name - key holds the orderId");
+is($idem{g}, 1, "$main::name - reserved in generation 1");
+is(redis('ZCARD', "fg:{$p}:pending"), 0, "$main::name - no pending claim left");
 my $ttl = redis('PTTL', "fg:{$p}:idem:$ENV{TEST_NGINX_K}");
 ok($ttl > 50000 && $ttl <= 60000, "$main::name - key lives 60s ($ttl)");
 ok(wait_until(5, sub { `cat @{[servroot()]}/logs/fluxgate.log` =~ /^200 accepted \Q$b->{orderId}\E$/m }),
@@ -194,7 +198,7 @@ is($res->{status}, 200, "$main::name - same key admitted later");
 
 
 
-=== TEST 6: no stock key at all: 409 sold_out, stored and replayed
+=== TEST 6: a product never set by /init: 404 unknown_product, Redis gains no key
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -206,19 +210,48 @@ main::product(undef);
 ["Content-Type: application/json\nX-Idempotency-Key: \$TEST_NGINX_K",
  "Content-Type: application/json\nX-Idempotency-Key: \$TEST_NGINX_K"]
 --- error_code eval
-[409, 409]
+[404, 404]
 --- response_headers eval
-["!Idempotent-Replayed", "Idempotent-Replayed: true"]
+["!Idempotent-Replayed", "!Idempotent-Replayed"]
 --- response_body eval
-['{"status":"sold_out"}', '{"status":"ignored","outcome":"sold_out"}']
+['{"status":"unknown_product"}', '{"status":"unknown_product"}']
 --- check
 my $p = $ENV{TEST_NGINX_P};
-is(redis('EXISTS', "fg:{$p}:stock"), 0, "$main::name - no stock invented");
-is(redis('EXISTS', "fg:{$p}:buyers"), 0, "$main::name - nobody bought");
+is_deeply([main::keys_of($p)], [], "$main::name - no key at all for the product");
 
 
 
-=== TEST 7: less stock than the quantity: 409 sold_out, stock untouched
+=== TEST 7: sold out: 409, nothing stored under the key; after a restock the same key is decided again
+--- http_config eval: $::HTTP
+--- config eval: $::CONFIG
+--- init
+main::product(0);
+--- request eval
+["POST /order\n{\"productId\":\"\$TEST_NGINX_P\",\"userId\":\"u1\"}",
+ "POST /order\n{\"productId\":\"\$TEST_NGINX_P\",\"userId\":\"u1\"}"]
+--- more_headers eval
+["Content-Type: application/json\nX-Idempotency-Key: \$TEST_NGINX_K",
+ "Content-Type: application/json\nX-Idempotency-Key: \$TEST_NGINX_K"]
+--- error_code eval
+[409, 409]
+--- response_headers eval
+["!Idempotent-Replayed", "!Idempotent-Replayed"]
+--- response_body eval
+['{"status":"sold_out"}', '{"status":"sold_out"}']
+--- check
+my $p = $ENV{TEST_NGINX_P};
+is_deeply([main::keys_of($p)], ["fg:{$p}:gen", "fg:{$p}:stock"],
+          "$main::name - no key, rate state or buyer written");
+set_stock($p, 1);
+my $res = http_post("http://127.0.0.1:" . server_port() . "/order",
+                    qq({"productId":"$p","userId":"u1"}),
+                    { 'X-Idempotency-Key' => $ENV{TEST_NGINX_K} });
+is($res->{status}, 200, "$main::name - restocked: the same key buys");
+is(redis('GET', "fg:{$p}:stock"), 0, "$main::name - the unit reserved");
+
+
+
+=== TEST 8: less stock than the quantity: 409 sold_out, stock untouched
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -236,7 +269,7 @@ is(redis('GET', "fg:{$ENV{TEST_NGINX_P}}:stock"), 2, "$main::name - stock untouc
 
 
 
-=== TEST 8: the last unit: one 200, then sold_out
+=== TEST 9: the last unit: one 200, then sold_out
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -257,7 +290,7 @@ is(redis('GET', "fg:{$ENV{TEST_NGINX_P}}:stock"), 0, "$main::name - stock 0, nev
 
 
 
-=== TEST 9: per-user limit: 409 limit_reached, stored under the key
+=== TEST 10: per-user limit: 409 limit_reached, stored under the key
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -282,7 +315,7 @@ is(redis('HGET', "fg:{$p}:buyers", 'u1'), 2, "$main::name - u1 has 2");
 
 
 
-=== TEST 10: bad input: 400 naming the field, Redis never contacted
+=== TEST 11: bad input: 400 naming the field, Redis never contacted
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -334,7 +367,7 @@ like($main::responses->[15]{body}, qr/between 1 and 5/, "$main::name - says the 
 
 
 
-=== TEST 11: not POST: 405 with Allow: POST
+=== TEST 12: not POST: 405 with Allow: POST
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -347,7 +380,7 @@ Content-Type: application/json
 
 
 
-=== TEST 12: not JSON: 415
+=== TEST 13: not JSON: 415
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -365,7 +398,7 @@ is(redis('GET', "fg:{$ENV{TEST_NGINX_P}}:stock"), 5, "$main::name - stock untouc
 
 
 
-=== TEST 13: JSON with a charset parameter is JSON
+=== TEST 14: JSON with a charset parameter is JSON
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -380,7 +413,7 @@ X-Idempotency-Key: $TEST_NGINX_K
 
 
 
-=== TEST 14: body larger than client_max_body_size: 413, announced or chunked
+=== TEST 15: body larger than client_max_body_size: 413, announced or chunked
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -404,7 +437,7 @@ is(redis('GET', "fg:{$ENV{TEST_NGINX_P}}:stock"), 5, "$main::name - stock untouc
 
 
 
-=== TEST 15: a broken chunked body: nginx's 400, in JSON
+=== TEST 16: a broken chunked body: nginx's 400, in JSON
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- raw_request eval
@@ -418,7 +451,7 @@ Content-Type: application/json
 
 
 
-=== TEST 16: a chunked body, and a body that arrives slowly in pieces
+=== TEST 17: a chunked body, and a body that arrives slowly in pieces
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
@@ -447,7 +480,7 @@ is(redis('GET', "fg:{$p}:stock"), 2, "$main::name - all three reserved");
 
 
 
-=== TEST 17: Redis unreachable: 503 with Retry-After
+=== TEST 18: Redis unreachable: 503 with Retry-After
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init

@@ -25,13 +25,14 @@ EOF
 $ENV{TEST_NGINX_TOPIC} = uniq('t120');
 kafka_create_topic($ENV{TEST_NGINX_TOPIC}, 2);
 
-our ($t0, $before);
+our ($t0, $before, $stock);
 
 sub product {
     my ($stock) = @_;
     $ENV{TEST_NGINX_P} = uniq('p');
     $ENV{TEST_NGINX_K} = uniq('k');
-    redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", $stock);
+    set_stock($ENV{TEST_NGINX_P}, $stock);
+    $main::stock = $stock;
     $main::t0 = int(time * 1000);
 }
 
@@ -71,8 +72,11 @@ is(scalar @m, 1, "$main::name - one message for the product");
 my $raw = $m[0]{payload} // '{}';
 my $v = json_decode($raw);
 is_deeply([sort keys %$v],
-          [sort qw(type orderId productId userId quantity idempotencyKey acceptedAt)],
+          [sort qw(type orderId productId userId quantity idempotencyKey acceptedAt
+                   generation generationStock)],
           "$main::name - exactly DESIGN.md's fields");
+like($raw, qr/"generation":1[,}]/, "$main::name - generation is the number 1 (set_stock's)");
+like($raw, qr/"generationStock":$main::stock[,}]/, "$main::name - generationStock is the stock set");
 is($v->{type}, 'order', "$main::name - type");
 is($v->{orderId}, $order->{orderId}, "$main::name - orderId is the one the client got");
 is($v->{productId}, $ENV{TEST_NGINX_P}, "$main::name - productId");
@@ -122,6 +126,15 @@ main::product(0);
 --- error_code eval
 [409, 400]
 --- check
-my @m = grep { $_->{key} eq $ENV{TEST_NGINX_P} }
-        kafka_consume($ENV{TEST_NGINX_TOPIC}, timeout => 10);
+# An empty answer from kcat is also what a Kafka it cannot reach gives:
+# a marker produced now, keyed like the product's messages, must be read
+# back in the same pass over the topic that finds nothing else of it.
+my $marker = uniq('marker');
+kafka_produce($ENV{TEST_NGINX_TOPIC}, [[$ENV{TEST_NGINX_P}, $marker]]);
+my @all;
+ok(wait_until(15, sub {
+        @all = kafka_consume($ENV{TEST_NGINX_TOPIC}, timeout => 10);
+        grep { ($_->{payload} // '') eq $marker } @all }),
+   "$main::name - Kafka reached: the marker read back");
+my @m = grep { $_->{key} eq $ENV{TEST_NGINX_P} && ($_->{payload} // '') ne $marker } @all;
 is(scalar @m, 0, "$main::name - no message");

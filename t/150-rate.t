@@ -89,7 +89,7 @@ __DATA__
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 100000);
+set_stock("$ENV{TEST_NGINX_P}", 100000);
 --- request
 GET /t
 --- error_code: 200

@@ -51,7 +51,7 @@ __DATA__
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 100);
+set_stock("$ENV{TEST_NGINX_P}", 100);
 --- request
 POST /order
 {"productId":"$TEST_NGINX_P","userId":"first"}

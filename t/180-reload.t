@@ -87,7 +87,7 @@ __DATA__
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 100000);
+set_stock("$ENV{TEST_NGINX_P}", 100000);
 --- request
 POST /order
 {"productId":"$TEST_NGINX_P","userId":"first"}

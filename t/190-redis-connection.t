@@ -29,7 +29,12 @@ sub private_redis {
     }
 }
 
-sub sock { my $cmd = join ' ', map { "'$_'" } @_; my $o = `redis-cli -s $Dir/redis.sock $cmd`; chomp $o; $o }
+sub sock {
+    my $cmd = join ' ', map { (my $w = $_) =~ s/'/'\\''/g; "'$w'" } @_;
+    my $o = `redis-cli -s $Dir/redis.sock $cmd`;
+    chomp $o;
+    return $o;
+}
 
 sub order {
     my ($uri, $key) = @_;
@@ -41,8 +46,13 @@ sub order {
 private_redis(1);
 END { private_redis(0) if $Dir }
 
+# long enough that an order waiting for it is told from one refused at once
+our $RedisTimeout = 3;
+$ENV{TEST_NGINX_REDIS_TIMEOUT} = "${RedisTimeout}s";
+
 our $HTTP = <<'EOF';
     fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    fluxgate_redis_timeout $TEST_NGINX_REDIS_TIMEOUT;
     fluxgate_kafka_brokers $TEST_NGINX_KAFKA_BROKERS;
 EOF
 
@@ -66,7 +76,7 @@ __DATA__
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
+set_stock($ENV{TEST_NGINX_P}, 5);
 --- request
 POST /order
 {"productId":"$TEST_NGINX_P","userId":"u1"}
@@ -91,7 +101,7 @@ ok(wait_until(3, sub { redis('HGET', "fg:{$ENV{TEST_NGINX_P}}:idem:flushed", 's'
 --- config eval: $::CONFIG
 --- init
 $ENV{TEST_NGINX_P} = uniq('p');
-main::sock('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
+set_stock($ENV{TEST_NGINX_P}, 5, via => \&main::sock);
 --- request
 POST /unix
 {"productId":"$TEST_NGINX_P","userId":"u1"}
@@ -106,9 +116,13 @@ main::private_redis(0);
 my $t0 = time;
 my $res = main::order('/unix', 'while-down');
 is($res->{status}, 503, "$main::name - Redis down: 503");
-ok(time - $t0 < 0.5, "$main::name - at once");
+# refused at once, not after waiting for Redis: well under the timeout
+my $took = time - $t0;
+ok($took < $main::RedisTimeout / 2,
+   sprintf("$main::name - at once (%.3fs, a wait would take the %ds timeout)",
+           $took, $main::RedisTimeout));
 is($res->{headers}{'retry-after'}, 1, "$main::name - with Retry-After");
 main::private_redis(1);
-main::sock('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", 5);
+set_stock($ENV{TEST_NGINX_P}, 5, via => \&main::sock);
 ok(wait_until(10, sub { main::order('/unix', 'after-' . int(time * 10))->{status} == 200 }),
    "$main::name - orders flow again after the reconnect");

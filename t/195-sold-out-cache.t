@@ -43,7 +43,7 @@ sub product {
     my ($stock) = @_;
     $ENV{TEST_NGINX_P} = uniq('p');
     $ENV{"TEST_NGINX_K$_"} = uniq("k$_") for 1 .. 8;
-    redis('SET', "fg:{$ENV{TEST_NGINX_P}}:stock", $stock);
+    set_stock("$ENV{TEST_NGINX_P}", $stock);
     $main::evalsha = evalsha_calls();
     return $ENV{TEST_NGINX_P};
 }
@@ -172,8 +172,9 @@ main::product(0);
 --- response_body_like eval
 ['sold_out', 'sold_out', '"stock":5', '"status":"success"']
 --- check
-# the first order, the last and its done.lua; the second was the flag's
-is(main::evalsha_is(3), 3, "$main::name - 3 EVALSHA");
+# the first order, init.lua, the last order and its done.lua; the second
+# was the flag's
+is(main::evalsha_is(4), 4, "$main::name - 4 EVALSHA");
 is(redis('GET', "fg:{$ENV{TEST_NGINX_P}}:stock"), 4,
    "$main::name - 1 of 5 reserved");
 

@@ -9,31 +9,40 @@ use FluxGate::Test;
 use FluxGate::Worker;
 
 my $N = 20000;
-my $sup_log = "$ENV{FG_RUN_DIR}/logs/supervisord.log";
 
 # 1. the signal lands while a batch is parked in PostgreSQL
 {
     my $prefix = uniq('p460a');
     my $mark = log_mark();
-    my $sup_mark = -s $sup_log;
+    my $sup_mark = supervisor_mark();
     my $lock = hold_lock('orders');
     produce_backlog($prefix, orders => $N);
     ok(wait_until(30, \&worker_blocked), 'a batch is in flight');
     my $pid = svc_pid('worker');
     ok(kill('TERM', $pid), "SIGTERM to $pid");
+    # our lock is still held: nothing of the backlog can have been committed
+    is(count_orders("$prefix-%"), 0, 'the signal landed before any of the backlog was written');
     sleep 1;
     ok(kill(0, $pid), 'it waits for its batch rather than dropping it');
     close $lock;
     ok(wait_until(30, sub { !kill(0, $pid) }), 'and exits once the batch is written');
+    # what it wrote before exiting is the batch in hand: some, not all
+    my $at_exit = count_orders("$prefix-%");
+    ok($at_exit > 0 && $at_exit < $N,
+       "it stopped mid-backlog: $at_exit of $N rows in when it exited (strictly between)");
     my $log = log_since($mark);
     like($log, qr/stop requested: finishing the batch in hand/, 'it said it was finishing');
     like($log, qr/batch committed: messages=\d+ accepted=[1-9]/, 'the batch in hand was committed');
+    my $accepted = 0;
+    $accepted += $_->{accepted} for batches_in_log(join "\n", grep { /\[$pid\]/ } split /\n/, $log);
+    is($at_exit, $accepted, 'the rows in are the batches it said it committed');
     like($log, qr/stopped \(exit status 0\)/, 'it stopped with status 0');
-    ok(wait_until(10, sub { substr(slurp($sup_log), $sup_mark) =~ /exited: worker \(exit status 0; /}),
+    ok(wait_until(10, sub { supervisor_since($sup_mark) =~ /exited: worker \(exit status 0; /}),
        'supervisord saw exit status 0');
 
     # autorestart brings it back; it finishes the rest
-    ok(worker_restarted($pid, 30), 'supervisord restarted it');
+    my $new = worker_restarted($pid, 30);
+    ok($new && $new != $pid, "supervisord restarted it (pid $pid -> " . ($new // 'none') . ')');
     ok(wait_rows(120, "$prefix-%", $N), "all $N orders recorded");
     sleep 1;
     check_backlog($prefix, $N);
@@ -43,17 +52,22 @@ my $sup_log = "$ENV{FG_RUN_DIR}/logs/supervisord.log";
 {
     my $N = 100000;
     my $prefix = uniq('p460b');
-    my $sup_mark = -s $sup_log;
+    my $sup_mark = supervisor_mark();
     produce_backlog($prefix, orders => $N, products => 50);
+    my $pid = svc_pid('worker');
     ok(wait_until(30, sub { count_orders("$prefix-%") > 0 }), 'the backlog is flowing');
     like(svc('stop', 'worker'), qr/worker: stopped/, 'supervisorctl stop worker');
+    ok(!kill(0, $pid), "the worker ($pid) is gone");
     my $at_stop = count_orders("$prefix-%");
-    diag("$at_stop of $N rows were in when the worker stopped");
-    like(substr(slurp($sup_log), $sup_mark), qr/stopped: worker \(exit status 0\)/,
+    ok($at_stop > 0 && $at_stop < $N,
+       "stopped mid-backlog: $at_stop of $N rows in when it stopped (strictly between)");
+    like(supervisor_since($sup_mark), qr/stopped: worker \(exit status 0\)/,
          'it exited with status 0');
     sleep 1;
     is(count_orders("$prefix-%"), $at_stop, 'nothing is written after it stopped');
     like(svc('start', 'worker'), qr/worker: started/, 'supervisorctl start worker');
+    my $new = svc_pid('worker');
+    ok($new && $new != $pid, "a new worker (pid $pid -> " . ($new // 'none') . ')');
     ok(wait_rows(120, "$prefix-%", $N), "all $N orders recorded after the restart");
     sleep 1;
     check_backlog($prefix, $N);

@@ -54,10 +54,13 @@ sub redis {
 
 # set_stock($product, $n) -> the new generation: what POST /init does in
 # Redis (a new generation of the product's stock, holding $n units), for
-# tests that want a product on sale without going through nginx
+# tests that want a product on sale without going through nginx.
+# via => sub { ... } runs the command on another Redis than the stack's
+# (called like redis(), with the command's words).
 sub set_stock {
-    my ($p, $n) = @_;
-    return scalar redis('EVAL',
+    my ($p, $n, %o) = @_;
+    my $run = $o{via} || \&redis;
+    return scalar $run->('EVAL',
         "local g = redis.call('HINCRBY', KEYS[2], 'g', 1) "
         . "redis.call('HSET', KEYS[2], 's', ARGV[1]) "
         . "redis.call('SET', KEYS[1], ARGV[1]) return g",

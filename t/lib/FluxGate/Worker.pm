@@ -23,7 +23,8 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  start_private_worker stop_private_worker end_offsets
                  committed_in_log caught_up db_fingerprint slurp
                  produce_backlog check_backlog worker_restarted
-                 message_at produce_concurrently produce_to_partition
+                 message_at batches_in_log supervisor_mark supervisor_since
+                 produce_concurrently produce_to_partition
                  generation_row product_generation pg_conninfo
                  exec_unit_test produce_claim claim_recorded);
 
@@ -246,6 +247,28 @@ sub committed_in_log {
         }
     }
     return \%done;
+}
+
+# batches_in_log($text) -> one {messages, accepted, ..., transactions, ms}
+# per "batch committed" line, in order
+sub batches_in_log {
+    my ($text) = @_;
+    my @b;
+    for my $line ($text =~ /^.*batch committed.*$/mg) {
+        my %kv = $line =~ /\b(\w+)=(\d+)\b/g;
+        push @b, \%kv;
+    }
+    return @b;
+}
+
+# supervisord's own log (spawned/exited lines), from a mark
+sub supervisor_log { "$ENV{FG_RUN_DIR}/logs/supervisord.log" }
+
+sub supervisor_mark { -s supervisor_log() || 0 }
+
+sub supervisor_since {
+    my ($mark) = @_;
+    return substr(slurp(supervisor_log()), $mark);
 }
 
 # produce_backlog($prefix, products => 10, orders => 20000, stock => 10**6):

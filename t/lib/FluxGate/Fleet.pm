@@ -1,0 +1,221 @@
+package FluxGate::Fleet;
+
+# What the fleet tests (t/6xx) share: private gates (nginx instances with
+# the module, several worker processes each) on the stack's Redis, Kafka
+# topic and worker, a sale run through them, and the books checked after
+# it the way the fault matrix does:
+#   - every 200 has exactly one row, and it is `accepted`;
+#   - no row of the sale's products is `rejected`;
+#   - per product and generation: recorded units = sold in that generation,
+#     never more than its stock; for the current generation Redis stock +
+#     pending claims + recorded units = the stock set.
+
+use strict;
+use warnings;
+use Exporter 'import';
+use Cwd qw(abs_path);
+use File::Path qw(make_path);
+use IO::Socket::INET;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use FluxGate::Test;
+
+our @EXPORT = qw(gate_start gate_stop gate_workers gate_url gate_log
+                 init_stock sale_start sale_wait ok_orders books_balance
+                 wait_settled reconcile);
+
+my $Module = $ENV{FG_MODULE} || abs_path('build/ngx_fluxgate_module.so');
+my $Nginx  = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+my $Seq    = 0;
+
+sub _free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
+        or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+# gate_start(workers => 4, extra => "fluxgate_... ;", main => "env ...;",
+#            topic => 'another', redis => 'host:port') -> {dir, port}
+sub gate_start {
+    my (%o) = @_;
+    my $workers = $o{workers} // 4;
+    my $dir = "$ENV{FG_RUN_DIR}/fleet-$$-" . ++$Seq;
+    my $port = _free_port();
+    my $topic = $o{topic} || $ENV{KAFKA_TOPIC} || 'orders';
+    my $user = $> == 0 ? 'user nobody nogroup;' : '';
+    make_path("$dir/logs", "$dir/tmp");
+    chmod 0777, "$dir/tmp", "$dir/logs";
+    my $extra = $o{extra} // '';
+    my $redis = $o{redis} // "127.0.0.1:$ENV{REDIS_PORT}";
+    my $main = $o{main} // '';
+    open my $fh, '>', "$dir/nginx.conf" or die $!;
+    print $fh <<"EOF";
+load_module $Module;
+worker_processes $workers;
+$user
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log info;
+$main
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    fluxgate_redis $redis;
+    fluxgate_kafka_brokers $ENV{KAFKA_BOOTSTRAP};
+    fluxgate_kafka_topic $topic;
+    $extra
+    server {
+        listen 127.0.0.1:$port;
+        location = /order { fluxgate_order; }
+        location = /init { fluxgate_stock_admin; }
+    }
+}
+EOF
+    close $fh;
+    my $pre = $ENV{FG_LD_PRELOAD} ? "LD_PRELOAD=$ENV{FG_LD_PRELOAD} " : '';
+    my $out = `$pre$Nginx -p $dir/ -c $dir/nginx.conf 2>&1`;
+    die "gate did not start: $out" if $? != 0;
+    my $g = { dir => $dir, port => $port, workers => $workers };
+    wait_until(10, sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") })
+        or die "gate did not listen on $port";
+    # every worker process up (and so its Kafka producer made)
+    wait_until(10, sub { my @w = gate_workers($g); @w == $workers });
+    return $g;
+}
+
+sub gate_master {
+    my ($g) = @_;
+    open my $fh, '<', "$g->{dir}/nginx.pid" or return undef;
+    my $pid = <$fh>;
+    chomp $pid if defined $pid;
+    return $pid;
+}
+
+sub gate_workers { my ($g) = @_; my $m = gate_master($g) or return (); nginx_workers($m) }
+
+sub gate_url { "http://127.0.0.1:$_[0]{port}" }
+
+sub gate_log {
+    my ($g) = @_;
+    open my $fh, '<', "$g->{dir}/logs/error.log" or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub gate_stop {
+    my ($g) = @_;
+    my $pid = gate_master($g) or return;
+    kill 'QUIT', $pid;
+    wait_until(30, sub { !kill 0, $pid });
+    kill 'KILL', $pid if kill 0, $pid;
+}
+
+# init_stock($gate, $product, $n, key => K, if_generation => G) -> response
+sub init_stock {
+    my ($g, $p, $n, %o) = @_;
+    my %body = (productId => $p, quantity => $n);
+    $body{ifGeneration} = $o{if_generation} if defined $o{if_generation};
+    my $res = http_post(gate_url($g) . '/init', json_encode(\%body),
+                        { $o{key} ? ('X-Idempotency-Key' => $o{key}) : () });
+    $res->{json} = eval { json_decode($res->{content}) } || {};
+    return $res;
+}
+
+# sale_start($gate, product => 'x', products => 12, c => 40, n => 480)
+sub sale_start {
+    my ($g, %o) = @_;
+    return loadgen_start(port => $g->{port}, log => 1, once => 1, %o);
+}
+
+sub sale_wait { loadgen_wait(@_) }
+
+# the orderIds the sales answered 200, each with its body status checked
+sub ok_orders {
+    my @ids;
+    for my $r (@_) {
+        for my $l (@{ $r->{log} || [] }) {
+            push @ids, $l->[1] if $l->[0] == 200;
+        }
+    }
+    return @ids;
+}
+
+sub _in { "'" . join("','", @_) . "'" }
+
+# books_balance($name, \@products, \@ok_ids) -> true when everything holds
+sub books_balance {
+    my ($name, $products, $ok) = @_;
+    my $all = 1;
+    my $pl = _in(@$products);
+
+    # the worker has recorded every 200
+    my $want = scalar @$ok;
+    my $got = 0;
+    wait_until(90, sub {
+        $got = @$ok ? scalar psql("select count(*) from orders where id in ("
+                                 . _in(@$ok) . ")") : 0;
+        $got == $want;
+    });
+    $all &= is($got, $want, "$name - every 200 has its row ($want)");
+    if (@$ok) {
+        my $accepted = psql("select count(*) from orders where status = 'accepted'"
+                            . " and id in (" . _in(@$ok) . ")");
+        $all &= is($accepted, $want, "$name - and every one is accepted");
+    }
+    my $rejected = psql("select count(*) from orders where status = 'rejected'"
+                        . " and product_id in ($pl)");
+    $all &= is($rejected, 0, "$name - no order of the sale was rejected");
+
+    for my $p (@$products) {
+        my ($g, $s) = redis('HMGET', "fg:{$p}:gen", 'g', 's');
+        my $stock = redis('GET', "fg:{$p}:stock");
+        my $pending = 0;
+        for my $k (redis('ZRANGE', "fg:{$p}:pending", 0, -1)) {
+            $pending += redis('HGET', "fg:{$p}:idem:$k", 'q') || 0;
+        }
+        my %rec = map { split /\|/ } psql(
+            "select generation, coalesce(sum(quantity), 0) from orders"
+            . " where product_id = '$p' and status = 'accepted' group by 1");
+        my %gens = map { my ($gg, $st, $so) = split /\|/; ($gg => [$st, $so]) } psql(
+            "select generation, stock, sold from stock_generations"
+            . " where product_id = '$p'");
+        for my $gg (sort keys %gens) {
+            my ($st, $so) = @{ $gens{$gg} };
+            $all &= is($so, $rec{$gg} // 0,
+                       "$name - $p generation $gg: sold = recorded units")
+                if ($rec{$gg} // 0) != $so;
+            $all &= ok($so <= $st, "$name - $p generation $gg: sold $so <= stock $st")
+                if $so > $st;
+        }
+        my $line = "$p generation $g: Redis $stock + pending $pending"
+                 . " + recorded " . ($rec{$g} // 0) . " = set $s";
+        $all &= is($stock + $pending + ($rec{$g} // 0), $s, "$name - $line");
+    }
+    return $all;
+}
+
+# runs build/fluxgate-reconcile once with the stack's settings; returns
+# (exit status, output)
+sub reconcile {
+    my (@args) = @_;
+    my $bin = $ENV{FG_RECONCILE} || "$ENV{FG_ROOT}/build/fluxgate-reconcile";
+    my $cmd = join ' ', $bin, '--redis', "127.0.0.1:$ENV{REDIS_PORT}",
+        '--brokers', $ENV{KAFKA_BOOTSTRAP}, '--topic', ($ENV{KAFKA_TOPIC} || 'orders'),
+        map { "'$_'" } @args;
+    my $out = `$cmd 2>&1`;
+    return ($? >> 8, $out);
+}
+
+# waits until no product of the list has a pending claim
+sub wait_settled {
+    my ($secs, @products) = @_;
+    return wait_until($secs, sub {
+        !grep { redis('ZCARD', "fg:{$_}:pending") > 0 } @products;
+    });
+}
+
+1;
