@@ -191,9 +191,10 @@ static void
 usage(FILE *out)
 {
     fprintf(out,
-"%s checks Flux-Gate's books per product (Redis stock, pending claims,\n"
-"PostgreSQL's recorded orders, the generation's stock) and, with --repair,\n"
-"settles claims whose Kafka outcome stayed unknown past the claim deadline.\n"
+"%s checks Flux-Gate's books per product (Redis stock,\n"
+"pending claims, PostgreSQL's recorded orders, the generation's stock)\n"
+"and, with --repair, settles the claims whose Kafka outcome stayed\n"
+"unknown past the claim deadline.\n"
 "\n"
 "Usage:\n"
 "  %s [OPTION]...\n"
@@ -207,7 +208,8 @@ usage(FILE *out)
 "                         (default localhost:9092)\n"
 "  -t, --topic=NAME       the order topic [FLUXGATE_TOPIC] (default orders)\n"
 "  -g, --group=ID         fluxgate-worker's consumer group, read, never\n"
-"                         joined [FLUXGATE_GROUP] (default fluxgate-inventory)\n"
+"                         joined [FLUXGATE_GROUP]\n"
+"                         (default fluxgate-inventory)\n"
 "  -p, --product=ID       check only this product; repeatable (default:\n"
 "                         every product Redis has a generation for)\n"
 "      --claim-deadline=MS  a pending claim reserved longer ago is overdue\n"

@@ -75,7 +75,8 @@ struct fg_rc_product {
     size_t              overdue;
     long long           pending_units;  /* current generation, not recorded */
     long long           drift;
-    const char         *state;          /* balanced, drift, in-flight, unknown */
+    const char         *state;          /* balanced, drift, in-flight or
+                                           unknown */
     long                verdict;        /* 0 fine; else the drift, LONG_MIN
                                            for unknown */
 
