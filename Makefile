@@ -1,6 +1,7 @@
 # Flux-Gate: build the nginx module and the worker, run the stack, test it.
 #
-#   make          build build/ngx_fluxgate_module.so and build/fluxgate-worker
+#   make          build build/ngx_fluxgate_module.so, build/fluxgate-worker
+#                 and build/fluxgate-reconcile
 #   make run      start the whole stack in the foreground (Ctrl-C stops it)
 #   make up/down  the same stack in the background / stop it
 #   make test     build (with ASan+UBSan), start an isolated stack on free
@@ -35,6 +36,7 @@ SAN_BUILD := $(BUILD)/san
 ifeq ($(SANITIZE),1)
 TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_WORKER=$(SAN_BUILD)/fluxgate-worker \
+             FG_RECONCILE=$(SAN_BUILD)/fluxgate-reconcile \
              FG_LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
              FG_SANITIZE=1
 TEST_DEPS := all san fuzzers

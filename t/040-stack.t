@@ -1,7 +1,7 @@
 # The stack as a whole: every service RUNNING under supervisord, nginx serves
 # the shop on FLUXGATE_URL with the module loaded and the admin locations on
-# FLUXGATE_ADMIN_URL (loopback) only, the worker runs, and DIR/env says
-# where everything is.
+# FLUXGATE_ADMIN_URL (loopback) only, the worker runs, the settler runs
+# beside it, and DIR/env says where everything is.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -9,7 +9,7 @@ use Test::More;
 use HTTP::Tiny;
 use FluxGate::Test;
 
-for my $s (qw(redis postgres kafka nginx worker)) {
+for my $s (qw(redis postgres kafka nginx worker settler)) {
     like(svc('status', $s), qr/RUNNING/, "$s is running");
 }
 like(svc('status', 'bootstrap'), qr/EXITED|STOPPED/, 'bootstrap finished');

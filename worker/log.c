@@ -12,6 +12,7 @@
 #include "log.h"
 
 int fg_log_min_level = FG_LOG_INFO;
+const char *fg_progname = "fluxgate-worker";
 
 static const char *const level_names[] = {
     "debug", "info", "warning", "error"
@@ -34,10 +35,10 @@ fg_log(enum fg_log_level level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     n = snprintf(line, sizeof(line),
                  "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ"
-                 " fluxgate-worker[%d] %s: ",
+                 " %s[%d] %s: ",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (int) getpid(),
-                 level_names[level]);
+                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, fg_progname,
+                 (int) getpid(), level_names[level]);
 
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);

@@ -16,6 +16,10 @@ enum fg_log_level {
 
 extern int fg_log_min_level;
 
+/* the program's name, in every log line and as PostgreSQL's
+ * application_name; each program's main sets its own */
+extern const char *fg_progname;
+
 void fg_log(enum fg_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "pg.h"
 
 PGconn *
@@ -14,7 +15,7 @@ fg_pg_connect(const char *conninfo, const char **err)
 {
     static char  msg[512];
     const char  *keys[] = { "dbname", "fallback_application_name", NULL };
-    const char  *vals[] = { conninfo, "fluxgate-worker", NULL };
+    const char  *vals[] = { conninfo, fg_progname, NULL };
     PGconn      *conn;
 
     /* dbname is expanded as a conninfo string or URI; PG* env fills gaps */

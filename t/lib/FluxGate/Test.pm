@@ -14,7 +14,8 @@ use JSON::PP ();
 our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
                  http_post stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
-                 nginx_workers set_stock);
+                 nginx_workers set_stock pending_claim claim_state
+                 run_reconcile);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -64,6 +65,75 @@ sub set_stock {
         . "redis.call('HSET', KEYS[2], 's', ARGV[1]) "
         . "redis.call('SET', KEYS[1], ARGV[1]) return g",
         2, "fg:{$p}:stock", "fg:{$p}:gen", $n);
+}
+
+# pending_claim($product, user => 'u', quantity => 1, age_ms => 60000,
+#               key => ..., orderId => ...)
+# -> {key, orderId, user, quantity, generation, at}: a reservation exactly
+# as lua/order.lua leaves one whose Kafka outcome nginx never learnt (the
+# v2 contract): stock and the buyer's count taken in the current
+# generation, the idem hash pending without TTL, the key in fg:{p}:pending;
+# reserved age_ms ago by Redis TIME
+sub pending_claim {
+    my ($p, %o) = @_;
+    my %c = (key => $o{key} // uniq('k'), user => $o{user} // 'u-1',
+             quantity => $o{quantity} // 1,
+             orderId => $o{orderId} // sprintf('%08x-%04x-7%03x-%04x-%012x',
+                 int(time * 1000) % 2**32, int(rand 2**16), int(rand 2**12),
+                 0x8000 | int(rand 2**14), int(rand 2**47)));
+    my ($g, $at) = redis('EVAL', q{
+        local t = redis.call('TIME')
+        local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                   - tonumber(ARGV[5])
+        local g = redis.call('HGET', KEYS[3], 'g')
+        if not g then return redis.error_reply('no generation: set_stock first') end
+        redis.call('DECRBY', KEYS[1], ARGV[3])
+        redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+        redis.call('HSET', KEYS[4], 's', 'pending', 'f', ARGV[2] .. ':' .. ARGV[3],
+                   'o', ARGV[1], 'g', g, 'u', ARGV[2], 'q', ARGV[3], 't', at)
+        redis.call('ZADD', KEYS[5], at, ARGV[4])
+        return {g, at}},
+        5, "fg:{$p}:stock", "fg:{$p}:buyers", "fg:{$p}:gen",
+        "fg:{$p}:idem:$c{key}", "fg:{$p}:pending",
+        $c{orderId}, $c{user}, $c{quantity}, $c{key}, $o{age_ms} // 60000);
+    die "pending_claim($p): $g\n" unless defined $at;
+    return { %c, generation => $g, at => $at };
+}
+
+# claim_state($product, $claim) -> 'pending', '200', 'gone', ...: the idem
+# hash's s (gone: no hash), with ':listed' when the key is still in
+# fg:{p}:pending
+sub claim_state {
+    my ($p, $c) = @_;
+    my $s = redis('HGET', "fg:{$p}:idem:$c->{key}", 's');
+    $s = 'gone' if $s eq '';
+    my $listed = redis('ZSCORE', "fg:{$p}:pending", $c->{key});
+    return $listed ne '' ? "$s:listed" : $s;
+}
+
+# run_reconcile('--repair', '-p', $p) -> (exit status, stdout, stderr):
+# fluxgate-reconcile with this stack's Redis, PostgreSQL and Kafka
+sub run_reconcile {
+    my @args = @_;
+    my $bin = $ENV{FG_RECONCILE} || "$ENV{FG_ROOT}/build/fluxgate-reconcile";
+    my $base = "$ENV{FG_RUN_DIR}/reconcile.$$";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', "$base.out" or die $!;
+        open STDERR, '>', "$base.err" or die $!;
+        exec $bin, '--redis', "127.0.0.1:$ENV{REDIS_PORT}",
+            '--pg', "host=$ENV{FG_RUN_DIR}/pg/sock port=$ENV{PGPORT}"
+                    . " dbname=fluxgate user=fluxgate",
+            '--brokers', $ENV{KAFKA_BOOTSTRAP},
+            '--topic', $ENV{KAFKA_TOPIC} || 'orders', @args
+            or die "exec $bin: $!";
+    }
+    waitpid $pid, 0;
+    my $rc = $? >> 8;
+    my @out = map { local (@ARGV, $/) = $_; scalar(<>) // '' }
+              "$base.out", "$base.err";
+    unlink "$base.out", "$base.err";
+    return ($rc, @out);
 }
 
 # psql('select ...') -> rows, columns joined by '|'

@@ -26,7 +26,7 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  message_at batches_in_log supervisor_mark supervisor_since
                  produce_concurrently produce_to_partition
                  generation_row product_generation pg_conninfo
-                 exec_unit_test stack_pg);
+                 exec_unit_test stack_pg produce_claim claim_recorded);
 
 sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 
@@ -76,6 +76,25 @@ sub stock_msg {
 
 # produce([key, value], ...) to the stack's topic
 sub produce { kafka_produce(topic(), [@_]) }
+
+# produce_claim($product, $claim, $generationStock): the order message the
+# module produces for a reservation (a claim of pending_claim)
+sub produce_claim {
+    my ($p, $c, $stock) = @_;
+    # + 0: numbers that went through redis-cli's arguments are strings to
+    # JSON::PP, and the worker wants integers
+    my (undef, $json) = order_msg(productId => $p, orderId => $c->{orderId},
+        userId => $c->{user}, quantity => $c->{quantity} + 0,
+        idempotencyKey => $c->{key}, generation => $c->{generation} + 0,
+        generationStock => $stock + 0);
+    produce([$p, $json]);
+}
+
+# the worker has a row for the claim's orderId (whatever its status)
+sub claim_recorded {
+    my ($c) = @_;
+    return scalar psql("select count(*) from orders where id = '$c->{orderId}'");
+}
 
 # produce_to_partition($partition, [key, value], ...): one kcat run that
 # writes into that partition whatever the key, as a producer with another
