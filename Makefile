@@ -24,6 +24,7 @@ RUN_DIR   ?= $(ROOT)/.run
 FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
 
 MODULE_SRCS := $(wildcard ngx_fluxgate_module/*.c ngx_fluxgate_module/*.h) \
+               $(wildcard include/*.h) \
                $(wildcard lua/*.lua) config
 
 # make test runs the suite against the module and the worker built with
@@ -49,7 +50,7 @@ endif
 # that once crashed live in t/fuzz/<target>/ (run as regressions by the
 # suite); the growing corpus lives in build/fuzz/.
 FUZZ_DIR     := $(BUILD)/fuzz
-FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Iinclude \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
 FUZZ_SECONDS ?= 300
@@ -107,11 +108,13 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 fuzzers: setup $(FUZZERS)
 
 $(FUZZ_DIR)/fuzz_parse: ngx_fluxgate_module/fuzz_parse.c \
-        ngx_fluxgate_module/ngx_fluxgate_parse.c ngx_fluxgate_module/ngx_fluxgate_parse.h
+        ngx_fluxgate_module/ngx_fluxgate_parse.c ngx_fluxgate_module/ngx_fluxgate_parse.h \
+        include/fluxgate_ids.h
 	@mkdir -p $(FUZZ_DIR)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson
 
-$(FUZZ_DIR)/fuzz_message: worker/fuzz_message.c worker/message.c worker/message.h
+$(FUZZ_DIR)/fuzz_message: worker/fuzz_message.c worker/message.c worker/message.h \
+        include/fluxgate_ids.h
 	@mkdir -p $(FUZZ_DIR)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson
 
@@ -140,7 +143,7 @@ DEB_DIR     := $(BUILD)/deb
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB_ARCH    := $(shell dpkg --print-architecture)
 DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
-DEB_INPUTS  := config README.md debian ngx_fluxgate_module lua worker sql conf
+DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua worker sql conf
 DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
                $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
 

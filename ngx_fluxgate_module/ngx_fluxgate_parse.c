@@ -102,34 +102,15 @@ int
 ngx_fluxgate_parse_idempotency_key(const char *key, size_t len,
     ngx_fluxgate_parse_error_t *err)
 {
-    size_t  i;
-    char    ch;
-
     if (key == NULL || len == 0) {
         return ngx_fluxgate_parse_fail(err, "X-Idempotency-Key",
                                        "X-Idempotency-Key header is "
                                        "required");
     }
 
-    if (len > NGX_FLUXGATE_KEY_MAX) {
-        goto invalid;
+    if (fg_key_valid(key, len)) {
+        return 0;
     }
-
-    for (i = 0; i < len; i++) {
-        ch = key[i];
-
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
-            || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-')
-        {
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    return 0;
-
-invalid:
 
     return ngx_fluxgate_parse_fail(err, "X-Idempotency-Key",
                                    "X-Idempotency-Key must be 1-%d "
@@ -182,8 +163,7 @@ static int
 ngx_fluxgate_parse_id(json_t *root, const char *field, char *dst,
     size_t *dst_len, ngx_fluxgate_parse_error_t *err)
 {
-    char        ch;
-    size_t      i, len;
+    size_t      len;
     json_t     *v;
     const char *s;
 
@@ -201,30 +181,13 @@ ngx_fluxgate_parse_id(json_t *root, const char *field, char *dst,
     s = json_string_value(v);
     len = json_string_length(v);
 
-    if (len == 0 || len > NGX_FLUXGATE_ID_MAX) {
-        goto invalid;
+    if (fg_id_valid(s, len)) {
+        memcpy(dst, s, len);
+        dst[len] = '\0';
+        *dst_len = len;
+
+        return 0;
     }
-
-    for (i = 0; i < len; i++) {
-        ch = s[i];
-
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
-            || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_'
-            || ch == '-')
-        {
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    memcpy(dst, s, len);
-    dst[len] = '\0';
-    *dst_len = len;
-
-    return 0;
-
-invalid:
 
     return ngx_fluxgate_parse_fail(err, field,
                                    "%s must be 1-%d characters of "

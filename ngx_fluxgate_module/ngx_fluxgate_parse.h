@@ -12,9 +12,11 @@
 
 #include <stddef.h>
 
+#include "fluxgate_ids.h"
 
-#define NGX_FLUXGATE_ID_MAX      64
-#define NGX_FLUXGATE_KEY_MAX     64
+
+#define NGX_FLUXGATE_ID_MAX      FG_ID_MAX
+#define NGX_FLUXGATE_KEY_MAX     FG_KEY_MAX
 #define NGX_FLUXGATE_STOCK_MAX   1000000000LL
 #define NGX_FLUXGATE_GENERATION_MAX  9007199254740991LL   /* 2^53 - 1 */
 

@@ -18,8 +18,8 @@
 
 static int fail(char *reason, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static int get_string(json_t *obj, const char *field, const char *charset,
-    size_t max, char *out, char *reason);
+static int get_string(json_t *obj, const char *field, int rule, char *out,
+    char *reason);
 static int get_integer(json_t *obj, const char *field, long long min,
     long long max, long long *out, char *reason);
 static int get_uuid(json_t *obj, const char *field, char *out, char *reason);
@@ -28,10 +28,8 @@ static int parse_order(json_t *root, struct fg_message *msg, char *reason);
 static int parse_stock_set(json_t *root, struct fg_message *msg,
     char *reason);
 
-static const char ID_CHARS[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
-static const char KEY_CHARS[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+/* which rule of fluxgate_ids.h a string field follows */
+enum { ID_RULE, KEY_RULE };
 
 int
 fg_message_parse(const void *buf, size_t len, struct fg_message *msg,
@@ -87,11 +85,10 @@ parse_order(json_t *root, struct fg_message *msg, char *reason)
     msg->type = FG_MSG_ORDER;
 
     if (get_uuid(root, "orderId", msg->order_id, reason) != 0
-        || get_string(root, "productId", ID_CHARS, FG_ID_MAX,
-                      msg->product_id, reason) != 0
-        || get_string(root, "userId", ID_CHARS, FG_ID_MAX,
-                      msg->user_id, reason) != 0
-        || get_string(root, "idempotencyKey", KEY_CHARS, FG_ID_MAX,
+        || get_string(root, "productId", ID_RULE, msg->product_id,
+                      reason) != 0
+        || get_string(root, "userId", ID_RULE, msg->user_id, reason) != 0
+        || get_string(root, "idempotencyKey", KEY_RULE,
                       msg->idempotency_key, reason) != 0)
     {
         return -1;
@@ -128,7 +125,7 @@ parse_stock_set(json_t *root, struct fg_message *msg, char *reason)
 
     msg->type = FG_MSG_STOCK_SET;
 
-    if (get_string(root, "productId", ID_CHARS, FG_ID_MAX, msg->product_id,
+    if (get_string(root, "productId", ID_RULE, msg->product_id,
                    reason) != 0)
     {
         return -1;
@@ -167,8 +164,7 @@ get_generation(json_t *obj, int64_t *out, char *reason)
 }
 
 static int
-get_string(json_t *obj, const char *field, const char *charset, size_t max,
-    char *out, char *reason)
+get_string(json_t *obj, const char *field, int rule, char *out, char *reason)
 {
     json_t     *v = json_object_get(obj, field);
     const char *s;
@@ -183,15 +179,14 @@ get_string(json_t *obj, const char *field, const char *charset, size_t max,
 
     s = json_string_value(v);
     len = json_string_length(v);
-    if (len == 0 || len > max) {
-        return fail(reason, "field \"%s\" must be 1-%zu characters, has %zu",
-                    field, max, len);
+    if (len == 0 || len > FG_ID_MAX) {
+        return fail(reason, "field \"%s\" must be 1-%d characters, has %zu",
+                    field, FG_ID_MAX, len);
     }
-    /* strspn stops at an embedded NUL too, so such a string fails here */
-    if (strspn(s, charset) != len) {
+    /* an embedded NUL is outside both rules too */
+    if (!(rule == ID_RULE ? fg_id_valid(s, len) : fg_key_valid(s, len))) {
         return fail(reason, "field \"%s\" has a character outside [%s]",
-                    field,
-                    charset == ID_CHARS ? "A-Za-z0-9._-" : "A-Za-z0-9_-");
+                    field, rule == ID_RULE ? FG_ID_CHARSET : FG_KEY_CHARSET);
     }
 
     memcpy(out, s, len + 1);

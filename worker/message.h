@@ -10,7 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FG_ID_MAX          64           /* productId, userId, idempotencyKey */
+#include "fluxgate_ids.h"   /* FG_ID_MAX, FG_KEY_MAX and the rules */
+
 #define FG_UUID_LEN        36
 #define FG_REASON_MAX      200
 #define FG_MESSAGE_MAX     (64 * 1024)  /* larger is not one of ours */

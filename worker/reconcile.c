@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "fluxgate_ids.h"
 #include "log.h"
 #include "reconcile.h"
 
@@ -326,16 +327,11 @@ add_kafka_prop(struct fg_rc_config *cfg, char *spec, const char *what)
     cfg->nprops++;
 }
 
-/* the module's rule for a productId: 1 to 64 of [A-Za-z0-9._-] */
+/* the module's rule for a productId (fluxgate_ids.h) */
 static void
 add_product(struct fg_rc_config *cfg, const char *id)
 {
-    size_t len = strlen(id);
-
-    if (len == 0 || len > 64
-        || strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                      "0123456789._-") != len)
-    {
+    if (!fg_id_valid(id, strlen(id))) {
         bad_usage("--product wants 1 to 64 of A-Z a-z 0-9 . _ -, not \"%s\"",
                   id);
     }

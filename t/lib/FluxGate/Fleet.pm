@@ -198,16 +198,11 @@ sub books_balance {
     return $all;
 }
 
-# runs build/fluxgate-reconcile once with the stack's settings; returns
-# (exit status, output)
+# fluxgate-reconcile once with the stack's settings -> (exit status,
+# stdout and stderr together)
 sub reconcile {
-    my (@args) = @_;
-    my $bin = $ENV{FG_RECONCILE} || "$ENV{FG_ROOT}/build/fluxgate-reconcile";
-    my $cmd = join ' ', $bin, '--redis', "127.0.0.1:$ENV{REDIS_PORT}",
-        '--brokers', $ENV{KAFKA_BOOTSTRAP}, '--topic', ($ENV{KAFKA_TOPIC} || 'orders'),
-        map { "'$_'" } @args;
-    my $out = `$cmd 2>&1`;
-    return ($? >> 8, $out);
+    my ($rc, $out, $err) = run_reconcile(@_);
+    return ($rc, $out . $err);
 }
 
 # waits until no product of the list has a pending claim
