@@ -359,8 +359,6 @@ ngx_fluxgate_kafka_destroy(void)
 static void
 ngx_fluxgate_kafka_replace(void)
 {
-    ngx_fluxgate_kafka_fatal = 0;
-
     (void) rd_kafka_purge(ngx_fluxgate_rk,
                           RD_KAFKA_PURGE_F_QUEUE|RD_KAFKA_PURGE_F_INFLIGHT);
 
@@ -369,6 +367,9 @@ ngx_fluxgate_kafka_replace(void)
     }
 
     ngx_fluxgate_kafka_destroy();
+
+    /* only now: the old producer's last errors may have said it again */
+    ngx_fluxgate_kafka_fatal = 0;
 
     if (ngx_fluxgate_kafka_create(ngx_cycle->log) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
