@@ -44,21 +44,31 @@ sub kafka_frozen {
         or diag($res->{content});
     is(redis('HGET', "fg:{$p}:gen", 'g'), 1, "$name - Redis has generation 1 already");
 
-    ok(wait_until(30, sub { order($p, "before-retry-" . int(time * 1000))->{status} == 200 }),
-       "$name - Kafka is back: an order goes through");
-    is(order($p, 'second')->{status}, 200, "$name - and another");
+    # Kafka is back: sell two units (a 503 while the producer reconnects
+    # is retried with a fresh key; it may leave a claim to settle)
+    my @sold;
+    ok(wait_until(30, sub {
+           my $r = order($p, "before-retry-" . scalar(@sold) . '-' . int(time * 1000));
+           push @sold, $r if $r->{status} == 200;
+           @sold >= 2;
+       }), "$name - Kafka is back: two orders go through");
     my $stock = redis('GET', "fg:{$p}:stock");
-    is($stock, 18, "$name - two units sold");
+    cmp_ok($stock, '<=', 18, "$name - at least two units gone from Redis ($stock)");
 
     $res = init_stock($g, $p, 20, key => "k-$p");
     is($res->{status}, 200, "$name - the retry answers 200") or diag($res->{content});
     is($res->{headers}{'idempotent-replayed'}, 'true', "$name - as a replay");
     is($res->{json}{generation}, 1, "$name - of generation 1");
-    is(redis('GET', "fg:{$p}:stock"), 18, "$name - the stock was not set again");
+    is(redis('GET', "fg:{$p}:stock"), $stock, "$name - the stock was not set again");
 
-    ok(wait_until(30, sub { psql("select stock from products where id = '$p'") eq '18' }),
-       "$name - PostgreSQL: 20 set, 2 sold")
+    my ($rc, $out) = reconcile('--repair', '--claim-deadline', 3000, '--product', $p);
+    ok(wait_settled(60, $p), "$name - no claim left pending") or diag($out);
+    my $recorded = psql("select coalesce(sum(quantity), 0) from orders where product_id = '$p'");
+    cmp_ok($recorded, '>=', 2, "$name - the two orders recorded ($recorded units)");
+    ok(wait_until(30, sub { psql("select stock from products where id = '$p'") eq 20 - $recorded }),
+       "$name - PostgreSQL: 20 set, $recorded sold")
         or diag(psql("select * from products where id = '$p'"));
+    books_balance($name, [$p], [map { json_decode($_->{content})->{orderId} } @sold]);
     is(psql("select count(*) || ':' || min(stock) from stock_generations where product_id = '$p'"),
        '1:20', "$name - one generation of 20, however often its event came");
 }
