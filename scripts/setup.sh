@@ -43,6 +43,8 @@ PACKAGES=(
     wrk kcat curl procps iproute2 netcat-openbsd gettext-base
     # the OpenResty-style peer of the benchmark, and its chart
     libnginx-mod-http-lua lua-nginx-redis lua-cjson gnuplot-nox
+    # Prometheus (server and promtool) for the metrics tests
+    prometheus
 )
 
 as_root() {

@@ -19,11 +19,13 @@
 
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "store.h"
 #include "worker.h"
 
 #define IDLE_POLL_MS        500     /* how soon an idle worker sees SIGTERM */
 #define METADATA_TIMEOUT_MS 10000
+#define PING_EVERY_MS       1000    /* how soon /healthz sees PostgreSQL go */
 
 struct consumer {
     const struct fg_config  *cfg;
@@ -50,6 +52,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
     void *opaque);
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
     const char *buf);
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
+static void count_assignment(rd_kafka_t *rk);
 static void format_partitions(const rd_kafka_topic_partition_list_t *parts,
     char *out, size_t size);
 
@@ -60,7 +64,7 @@ fg_consume(const struct fg_config *cfg)
     rd_kafka_topic_partition_list_t  *topics;
     rd_kafka_message_t               *m;
     rd_kafka_resp_err_t               err;
-    long long                         now;
+    long long                         now, pinged = 0;
     int                               timeout, rc = 0;
 
     memset(&c, 0, sizeof(c));
@@ -120,6 +124,10 @@ fg_consume(const struct fg_config *cfg)
         if (m == NULL) {
             if (c.n > 0 && fg_now_ms() >= c.deadline) {
                 flush(&c, NULL);
+            } else if (c.n == 0 && fg_now_ms() - pinged >= PING_EVERY_MS) {
+                /* idle: batches are what notice an outage otherwise */
+                fg_store_ping(c.store);
+                pinged = fg_now_ms();
             }
             continue;
         }
@@ -188,7 +196,7 @@ create_kafka(struct consumer *c)
     rd_kafka_t              *rk;
     char                     errstr[512];
     size_t                   i;
-    static const char *const defaults[][2] = {
+    const char              *defaults[][2] = {
         /* offsets move only when PostgreSQL has committed */
         { "enable.auto.commit", "false" },
         { "enable.auto.offset.store", "false" },
@@ -200,6 +208,8 @@ create_kafka(struct consumer *c)
          * the restarted one wait the default 45 s for them */
         { "session.timeout.ms", "10000" },
         { "client.id", "fluxgate-worker" },
+        /* the consumer lag of /metrics; only asked for when it is served */
+        { "statistics.interval.ms", c->cfg->metrics_listen ? "1000" : "0" },
     };
 
     conf = rd_kafka_conf_new();
@@ -238,6 +248,7 @@ create_kafka(struct consumer *c)
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
 
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (rk == NULL) {
@@ -321,6 +332,7 @@ flush(struct consumer *c, const char *why)
         return -1;
     }
     commit_offsets(c, offsets, sizeof(offsets));
+    fg_metrics_batch(n, &st);
 
     fg_info("batch committed%s%s: messages=%zu accepted=%zu duplicate=%zu"
             " rejected=%zu stock_set=%zu stock_set_skipped=%zu"
@@ -428,6 +440,8 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         break;
     }
 
+    count_assignment(rk);
+
     if (error != NULL) {
         fg_error("Kafka: applying the assignment: %s",
                  rd_kafka_error_string(error));
@@ -468,6 +482,28 @@ log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
     fg_log(level <= 3 ? FG_LOG_ERROR : level == 4 ? FG_LOG_WARNING
            : level <= 6 ? FG_LOG_INFO : FG_LOG_DEBUG,
            "librdkafka %s: %s", fac, buf);
+}
+
+/* librdkafka's statistics, from consumer_poll: lag and brokers for /metrics */
+static int
+stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct consumer *c = opaque;
+
+    (void) rk;
+    fg_metrics_kafka_stats(json, len, c->cfg->topic);
+    return 0;                   /* librdkafka frees json */
+}
+
+static void
+count_assignment(rd_kafka_t *rk)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+
+    if (rd_kafka_assignment(rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fg_metrics_assigned(parts->cnt);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
 }
 
 /* "orders[0]@120,orders[3]@77" (offsets only where set) */

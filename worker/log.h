@@ -16,6 +16,25 @@ enum fg_log_level {
 
 extern int fg_log_min_level;
 
+/* --log-format: text (the default) or json, one object per line */
+enum fg_log_format {
+    FG_LOG_TEXT,
+    FG_LOG_JSON
+};
+
+extern enum fg_log_format fg_log_format;
+
+/* "text" or "json" into fg_log_format; -1 for anything else */
+int fg_log_set_format(const char *name);
+
+/*
+ * s (len bytes) as the inside of a JSON string into out, always
+ * terminated: quotes, backslashes and control characters escaped, bytes
+ * that are not UTF-8 replaced by U+FFFD, cut at a whole character when out
+ * is too small.  The length written.
+ */
+size_t fg_json_escape(const char *s, size_t len, char *out, size_t size);
+
 /* the program's name, in every log line and as PostgreSQL's
  * application_name; each program's main sets its own */
 extern const char *fg_progname;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "settings.h"
 #include "worker.h"
@@ -45,7 +46,9 @@ enum {
     OPT_FAIL_FAST,
     OPT_PER_MESSAGE,
     OPT_CONFIG,
-    OPT_PG_PASSWORD_FILE
+    OPT_PG_PASSWORD_FILE,
+    OPT_METRICS_LISTEN,
+    OPT_LOG_FORMAT
 };
 
 static const struct option long_options[] = {
@@ -61,6 +64,8 @@ static const struct option long_options[] = {
     { "sql-dir",     required_argument, NULL, OPT_SQL_DIR },
     { "fail-fast",   no_argument,       NULL, OPT_FAIL_FAST },
     { "per-message", no_argument,       NULL, OPT_PER_MESSAGE },
+    { "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
+    { "log-format",  required_argument, NULL, OPT_LOG_FORMAT },
     { "verbose",     no_argument,       NULL, 'v' },
     { "help",        no_argument,       NULL, 'h' },
     { "version",     no_argument,       NULL, 'V' },
@@ -82,7 +87,7 @@ main(int argc, char **argv)
     struct sigaction  sa;
     char              msg[600];
     const char       *conf, *password_file, *password_what;
-    int               c;
+    int               c, rc;
 
     conf = config_file(argc, argv);
     if (conf != NULL && fg_settings_load(conf, msg, sizeof(msg)) != 0) {
@@ -116,6 +121,13 @@ main(int argc, char **argv)
         case OPT_SQL_DIR: cfg.sql_dir = optarg; break;
         case OPT_FAIL_FAST: cfg.fail_fast = 1; break;
         case OPT_PER_MESSAGE: cfg.per_message = 1; break;
+        case OPT_METRICS_LISTEN: cfg.metrics_listen = optarg; break;
+        case OPT_LOG_FORMAT:
+            if (fg_log_set_format(optarg) != 0) {
+                bad_usage("--log-format must be text or json, not \"%s\"",
+                          optarg);
+            }
+            break;
         case 'v': fg_log_min_level = FG_LOG_DEBUG; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("%s %s\n", progname, FG_VERSION); exit(0);
@@ -157,7 +169,16 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    return fg_consume(&cfg);
+    /* before the consumer, so /healthz says why while it waits */
+    if (cfg.metrics_listen != NULL
+        && fg_metrics_http_start(cfg.metrics_listen, msg, sizeof(msg)) != 0)
+    {
+        fg_error("%s; exiting", msg);
+        return 1;
+    }
+    rc = fg_consume(&cfg);
+    fg_metrics_http_stop();
+    return rc;
 }
 
 static void
@@ -206,6 +227,12 @@ usage(FILE *out)
 "      --per-message      one transaction per message (for comparison only;\n"
 "                         offsets are still committed per batch)\n"
 "                         [FLUXGATE_PER_MESSAGE=1]\n"
+"      --metrics-listen=ADDR:PORT\n"
+"                         serve GET /metrics (Prometheus) and GET /healthz\n"
+"                         there, e.g. 127.0.0.1:9187 [FLUXGATE_METRICS_LISTEN]\n"
+"                         (default: not served)\n"
+"      --log-format=FMT   log lines on stderr as text (default) or json,\n"
+"                         one object per line [FLUXGATE_LOG_FORMAT]\n"
 "      --fail-fast        exit non-zero when PostgreSQL or Kafka cannot be\n"
 "                         reached at start-up instead of waiting\n"
 "                         [FLUXGATE_FAIL_FAST=1]\n"
@@ -274,6 +301,14 @@ from_env(struct fg_config *cfg)
     if ((v = fg_setting("FLUXGATE_GROUP", NULL)) != NULL) cfg->group = v;
     if ((v = fg_setting("FLUXGATE_PG", NULL)) != NULL) cfg->pg = v;
     if ((v = fg_setting("FLUXGATE_SQL_DIR", NULL)) != NULL) cfg->sql_dir = v;
+    if ((v = fg_setting("FLUXGATE_METRICS_LISTEN", NULL)) != NULL) {
+        cfg->metrics_listen = v;
+    }
+    if ((v = fg_setting("FLUXGATE_LOG_FORMAT", &where)) != NULL
+        && fg_log_set_format(v) != 0)
+    {
+        bad_usage("%s must be text or json", where);
+    }
     if ((v = fg_setting("FLUXGATE_BATCH_SIZE", &where)) != NULL) {
         cfg->batch_size = parse_long(where, v, 1, 100000);
     }

@@ -40,7 +40,8 @@ enum {
     OPT_SETTLE_WAIT,
     OPT_REPAIR,
     OPT_WATCH,
-    OPT_JSON
+    OPT_JSON,
+    OPT_LOG_FORMAT
 };
 
 static const struct option long_options[] = {
@@ -56,6 +57,7 @@ static const struct option long_options[] = {
     { "repair",          no_argument,       NULL, OPT_REPAIR },
     { "watch",           required_argument, NULL, OPT_WATCH },
     { "json",            no_argument,       NULL, OPT_JSON },
+    { "log-format",      required_argument, NULL, OPT_LOG_FORMAT },
     { "verbose",         no_argument,       NULL, 'v' },
     { "help",            no_argument,       NULL, 'h' },
     { "version",         no_argument,       NULL, 'V' },
@@ -111,6 +113,12 @@ main(int argc, char **argv)
             cfg.watch = parse_long("--watch", optarg, 1, 86400);
             break;
         case OPT_JSON: cfg.json = 1; break;
+        case OPT_LOG_FORMAT:
+            if (fg_log_set_format(optarg) != 0) {
+                bad_usage("--log-format must be text or json, not \"%s\"",
+                          optarg);
+            }
+            break;
         case 'X': add_kafka_prop(&cfg, optarg, "-X"); break;
         case 'v': fg_log_min_level = FG_LOG_DEBUG; break;
         case 'h': usage(stdout); exit(0);
@@ -230,6 +238,8 @@ usage(FILE *out)
 "  -X NAME=VALUE          set a librdkafka property; repeatable\n"
 "                         [FLUXGATE_KAFKA_OPTIONS: NAME=VALUE ... separated\n"
 "                         by white space]\n"
+"      --log-format=FMT   log lines on stderr as text (default) or json,\n"
+"                         one object per line [FLUXGATE_LOG_FORMAT]\n"
 "  -v, --verbose          log debug lines too\n"
 "  -h, --help             show this help and exit\n"
 "  -V, --version          show the version and exit\n"
@@ -259,6 +269,11 @@ from_env(struct fg_rc_config *cfg)
     char       *copy, *tok, *save;
 
     if ((v = getenv("FLUXGATE_REDIS")) != NULL && *v) cfg->redis = v;
+    if ((v = getenv("FLUXGATE_LOG_FORMAT")) != NULL && *v
+        && fg_log_set_format(v) != 0)
+    {
+        bad_usage("FLUXGATE_LOG_FORMAT must be text or json, not \"%s\"", v);
+    }
     if ((v = getenv("FLUXGATE_PG")) != NULL) cfg->pg = v;
     if ((v = getenv("FLUXGATE_BROKERS")) != NULL && *v) cfg->brokers = v;
     if ((v = getenv("FLUXGATE_TOPIC")) != NULL && *v) cfg->topic = v;

@@ -30,6 +30,8 @@ static const char *const known[] = {
     "FLUXGATE_FAIL_FAST",
     "FLUXGATE_PER_MESSAGE",
     "FLUXGATE_SQL_DIR",
+    "FLUXGATE_METRICS_LISTEN",
+    "FLUXGATE_LOG_FORMAT",
     NULL
 };
 

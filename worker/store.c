@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pg.h"
 #include "plan.h"
 #include "statements.h"
@@ -36,6 +37,7 @@ struct fg_store {
     int                 per_message;
     struct fg_stmt      st;         /* the connection, the last error */
     struct fg_plan      plan;
+    int                 idle_down;  /* a ping found PostgreSQL away */
 };
 
 enum attempt_rc {
@@ -51,10 +53,13 @@ enum connect_rc {
 };
 
 static enum connect_rc connect_once(struct fg_store *s);
+static enum connect_rc connect_check(struct fg_store *s);
 static int write_retrying(struct fg_store *s, struct fg_record *recs,
     size_t n);
 static enum attempt_rc attempt(struct fg_store *s, struct fg_record *recs,
     size_t n);
+static enum attempt_rc transaction(struct fg_store *s,
+    struct fg_record *recs, size_t n);
 static int write_batch(struct fg_store *s, struct fg_record *recs,
     size_t n);
 static void count_and_log(struct fg_store *s, struct fg_record *recs,
@@ -93,8 +98,22 @@ fg_store_free(struct fg_store *s)
 
 /* --- connection ---------------------------------------------------------- */
 
+/* connect_check, and what it found for /healthz and /metrics */
 static enum connect_rc
 connect_once(struct fg_store *s)
+{
+    enum connect_rc  rc;
+
+    rc = connect_check(s);
+    if (rc != CONNECT_OK) {
+        fg_metrics_db_error();
+    }
+    fg_metrics_pg_state(rc == CONNECT_OK, s->st.error);
+    return rc;
+}
+
+static enum connect_rc
+connect_check(struct fg_store *s)
 {
     const char *err;
     PGresult   *res;
@@ -164,6 +183,7 @@ fg_store_open(struct fg_store *s, int fail_fast)
         }
         fg_warning("PostgreSQL: %s; retrying in %ld ms", s->st.error,
                    backoff);
+        fg_metrics_db_retry();
         if (fg_sleep_ms(backoff, &fg_stop)) {
             return -1;
         }
@@ -174,6 +194,36 @@ fg_store_open(struct fg_store *s, int fail_fast)
             PQdb(s->st.conn), PQhost(s->st.conn),
             PQserverVersion(s->st.conn));
     return 0;
+}
+
+void
+fg_store_ping(struct fg_store *s)
+{
+    PGresult  *res;
+
+    if (s->st.conn != NULL && PQstatus(s->st.conn) == CONNECTION_OK) {
+        res = PQexec(s->st.conn, "");
+        if (PQresultStatus(res) == PGRES_EMPTY_QUERY) {
+            PQclear(res);
+            return;
+        }
+        snprintf(s->st.error, sizeof(s->st.error), "%s",
+                 fg_pg_error(s->st.conn, res));
+        PQclear(res);
+    }
+
+    if (connect_once(s) == CONNECT_OK) {
+        if (s->idle_down) {
+            fg_info("PostgreSQL: connected again");
+            s->idle_down = 0;
+        }
+        return;
+    }
+    if (!s->idle_down) {
+        /* once: an idle worker would say it every second otherwise */
+        fg_warning("PostgreSQL: %s; reconnecting while idle", s->st.error);
+        s->idle_down = 1;
+    }
 }
 
 /* --- batches ------------------------------------------------------------ */
@@ -275,6 +325,7 @@ write_retrying(struct fg_store *s, struct fg_record *recs, size_t n)
             PQfinish(s->st.conn);
             s->st.conn = NULL;
         }
+        fg_metrics_db_retry();
         fg_sleep_ms(backoff, &fg_stop);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
@@ -283,6 +334,23 @@ write_retrying(struct fg_store *s, struct fg_record *recs, size_t n)
 static enum attempt_rc
 attempt(struct fg_store *s, struct fg_record *recs, size_t n)
 {
+    enum attempt_rc  rc;
+
+    if (connect_once(s) != CONNECT_OK) {
+        return ATTEMPT_RETRY;       /* counted by connect_once */
+    }
+    rc = transaction(s, recs, n);
+    if (rc != ATTEMPT_OK) {
+        fg_metrics_db_error();
+        fg_metrics_pg_state(PQstatus(s->st.conn) == CONNECTION_OK,
+                            s->st.error);
+    }
+    return rc;
+}
+
+static enum attempt_rc
+transaction(struct fg_store *s, struct fg_record *recs, size_t n)
+{
     PGresult   *res;
     size_t      i;
 
@@ -290,10 +358,6 @@ attempt(struct fg_store *s, struct fg_record *recs, size_t n)
         recs[i].outcome = FG_OUT_NONE;
     }
     s->st.data_error = 0;
-
-    if (connect_once(s) != CONNECT_OK) {
-        return ATTEMPT_RETRY;
-    }
 
     if (fg_pg_command(s->st.conn, "begin", &res) != 0) {
         snprintf(s->st.error, sizeof(s->st.error), "%s",

@@ -73,6 +73,13 @@ int fg_store_open(struct fg_store *s, int fail_fast);
 int fg_store_write(struct fg_store *s, struct fg_record *recs, size_t n,
     struct fg_store_stats *stats);
 
+/*
+ * For an idle worker: checks that the connection still works (reconnecting
+ * if it does not), so that /healthz does not wait for the next batch to
+ * learn that PostgreSQL went away.
+ */
+void fg_store_ping(struct fg_store *s);
+
 void fg_store_free(struct fg_store *s);
 
 #endif

@@ -19,6 +19,7 @@ struct fg_config {
     const char  *group;
     const char  *pg;            /* libpq conninfo; "" = PG* environment */
     const char  *sql_dir;
+    const char  *metrics_listen;    /* ADDR:PORT of /metrics; NULL: none */
     long         batch_size;    /* messages per transaction, at most */
     long         batch_wait;    /* ms from a batch's first message to commit */
     int          migrate;

@@ -13,7 +13,7 @@ use JSON::PP ();
 
 our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
-                 http_post stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
+                 http_post http_get prom_samples stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
                  nginx_workers set_stock pending_claim claim_state
                  run_reconcile);
 
@@ -235,6 +235,26 @@ sub http_post {
                                      %{ $headers || {} } },
                         content => $body });
     return $res;
+}
+
+# http_get($url) -> {status, headers, content}
+sub http_get {
+    my ($url) = @_;
+    require HTTP::Tiny;
+    return HTTP::Tiny->new(timeout => 10, max_redirect => 0)->get($url);
+}
+
+# prom_samples($exposition_text) -> {'name{label="v",...}' => value, ...}:
+# the samples of a Prometheus text exposition, keyed as written (labels in
+# the order the exporter wrote them)
+sub prom_samples {
+    my ($text) = @_;
+    my %s;
+    for my $line (split /\n/, $text // '') {
+        next if $line =~ /^\s*(#|$)/;
+        $s{$1} = $2 + 0 if $line =~ /^(\S+?(?:\{[^}]*\})?)\s+(\S+)/;
+    }
+    return \%s;
 }
 
 # loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)

@@ -26,7 +26,8 @@ our @EXPORT = qw(uuid7 order_msg stock_msg produce topic worker_log
                  message_at batches_in_log supervisor_mark supervisor_since
                  produce_concurrently produce_to_partition
                  generation_row product_generation pg_conninfo
-                 exec_unit_test stack_pg produce_claim claim_recorded);
+                 exec_unit_test stack_pg produce_claim claim_recorded
+                 worker_metrics worker_health);
 
 sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 
@@ -34,6 +35,23 @@ sub topic { $ENV{KAFKA_TOPIC} || 'orders' }
 sub worker_bin { $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker" }
 
 sub worker_log { "$ENV{FG_RUN_DIR}/logs/worker.log" }
+
+# the stack worker's /metrics as prom_samples() parses them ({} when it
+# does not answer); worker_metrics(raw => 1) -> the text itself
+sub worker_metrics {
+    my (%o) = @_;
+    my $res = http_get($ENV{FLUXGATE_WORKER_METRICS_URL}
+                       // die "FLUXGATE_WORKER_METRICS_URL is not set\n");
+    return $o{raw} ? $res->{content} : {} unless $res->{status} == 200;
+    return $o{raw} ? $res->{content} : prom_samples($res->{content});
+}
+
+# the stack worker's /healthz -> (status, decoded body or {})
+sub worker_health {
+    (my $url = $ENV{FLUXGATE_WORKER_METRICS_URL}) =~ s{/metrics$}{/healthz};
+    my $res = http_get($url);
+    return ($res->{status}, eval { json_decode($res->{content}) } || {});
+}
 
 # the stack's PostgreSQL as a libpq conninfo (its socket, no password);
 # stack_pg('other') for another database of it
