@@ -107,6 +107,9 @@ connect_once(struct fg_store *s)
     rc = connect_check(s);
     if (rc != CONNECT_OK) {
         fg_metrics_db_error();
+    } else if (s->idle_down) {
+        fg_info("PostgreSQL: connected again");
+        s->idle_down = 0;
     }
     fg_metrics_pg_state(rc == CONNECT_OK, s->st.error);
     return rc;
@@ -212,14 +215,7 @@ fg_store_ping(struct fg_store *s)
         PQclear(res);
     }
 
-    if (connect_once(s) == CONNECT_OK) {
-        if (s->idle_down) {
-            fg_info("PostgreSQL: connected again");
-            s->idle_down = 0;
-        }
-        return;
-    }
-    if (!s->idle_down) {
+    if (connect_once(s) != CONNECT_OK && !s->idle_down) {
         /* once: an idle worker would say it every second otherwise */
         fg_warning("PostgreSQL: %s; reconnecting while idle", s->st.error);
         s->idle_down = 1;
