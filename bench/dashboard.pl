@@ -50,15 +50,20 @@ for my $panel (@{ $board->{panels} }) {
             (my $label = $t->{legendFormat} // $expr)
                 =~ s/\{\{\s*(\w+)\s*\}\}/$s->{metric}{$1} \/\/ ''/ge;
             my $file = "$tmp/" . (@panels + 0) . '-' . @series . '.tsv';
+            my $nonzero = 0;
             open my $fh, '>', $file or die $!;
             for my $v (@{ $s->{values} }) {
                 next if $v->[1] =~ /NaN|Inf/;
                 printf $fh "%.3f\t%s\n", $v->[0] - $o{start}, $v->[1];
+                $nonzero ||= $v->[1] != 0;
             }
             close $fh;
-            push @series, [$label, $file] if -s $file;
+            push @series, [$label, $file, $nonzero] if -s $file;
         }
     }
+    # many series (every outcome of the gate): the ones that stayed 0 would
+    # only crowd the key
+    @series = grep { $_->[2] } @series if @series > 4 && grep { $_->[2] } @series;
     push @panels, { title => $panel->{title}, series => \@series,
                     unit => $panel->{fieldConfig}{defaults}{unit} // '' };
 }
@@ -68,7 +73,7 @@ my $rows = int((@panels + $cols - 1) / $cols);
 my $title = $o{title} // $board->{title};
 open my $gp, '|-', 'gnuplot' or die "gnuplot: $!\n";
 print $gp <<EOF;
-set terminal pngcairo size 1500,@{[ 330 * $rows + 40 ]} font ",9"
+set terminal pngcairo noenhanced size 1500,@{[ 330 * $rows + 40 ]} font ",9"
 set output '$o{out}'
 set multiplot layout $rows,$cols title "$title" font ",13"
 set grid
