@@ -4,8 +4,10 @@
  *
  * Writers are the consumer's thread (batches, rebalances, librdkafka's
  * statistics callback) and the store (PostgreSQL errors); the reader is the
- * responder's thread.  Counters are relaxed atomics: a scrape may see one
- * batch's counts half added, which the next scrape mends.  What has more
+ * responder's thread.  Counters are atomics: a scrape may see one batch's
+ * counts half added, which the next scrape mends; but the batch count is
+ * added before the bucket and read after the buckets, so no bucket ever
+ * exceeds +Inf.  What has more
  * than one word (the lag table, the last PostgreSQL error) sits under one
  * mutex.
  */
@@ -84,9 +86,8 @@ fg_metrics_batch(size_t n, const struct fg_store_stats *st)
     }
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    atomic_store_explicit(&last_commit_ms,
-                          (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-                          memory_order_relaxed);
+    atomic_store(&last_commit_ms,
+                 (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 void
@@ -178,7 +179,7 @@ fg_metrics_kafka_stats(const char *json, size_t len, const char *topic)
 
 /* --- what the responder serves ------------------------------------------ */
 
-#define GET(c)  atomic_load_explicit(&(c), memory_order_relaxed)
+#define GET(c)  atomic_load(&(c))
 
 char *
 fg_metrics_render(size_t *len)
@@ -304,7 +305,7 @@ fg_metrics_health(int *ok, size_t *len)
 static void
 add(counter_t *c, unsigned long long n)
 {
-    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+    atomic_fetch_add(c, n);
 }
 
 static void
