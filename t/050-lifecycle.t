@@ -19,7 +19,8 @@ sub free_port {
 }
 my %ports;
 $ports{$_} = free_port() for qw(FG_HTTP_PORT FG_ADMIN_PORT FG_REDIS_PORT
-                                FG_PG_PORT FG_KAFKA_PORT FG_KAFKA_CONTROLLER_PORT);
+                                FG_PG_PORT FG_KAFKA_PORT FG_KAFKA_CONTROLLER_PORT
+                                FG_WORKER_METRICS_PORT);
 my $env = join ' ', map { "$_=$ports{$_}" } sort keys %ports;
 
 sub run { my $out = `@_ 2>&1`; return ($? >> 8, $out) }
@@ -55,6 +56,8 @@ is($e->{FLUXGATE_ADMIN_URL}, "http://127.0.0.1:$ports{FG_ADMIN_PORT}", 'env: FLU
 is($e->{REDIS_PORT}, $ports{FG_REDIS_PORT}, 'env: REDIS_PORT');
 is($e->{PGPORT}, $ports{FG_PG_PORT}, 'env: PGPORT');
 is($e->{KAFKA_BOOTSTRAP}, "127.0.0.1:$ports{FG_KAFKA_PORT}", 'env: KAFKA_BOOTSTRAP');
+is($e->{FLUXGATE_WORKER_METRICS_URL}, "http://127.0.0.1:$ports{FG_WORKER_METRICS_PORT}/metrics",
+   'env: FLUXGATE_WORKER_METRICS_URL');
 like(`curl -s $e->{FLUXGATE_ADMIN_URL}/health`, qr/ok/, 'nginx answers');
 `redis-cli -p $e->{REDIS_PORT} set t050 kept`;
 

@@ -53,7 +53,8 @@ my $conf = $ENV{FG_PROMETHEUS_CONF} // "$ENV{FG_RUN_DIR}/prometheus/prometheus.y
 my $out = `promtool check config $conf 2>&1`;
 is($?, 0, "promtool check config $conf") or diag($out);
 my $text = slurp($conf);
-like($text, qr/job_name: fluxgate-worker\b.*'127\.0\.0\.1:\Q$ENV{FG_WORKER_METRICS_PORT}\E'/s,
+my ($worker_port) = $ENV{FLUXGATE_WORKER_METRICS_URL} =~ /:(\d+)\//;
+like($text, qr/job_name: fluxgate-worker\b.*'127\.0\.0\.1:$worker_port'/s,
      'the worker target is the stack\'s worker');
 my ($admin) = $ENV{FLUXGATE_ADMIN_URL} =~ /:(\d+)$/;
 like($text, qr/job_name: fluxgate-gate\b.*'127\.0\.0\.1:$admin'/s, 'the gate target is its admin listener');
