@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
@@ -31,12 +32,9 @@ volatile sig_atomic_t fg_stop;
 static const char *progname = "fluxgate-worker";
 
 static void usage(FILE *out);
-static void bad_usage(const char *fmt, const char *arg);
 static const char *config_file(int argc, char **argv);
 static void from_env(struct fg_config *cfg);
 static void use_password_file(const char *path, const char *what);
-static long parse_long(const char *what, const char *s, long min, long max);
-static void add_kafka_prop(struct fg_config *cfg, char *spec, const char *what);
 static int env_flag(const char *name);
 static void on_signal(int sig);
 
@@ -50,6 +48,13 @@ enum {
     OPT_METRICS_LISTEN,
     OPT_LOG_FORMAT
 };
+
+/* cli.h's helpers, shared with the other program, under short names */
+#define bad_usage       fg_cli_bad_usage
+#define parse_long      fg_cli_parse_long
+#define add_kafka_prop(cfg, spec, what)                                       \
+    fg_cli_add_prop((cfg)->prop_names, (cfg)->prop_values, &(cfg)->nprops,    \
+                    FG_MAX_KAFKA_PROPS, (spec), (what))
 
 static const struct option long_options[] = {
     { "brokers",     required_argument, NULL, 'b' },
@@ -252,15 +257,6 @@ usage(FILE *out)
             progname, progname, progname, FG_SQL_DIR_DEFAULT);
 }
 
-static void
-bad_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "%s: ", progname);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry \"%s --help\" for more information.\n", progname);
-    exit(2);
-}
-
 /*
  * --config FILE, else FLUXGATE_CONFIG, else none: looked for before the
  * other flags, which are read after the file so that they win over it.
@@ -389,41 +385,3 @@ env_flag(const char *name)
     return 0;
 }
 
-static long
-parse_long(const char *what, const char *s, long min, long max)
-{
-    char  msg[256];
-    char *end;
-    long  v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        snprintf(msg, sizeof(msg), "%s must be an integer from %ld to %ld, not",
-                 what, min, max);
-        fprintf(stderr, "%s: %s \"%s\"\n", progname, msg, s);
-        fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
-        exit(2);
-    }
-    return v;
-}
-
-static void
-add_kafka_prop(struct fg_config *cfg, char *spec, const char *what)
-{
-    char *eq = strchr(spec, '=');
-
-    if (eq == NULL || eq == spec) {
-        fprintf(stderr, "%s: %s wants NAME=VALUE, not \"%s\"\n", progname,
-                what, spec);
-        fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
-        exit(2);
-    }
-    if (cfg->nprops == FG_MAX_KAFKA_PROPS) {
-        bad_usage("too many librdkafka properties (%s)", spec);
-    }
-    *eq = '\0';
-    cfg->prop_names[cfg->nprops] = spec;
-    cfg->prop_values[cfg->nprops] = eq + 1;
-    cfg->nprops++;
-}

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "fluxgate_ids.h"
+#include "cli.h"
 #include "log.h"
 #include "reconcile.h"
 
@@ -23,11 +24,7 @@ volatile sig_atomic_t fg_rc_stop;
 static const char *progname = "fluxgate-reconcile";
 
 static void usage(FILE *out);
-static void bad_usage(const char *fmt, const char *arg);
 static void from_env(struct fg_rc_config *cfg);
-static long parse_long(const char *what, const char *s, long min, long max);
-static void add_kafka_prop(struct fg_rc_config *cfg, char *spec,
-    const char *what);
 static void add_product(struct fg_rc_config *cfg, const char *id);
 static void check_redis_addr(const char *addr);
 static enum fg_rc_status watch(const struct fg_rc_config *cfg);
@@ -43,6 +40,13 @@ enum {
     OPT_JSON,
     OPT_LOG_FORMAT
 };
+
+/* cli.h's helpers, shared with the other program, under short names */
+#define bad_usage       fg_cli_bad_usage
+#define parse_long      fg_cli_parse_long
+#define add_kafka_prop(cfg, spec, what)                                       \
+    fg_cli_add_prop((cfg)->prop_names, (cfg)->prop_values, &(cfg)->nprops,    \
+                    FG_RC_MAX_PROPS, (spec), (what))
 
 static const struct option long_options[] = {
     { "redis",           required_argument, NULL, OPT_REDIS },
@@ -254,15 +258,6 @@ usage(FILE *out)
 }
 
 static void
-bad_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "%s: ", progname);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry \"%s --help\" for more information.\n", progname);
-    exit(FG_RC_USAGE);
-}
-
-static void
 from_env(struct fg_rc_config *cfg)
 {
     const char *v;
@@ -301,45 +296,6 @@ from_env(struct fg_rc_config *cfg)
             add_kafka_prop(cfg, tok, "FLUXGATE_KAFKA_OPTIONS");
         }
     }
-}
-
-static long
-parse_long(const char *what, const char *s, long min, long max)
-{
-    char  msg[256];
-    char *end;
-    long  v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        snprintf(msg, sizeof(msg), "%s must be an integer from %ld to %ld, not",
-                 what, min, max);
-        fprintf(stderr, "%s: %s \"%s\"\n", progname, msg, s);
-        fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
-        exit(FG_RC_USAGE);
-    }
-    return v;
-}
-
-static void
-add_kafka_prop(struct fg_rc_config *cfg, char *spec, const char *what)
-{
-    char *eq = strchr(spec, '=');
-
-    if (eq == NULL || eq == spec) {
-        fprintf(stderr, "%s: %s wants NAME=VALUE, not \"%s\"\n", progname,
-                what, spec);
-        fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
-        exit(FG_RC_USAGE);
-    }
-    if (cfg->nprops == FG_RC_MAX_PROPS) {
-        bad_usage("too many librdkafka properties (%s)", spec);
-    }
-    *eq = '\0';
-    cfg->prop_names[cfg->nprops] = spec;
-    cfg->prop_values[cfg->nprops] = eq + 1;
-    cfg->nprops++;
 }
 
 /* the module's rule for a productId (fluxgate_ids.h) */
