@@ -219,6 +219,11 @@ ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the one place every answer with an outcome passes: counted once */
+    if (ctx->outcome == NGX_FLUXGATE_NONE) {
+        ngx_fluxgate_metrics_outcome(r, ctx, outcome);
+    }
+
     ctx->outcome = outcome;
 
     r->headers_out.status = status;
@@ -346,6 +351,7 @@ ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
     op->timer.log = ngx_cycle->log;
 
     ngx_fluxgate_in_flight++;
+    ngx_fluxgate_metrics_in_flight();
 
     return NGX_OK;
 }
@@ -407,6 +413,7 @@ ngx_fluxgate_op_end(ngx_fluxgate_op_t *op)
     }
 
     ngx_fluxgate_in_flight--;
+    ngx_fluxgate_metrics_in_flight();
 }
 
 
@@ -506,7 +513,9 @@ ngx_fluxgate_error_header_filter(ngx_http_request_t *r)
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
 
-    if (flcf->handler == NGX_FLUXGATE_HANDLER_NONE) {
+    if (flcf->handler != NGX_FLUXGATE_HANDLER_ORDER
+        && flcf->handler != NGX_FLUXGATE_HANDLER_ADMIN)
+    {
         return ngx_http_next_header_filter(r);
     }
 
@@ -553,6 +562,8 @@ ngx_fluxgate_error_header_filter(ngx_http_request_t *r)
 
     ctx->outcome = (r->headers_out.status < NGX_HTTP_INTERNAL_SERVER_ERROR)
                    ? NGX_FLUXGATE_INVALID : NGX_FLUXGATE_ERROR;
+
+    ngx_fluxgate_metrics_outcome(r, ctx, ctx->outcome);
 
     p = ngx_pnalloc(r->pool, 128);
     if (p == NULL) {

@@ -410,7 +410,8 @@ ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle)
         left = rd_kafka_outq_len(ngx_fluxgate_rk);
 
         if (left > 0) {
-            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+            /* the brokers' trouble, not ours: error, not alert */
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
                           "fluxgate: kafka: %d messages not delivered "
                           "at exit", left);
 
@@ -448,6 +449,32 @@ ngx_fluxgate_kafka_ready(void)
     return !ngx_fluxgate_kafka_stats_on
            && ngx_current_msec - ngx_fluxgate_kafka_down_since
               >= NGX_FLUXGATE_KAFKA_PROBE;
+}
+
+
+/* for fluxgate_health and fluxgate_kafka_up: a broker up, no fatal error */
+
+ngx_uint_t
+ngx_fluxgate_kafka_up(void)
+{
+    return ngx_fluxgate_rkt != NULL
+           && !ngx_fluxgate_kafka_down
+           && !ngx_fluxgate_kafka_fatal;
+}
+
+
+ngx_uint_t
+ngx_fluxgate_kafka_queue_len(void)
+{
+    int  n;
+
+    if (ngx_fluxgate_rk == NULL) {
+        return 0;
+    }
+
+    n = rd_kafka_outq_len(ngx_fluxgate_rk);
+
+    return n > 0 ? (ngx_uint_t) n : 0;
 }
 
 

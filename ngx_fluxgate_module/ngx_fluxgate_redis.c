@@ -355,6 +355,10 @@ ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds)
 static void
 ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds, const char *reason)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rds->log, 0,
+                   "fluxgate: redis %V: state down (%s)", &rds->name,
+                   reason);
+
     rds->ac = NULL;
     rds->connected = 0;
     rds->stalled = 0;
@@ -437,6 +441,9 @@ ngx_fluxgate_redis_connected(const redisAsyncContext *ac, int status)
     ngx_log_error(NGX_LOG_INFO, rds->log, 0,
                   "fluxgate: redis %V: connected", &rds->name);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rds->log, 0,
+                   "fluxgate: redis %V: state connected", &rds->name);
+
     /* the backoff is reset by the first reply, not by a bare connect */
     rds->connected = 1;
 
@@ -479,7 +486,7 @@ ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r, void *data)
         || reply->len != script->sha.len
         || ngx_strncmp(reply->str, script->sha.data, reply->len) != 0)
     {
-        ngx_log_error(NGX_LOG_ALERT, rds->log, 0,
+        ngx_log_error(NGX_LOG_ERR, rds->log, 0,
                       "fluxgate: redis %V: SCRIPT LOAD of %V.lua: "
                       "unexpected reply \"%*s\"", &rds->name, &script->name,
                       (size_t) ngx_min(reply->len, 200),
@@ -500,6 +507,33 @@ ngx_int_t
 ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds)
 {
     return rds->ac != NULL && !rds->stalled;
+}
+
+
+/* for fluxgate_health and fluxgate_redis_up: connected and answering */
+
+ngx_uint_t
+ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds)
+{
+    return rds->ac != NULL && rds->connected && !rds->stalled;
+}
+
+
+ngx_uint_t
+ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf)
+{
+    ngx_uint_t              i;
+    ngx_fluxgate_redis_t  **rdsp;
+
+    rdsp = fmcf->redis.elts;
+
+    for (i = 0; i < fmcf->redis.nelts; i++) {
+        if (rdsp[i]->used && !ngx_fluxgate_redis_up(rdsp[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -15,7 +15,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
                  http_post stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
                  nginx_workers set_stock pending_claim claim_state
-                 run_reconcile);
+                 run_reconcile http_get metrics_scrape promtool_check);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -235,6 +235,46 @@ sub http_post {
                                      %{ $headers || {} } },
                         content => $body });
     return $res;
+}
+
+# http_get($url) -> {status, headers, content}
+sub http_get {
+    my ($url, $method) = @_;
+    require HTTP::Tiny;
+    return HTTP::Tiny->new(timeout => 10, max_redirect => 0)
+        ->request($method // 'GET', $url);
+}
+
+# metrics_scrape($url) -> {text => exposition, status, type,
+# 'name{label="v",...}' => value, ...}: Prometheus text format, one sample
+# per line, labels kept as written
+sub metrics_scrape {
+    my ($url) = @_;
+    my $res = http_get($url);
+    my %m = (text => $res->{content}, status => $res->{status},
+             type => $res->{headers}{'content-type'} // '');
+    for my $line (split /\n/, $res->{content} // '') {
+        next if $line =~ /^#/ || $line !~ /\S/;
+        my ($k, $v) = $line =~ /^(\S+)\s+(\S+)$/ or next;
+        $m{$k} = $v;
+    }
+    return \%m;
+}
+
+# promtool_check($exposition) -> (ok, output); ok is undef when promtool
+# (Debian's prometheus package) is not installed
+sub promtool_check {
+    my ($text) = @_;
+    chomp(my $bin = `command -v promtool 2>/dev/null`);
+    return (undef, 'promtool not installed') unless $bin;
+    my $file = "/tmp/fg-promtool.$$";
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh;
+    my $out = `$bin check metrics < $file 2>&1`;
+    my $ok = $? == 0;
+    unlink $file;
+    return ($ok, $out);
 }
 
 # loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)
