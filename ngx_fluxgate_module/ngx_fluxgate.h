@@ -292,6 +292,7 @@ void ngx_fluxgate_metrics_observe(ngx_fluxgate_histogram_e histogram,
     uint64_t usec);
 uint64_t ngx_fluxgate_metrics_clock(void);
 void ngx_fluxgate_metrics_in_flight(void);
+void ngx_fluxgate_metrics_state(void);
 ngx_int_t ngx_fluxgate_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_fluxgate_health_handler(ngx_http_request_t *r);
 

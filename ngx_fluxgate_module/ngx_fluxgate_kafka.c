@@ -370,6 +370,7 @@ ngx_fluxgate_kafka_replace(void)
 
     /* only now: the old producer's last errors may have said it again */
     ngx_fluxgate_kafka_fatal = 0;
+    ngx_fluxgate_metrics_state();
 
     if (ngx_fluxgate_kafka_create(ngx_cycle->log) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -561,7 +562,10 @@ ngx_fluxgate_kafka_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         status = NGX_FLUXGATE_DELIVERED;
-        ngx_fluxgate_kafka_down = 0;
+        if (ngx_fluxgate_kafka_down) {
+            ngx_fluxgate_kafka_down = 0;
+            ngx_fluxgate_metrics_state();
+        }
 
     } else if (rd_kafka_message_status(msg)
                == RD_KAFKA_MSG_STATUS_NOT_PERSISTED)
@@ -619,6 +623,7 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
                       "replacing the producer", errstr);
 
         ngx_fluxgate_kafka_fatal = 1;
+        ngx_fluxgate_metrics_state();
         return;
     }
 
@@ -630,6 +635,7 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
                       "until one is");
 
         ngx_fluxgate_kafka_down = 1;
+        ngx_fluxgate_metrics_state();
         ngx_fluxgate_kafka_down_since = ngx_current_msec;
     }
 
@@ -679,9 +685,11 @@ ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json, size_t json_len,
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "fluxgate: kafka: %ui broker(s) up again", up);
         ngx_fluxgate_kafka_down = 0;
+        ngx_fluxgate_metrics_state();
 
     } else if (up == 0 && !ngx_fluxgate_kafka_down) {
         ngx_fluxgate_kafka_down = 1;
+        ngx_fluxgate_metrics_state();
         ngx_fluxgate_kafka_down_since = ngx_current_msec;
     }
 

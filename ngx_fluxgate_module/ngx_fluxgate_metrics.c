@@ -80,7 +80,6 @@ static ngx_int_t ngx_fluxgate_metrics_init_zone(ngx_shm_zone_t *shm_zone,
 static void ngx_fluxgate_metrics_product(ngx_fluxgate_ctx_t *ctx,
     ngx_fluxgate_outcome_e outcome);
 static void ngx_fluxgate_metrics_refresh(ngx_event_t *ev);
-static void ngx_fluxgate_metrics_publish(void);
 static ngx_int_t ngx_fluxgate_metrics_alive(ngx_fluxgate_metrics_slot_t *s);
 static u_char *ngx_fluxgate_metrics_histogram(u_char *p, u_char *last,
     const char *name, const char *help, ngx_fluxgate_histogram_t *h);
@@ -442,7 +441,7 @@ ngx_fluxgate_metrics_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_fluxgate_metrics_refresh(ngx_event_t *ev)
 {
-    ngx_fluxgate_metrics_publish();
+    ngx_fluxgate_metrics_state();
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
         ngx_add_timer(ev, NGX_FLUXGATE_METRICS_REFRESH);
@@ -450,8 +449,10 @@ ngx_fluxgate_metrics_refresh(ngx_event_t *ev)
 }
 
 
-static void
-ngx_fluxgate_metrics_publish(void)
+/* this process's gauges: on each state change, and once a second */
+
+void
+ngx_fluxgate_metrics_state(void)
 {
     ngx_fluxgate_metrics_slot_t  *s;
 
@@ -517,7 +518,7 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    ngx_fluxgate_metrics_publish();
+    ngx_fluxgate_metrics_state();
 
     size = 16384 + sh->nproducts * NGX_FLUXGATE_OUTCOMES
                    * (NGX_FLUXGATE_ID_MAX + 96);

@@ -362,6 +362,7 @@ ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds, const char *reason)
     rds->ac = NULL;
     rds->connected = 0;
     rds->stalled = 0;
+    ngx_fluxgate_metrics_state();
 
     if (ngx_fluxgate_redis_exiting) {
         return;
@@ -446,6 +447,7 @@ ngx_fluxgate_redis_connected(const redisAsyncContext *ac, int status)
 
     /* the backoff is reset by the first reply, not by a bare connect */
     rds->connected = 1;
+    ngx_fluxgate_metrics_state();
 
     if (rds->port) {
         /* a peer that vanished without a FIN is found within a minute */
@@ -545,6 +547,7 @@ ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds)
                       "fluxgate: redis %V: no reply within the deadline, "
                       "failing fast until it answers", &rds->name);
         rds->stalled = 1;
+        ngx_fluxgate_metrics_state();
 
         /* connected, the timer is free: it now bounds the silence */
         if (rds->connected && !rds->timer.timer_set) {
@@ -684,7 +687,10 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
             ngx_del_timer(&call->rds->timer);
         }
 
-        call->rds->stalled = 0;
+        if (call->rds->stalled) {
+            call->rds->stalled = 0;
+            ngx_fluxgate_metrics_state();
+        }
         call->rds->backoff = 0;
     }
 
