@@ -548,6 +548,16 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
             "# TYPE fluxgate_stock_updates_total counter\n");
 
     for (i = 1; i < NGX_FLUXGATE_OUTCOMES; i++) {
+
+        /* /init answers these four; any other only once it happened */
+
+        if (i != NGX_FLUXGATE_ACCEPTED && i != NGX_FLUXGATE_DUPLICATE
+            && i != NGX_FLUXGATE_INVALID && i != NGX_FLUXGATE_ERROR
+            && sh->stock_updates[i] == 0)
+        {
+            continue;
+        }
+
         p = ngx_slprintf(p, last,
                          "fluxgate_stock_updates_total{outcome=\"%s\"} %uA\n",
                          ngx_fluxgate_metrics_outcomes[i],

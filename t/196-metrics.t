@@ -141,8 +141,10 @@ my @got = (
     http_post(main::url('/order'), '{"productId":"x"}',
               { 'X-Idempotency-Key' => "$k-12" })->{status},  # invalid
     http_get(main::url('/order'))->{status},       # invalid (405)
+    http_post(main::url('/init'), qq({"productId":"$p4","quantity":0}))->{status},
+    http_post(main::url('/init'), '{"productId":"x"}')->{status},
 );
-is("@got", "200 200 409 200 404 200 409 200 302 409 409 409 400 405",
+is("@got", "200 200 409 200 404 200 409 200 302 409 409 409 400 405 200 400",
    "$main::name - the statuses expected");
 # done.lua ends each accepted order's claim just after its 200
 ok(wait_until(5, sub { main::moved($before, main::scrape(),
@@ -156,6 +158,10 @@ for my $o (@main::OUTCOMES) {
     is(main::moved($before, $after, main::orders_total($o)), $want{$o},
        "$main::name - $o moved by $want{$o}");
 }
+is(main::moved($before, $after, 'fluxgate_stock_updates_total{outcome="accepted"}'), 1,
+   "$main::name - 1 stock update accepted");
+is(main::moved($before, $after, 'fluxgate_stock_updates_total{outcome="invalid"}'), 1,
+   "$main::name - 1 stock update invalid");
 is(main::moved($before, $after, 'fluxgate_sold_out_flag_hits_total'), 2,
    "$main::name - 2 sold-out flag hits");
 is(main::moved($before, $after, 'fluxgate_claims_settled_total{by="done"}'), 4,
