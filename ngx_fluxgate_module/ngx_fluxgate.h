@@ -217,6 +217,8 @@ ngx_int_t ngx_fluxgate_add_header(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 ngx_int_t ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, ngx_str_t *body);
+ngx_int_t ngx_fluxgate_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_str_t *body);
 ngx_int_t ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, const char *error, const char *field);
 ngx_int_t ngx_fluxgate_send_unavailable(ngx_http_request_t *r,

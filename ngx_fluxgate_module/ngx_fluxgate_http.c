@@ -209,9 +209,6 @@ ngx_int_t
 ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, ngx_str_t *body)
 {
-    ngx_int_t            rc;
-    ngx_buf_t           *b;
-    ngx_chain_t          out;
     ngx_fluxgate_ctx_t  *ctx;
 
     ctx = ngx_fluxgate_get_ctx(r);
@@ -226,16 +223,29 @@ ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
 
     ctx->outcome = outcome;
 
-    r->headers_out.status = status;
-
     /* nginx's status table has no 422: it would send "HTTP/1.1 422 " */
     if (status == NGX_FLUXGATE_HTTP_UNPROCESSABLE) {
         ngx_str_set(&r->headers_out.status_line,
                     "422 Unprocessable Entity");
     }
 
-    r->headers_out.content_type = ngx_fluxgate_json_type;
-    r->headers_out.content_type_len = ngx_fluxgate_json_type.len;
+    return ngx_fluxgate_send_body(r, status, &ngx_fluxgate_json_type, body);
+}
+
+
+/* the status, the type and the whole body in one buffer */
+
+ngx_int_t
+ngx_fluxgate_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = body->len;
 

@@ -81,10 +81,14 @@ static void ngx_fluxgate_metrics_product(ngx_fluxgate_ctx_t *ctx,
     ngx_fluxgate_outcome_e outcome);
 static void ngx_fluxgate_metrics_refresh(ngx_event_t *ev);
 static ngx_int_t ngx_fluxgate_metrics_alive(ngx_fluxgate_metrics_slot_t *s);
+static u_char *ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
+    ngx_fluxgate_metrics_sh_t *sh);
 static u_char *ngx_fluxgate_metrics_histogram(u_char *p, u_char *last,
     const char *name, const char *help, ngx_fluxgate_histogram_t *h);
-static ngx_int_t ngx_fluxgate_plain_send(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *type, u_char *data, size_t len);
+static u_char *ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
+    ngx_fluxgate_metrics_sh_t *sh);
+static u_char *ngx_fluxgate_metrics_products_text(u_char *p, u_char *last,
+    ngx_fluxgate_metrics_sh_t *sh);
 
 
 static ngx_str_t  ngx_fluxgate_metrics_zone_name =
@@ -494,14 +498,11 @@ ngx_fluxgate_metrics_alive(ngx_fluxgate_metrics_slot_t *s)
 ngx_int_t
 ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
 {
-    u_char                          *p, *last, *buf;
-    size_t                           size;
-    ngx_int_t                        rc;
-    ngx_uint_t                       i, j, live, redis_up, kafka_up;
-    ngx_atomic_uint_t                in_flight, queue, total;
-    ngx_fluxgate_metrics_sh_t       *sh;
-    ngx_fluxgate_metrics_slot_t     *s;
-    ngx_fluxgate_metrics_product_t  *pr;
+    u_char                     *p, *last;
+    size_t                      size;
+    ngx_int_t                   rc;
+    ngx_str_t                   body;
+    ngx_fluxgate_metrics_sh_t  *sh;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -518,18 +519,50 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
+    /* the serving worker's own gauges are as of now */
     ngx_fluxgate_metrics_state();
 
     size = 16384 + sh->nproducts * NGX_FLUXGATE_OUTCOMES
                    * (NGX_FLUXGATE_ID_MAX + 96);
 
-    buf = ngx_pnalloc(r->pool, size);
-    if (buf == NULL) {
+    body.data = ngx_pnalloc(r->pool, size);
+    if (body.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = buf;
-    last = buf + size;
+    p = body.data;
+    last = body.data + size;
+
+    p = ngx_fluxgate_metrics_counters(p, last, sh);
+
+    p = ngx_fluxgate_metrics_histogram(p, last,
+            "fluxgate_redis_duration_seconds",
+            "Round trip of order.lua, from sending it to its reply.",
+            &sh->histograms[NGX_FLUXGATE_HISTOGRAM_REDIS]);
+
+    p = ngx_fluxgate_metrics_histogram(p, last,
+            "fluxgate_kafka_delivery_duration_seconds",
+            "From producing an order's message to its delivery report.",
+            &sh->histograms[NGX_FLUXGATE_HISTOGRAM_KAFKA]);
+
+    p = ngx_fluxgate_metrics_gauges(p, last, sh);
+
+    if (sh->max_products) {
+        p = ngx_fluxgate_metrics_products_text(p, last, sh);
+    }
+
+    body.len = p - body.data;
+
+    return ngx_fluxgate_send_body(r, NGX_HTTP_OK, &ngx_fluxgate_metrics_type,
+                                  &body);
+}
+
+
+static u_char *
+ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
+    ngx_fluxgate_metrics_sh_t *sh)
+{
+    ngx_uint_t  i;
 
     p = ngx_slprintf(p, last,
             "# HELP fluxgate_orders_total Order requests answered, by "
@@ -564,7 +597,7 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
                          sh->stock_updates[i]);
     }
 
-    p = ngx_slprintf(p, last,
+    return ngx_slprintf(p, last,
             "# HELP fluxgate_sold_out_flag_hits_total Orders answered "
             "sold_out from the shared sold-out flag, without Redis.\n"
             "# TYPE fluxgate_sold_out_flag_hits_total counter\n"
@@ -587,18 +620,18 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
             sh->counters[NGX_FLUXGATE_METRIC_RELEASED_OVER],
             sh->counters[NGX_FLUXGATE_METRIC_SETTLED_DONE],
             sh->counters[NGX_FLUXGATE_METRIC_SETTLED_RELEASE]);
+}
 
-    p = ngx_fluxgate_metrics_histogram(p, last,
-            "fluxgate_redis_duration_seconds",
-            "Round trip of order.lua, from sending it to its reply.",
-            &sh->histograms[NGX_FLUXGATE_HISTOGRAM_REDIS]);
 
-    p = ngx_fluxgate_metrics_histogram(p, last,
-            "fluxgate_kafka_delivery_duration_seconds",
-            "From producing an order's message to its delivery report.",
-            &sh->histograms[NGX_FLUXGATE_HISTOGRAM_KAFKA]);
+/* gauges: summed over the live processes; "up" only if up in each */
 
-    /* gauges: the live processes that serve orders */
+static u_char *
+ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
+    ngx_fluxgate_metrics_sh_t *sh)
+{
+    ngx_uint_t                    i, live, redis_up, kafka_up;
+    ngx_atomic_uint_t             in_flight, queue;
+    ngx_fluxgate_metrics_slot_t  *s;
 
     live = 0;
     in_flight = 0;
@@ -630,7 +663,7 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
         kafka_up = 0;
     }
 
-    p = ngx_slprintf(p, last,
+    return ngx_slprintf(p, last,
             "# HELP fluxgate_in_flight Orders and stock updates under way, "
             "summed over the worker processes.\n"
             "# TYPE fluxgate_in_flight gauge\n"
@@ -653,47 +686,50 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
             "# TYPE fluxgate_worker_processes gauge\n"
             "fluxgate_worker_processes %ui\n",
             in_flight, queue, redis_up, kafka_up, live);
+}
 
-    /* per product, opt-in */
 
-    if (sh->max_products) {
-        p = ngx_slprintf(p, last,
-                "# HELP fluxgate_product_orders_total Order requests "
-                "answered, by product (the first fluxgate_metrics_products "
-                "products seen) and outcome.\n"
-                "# TYPE fluxgate_product_orders_total counter\n");
+/* fluxgate_metrics_products: the entries published so far */
 
-        total = sh->nproducts;
-        ngx_memory_barrier();
+static u_char *
+ngx_fluxgate_metrics_products_text(u_char *p, u_char *last,
+    ngx_fluxgate_metrics_sh_t *sh)
+{
+    ngx_uint_t                       i, j, n;
+    ngx_fluxgate_metrics_product_t  *pr;
 
-        for (i = 0; i < total; i++) {
-            pr = &sh->products[i];
+    p = ngx_slprintf(p, last,
+            "# HELP fluxgate_product_orders_total Order requests answered, "
+            "by product (the first fluxgate_metrics_products products "
+            "seen) and outcome.\n"
+            "# TYPE fluxgate_product_orders_total counter\n");
 
-            for (j = 1; j < NGX_FLUXGATE_OUTCOMES; j++) {
-                if (pr->orders[j] == 0) {
-                    continue;
-                }
+    n = sh->nproducts;
+    ngx_memory_barrier();
 
-                p = ngx_slprintf(p, last,
-                                 "fluxgate_product_orders_total{product="
-                                 "\"%*s\",outcome=\"%s\"} %uA\n",
-                                 (size_t) pr->len, pr->id,
-                                 ngx_fluxgate_metrics_outcomes[j],
-                                 pr->orders[j]);
+    for (i = 0; i < n; i++) {
+        pr = &sh->products[i];
+
+        for (j = 1; j < NGX_FLUXGATE_OUTCOMES; j++) {
+            if (pr->orders[j] == 0) {
+                continue;
             }
-        }
 
-        p = ngx_slprintf(p, last,
-                "# HELP fluxgate_product_overflow_total Order requests of "
-                "products beyond the fluxgate_metrics_products cap, not "
-                "counted by product.\n"
-                "# TYPE fluxgate_product_overflow_total counter\n"
-                "fluxgate_product_overflow_total %uA\n",
-                sh->products_overflow);
+            p = ngx_slprintf(p, last,
+                             "fluxgate_product_orders_total{product=\"%*s\","
+                             "outcome=\"%s\"} %uA\n",
+                             (size_t) pr->len, pr->id,
+                             ngx_fluxgate_metrics_outcomes[j], pr->orders[j]);
+        }
     }
 
-    return ngx_fluxgate_plain_send(r, NGX_HTTP_OK, &ngx_fluxgate_metrics_type,
-                                   buf, p - buf);
+    return ngx_slprintf(p, last,
+            "# HELP fluxgate_product_overflow_total Order requests of "
+            "products beyond the fluxgate_metrics_products cap, not "
+            "counted by product.\n"
+            "# TYPE fluxgate_product_overflow_total counter\n"
+            "fluxgate_product_overflow_total %uA\n",
+            sh->products_overflow);
 }
 
 
@@ -728,8 +764,8 @@ ngx_fluxgate_metrics_histogram(u_char *p, u_char *last, const char *name,
 ngx_int_t
 ngx_fluxgate_health_handler(ngx_http_request_t *r)
 {
-    u_char                   *p, *buf;
     ngx_int_t                 rc;
+    ngx_str_t                 body;
     ngx_uint_t                redis_up, kafka_up;
     ngx_fluxgate_loc_conf_t  *flcf;
 
@@ -747,56 +783,20 @@ ngx_fluxgate_health_handler(ngx_http_request_t *r)
     redis_up = ngx_fluxgate_redis_up(flcf->redis);
     kafka_up = ngx_fluxgate_kafka_up();
 
-    buf = ngx_pnalloc(r->pool, 128);
-    if (buf == NULL) {
+    body.data = ngx_pnalloc(r->pool, 128);
+    if (body.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_sprintf(buf, "{\"status\":\"%s\",\"redis\":\"%s\","
-                    "\"kafka\":\"%s\"}",
-                    (redis_up && kafka_up) ? "ok" : "unavailable",
-                    redis_up ? "up" : "down", kafka_up ? "up" : "down");
+    body.len = ngx_sprintf(body.data, "{\"status\":\"%s\",\"redis\":\"%s\","
+                           "\"kafka\":\"%s\"}",
+                           (redis_up && kafka_up) ? "ok" : "unavailable",
+                           redis_up ? "up" : "down",
+                           kafka_up ? "up" : "down")
+               - body.data;
 
-    return ngx_fluxgate_plain_send(r, (redis_up && kafka_up)
-                                      ? NGX_HTTP_OK
-                                      : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                   &ngx_fluxgate_health_type, buf, p - buf);
-}
-
-
-static ngx_int_t
-ngx_fluxgate_plain_send(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *type, u_char *data, size_t len)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_type = *type;
-    r->headers_out.content_type_len = type->len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = data;
-    b->last = data + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_fluxgate_send_body(r, (redis_up && kafka_up)
+                                     ? NGX_HTTP_OK
+                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  &ngx_fluxgate_health_type, &body);
 }

@@ -284,3 +284,28 @@ SKIP: {
     skip 'promtool not installed', 1 unless defined $ok;
     ok($ok, "$main::name - promtool check metrics") or diag($out);
 }
+
+
+
+=== TEST 7: fluxgate_metrics_products takes a count up to 10000
+--- http_config
+    fluxgate_metrics_products lots;
+--- config
+    location = /metrics { fluxgate_metrics; }
+--- must_die
+--- error_log
+invalid value "lots" in "fluxgate_metrics_products" directive
+
+
+
+=== TEST 8: fluxgate_metrics alone needs neither Redis nor Kafka
+--- config
+    location = /metrics { fluxgate_metrics; }
+--- request
+GET /metrics
+--- error_code: 200
+--- response_body_like: ^# HELP fluxgate_orders_total .*fluxgate_redis_up 0\n
+--- no_error_log
+[emerg]
+[alert]
+fluxgate: redis

@@ -149,3 +149,12 @@ ok(wait_until(5, sub { $after = metrics_scrape(main::url('/metrics'));
                        && $after->{fluxgate_redis_up} == 1 }),
    "$main::name - fluxgate_kafka_up 0");
 is($after->{fluxgate_redis_up}, 1, "$main::name - redis still up");
+
+
+
+=== TEST 4: fluxgate_health needs the brokers, like the order handlers
+--- config
+    location = /health { fluxgate_health; }
+--- must_die
+--- error_log
+need "fluxgate_kafka_brokers" in the http block
