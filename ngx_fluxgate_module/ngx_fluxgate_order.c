@@ -131,6 +131,8 @@ static void ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op,
     ngx_uint_t release);
 static void ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op);
 static void ngx_fluxgate_order_finished(redisReply *reply, void *data);
+static void ngx_fluxgate_order_settled(ngx_fluxgate_order_t *op,
+    long long rc);
 static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
 static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
 
@@ -952,22 +954,7 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
     }
 
     if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
-
-        if (!op->releasing) {
-            if (reply->integer == 1) {
-                ngx_fluxgate_metrics_count(
-                                       NGX_FLUXGATE_METRIC_SETTLED_DONE);
-            }
-
-        } else if (reply->integer == NGX_FLUXGATE_RELEASE_GIVEN
-                   || reply->integer == NGX_FLUXGATE_RELEASE_OVER)
-        {
-            ngx_fluxgate_metrics_count(
-                             reply->integer == NGX_FLUXGATE_RELEASE_GIVEN
-                             ? NGX_FLUXGATE_METRIC_RELEASED
-                             : NGX_FLUXGATE_METRIC_RELEASED_OVER);
-            ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_RELEASE);
-        }
+        ngx_fluxgate_order_settled(op, reply->integer);
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -990,6 +977,33 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
     }
 
     ngx_fluxgate_order_free(op);
+}
+
+
+/* done.lua's 1, release.lua's 1 and 2: this order's claim ended here */
+
+static void
+ngx_fluxgate_order_settled(ngx_fluxgate_order_t *op, long long rc)
+{
+    if (!op->releasing) {
+        if (rc == 1) {
+            ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_DONE);
+        }
+
+        return;
+    }
+
+    if (rc == NGX_FLUXGATE_RELEASE_GIVEN) {
+        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_RELEASED);
+
+    } else if (rc == NGX_FLUXGATE_RELEASE_OVER) {
+        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_RELEASED_OVER);
+
+    } else {
+        return;
+    }
+
+    ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_RELEASE);
 }
 
 

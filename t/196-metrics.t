@@ -309,3 +309,38 @@ GET /metrics
 [emerg]
 [alert]
 fluxgate: redis
+
+
+
+=== TEST 9: an order reserved after its deadline is released, and counted so
+--- http_config eval: $::HTTP
+--- config eval: $::CONFIG . "    location = /quick { fluxgate_redis_timeout 100ms; fluxgate_order; }\n"
+--- request
+GET /metrics
+--- error_code: 200
+--- check
+my $p = uniq('p');
+set_stock($p, 5);
+my $before = main::scrape();
+# Redis frozen past the deadline: the client gets 503, order.lua runs when
+# Redis goes on, and its late reservation is given back
+my $redis = svc_pid('redis') or die 'no redis pid';
+kill 'STOP', $redis;
+my $status = main::order('/quick', $p, uniq('k'));
+kill 'CONT', $redis;
+is($status, 503, "$main::name - 503 at the deadline");
+my $released = 'fluxgate_releases_total{result="stock_returned"}';
+ok(wait_until(10, sub { main::moved($before, main::scrape(), $released) >= 1 }),
+   "$main::name - released");
+my $after = main::scrape();
+is(main::moved($before, $after, $released), 1, "$main::name - once");
+is(main::moved($before, $after, 'fluxgate_claims_settled_total{by="release"}'), 1,
+   "$main::name - its claim ended by release.lua");
+is(main::moved($before, $after, main::orders_total('error')), 1,
+   "$main::name - the 503 counted as error");
+is(main::moved($before, $after, 'fluxgate_redis_duration_seconds_count'), 1,
+   "$main::name - the late round trip observed");
+cmp_ok($after->{'fluxgate_redis_duration_seconds_bucket{le="0.1"}'}
+       - $before->{'fluxgate_redis_duration_seconds_bucket{le="0.1"}'}, '==', 0,
+       "$main::name - in a bucket above the 100 ms deadline");
+is(redis('GET', "fg:{$p}:stock"), 5, "$main::name - the stock is whole again");
