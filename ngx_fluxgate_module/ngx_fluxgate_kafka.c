@@ -370,7 +370,6 @@ ngx_fluxgate_kafka_replace(void)
 
     /* only now: the old producer's last errors may have said it again */
     ngx_fluxgate_kafka_fatal = 0;
-    ngx_fluxgate_metrics_state();
 
     if (ngx_fluxgate_kafka_create(ngx_cycle->log) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -378,6 +377,8 @@ ngx_fluxgate_kafka_replace(void)
                       "orders get 503 until nginx is reloaded");
         return;
     }
+
+    ngx_fluxgate_metrics_state();
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "fluxgate: kafka: producer replaced after a fatal error");
