@@ -8,6 +8,8 @@
 #                pipelined
 #   peer         the OpenResty way (bench/peers/openresty): lua-resty-redis,
 #                one EVALSHA of the same script per request, keepalive pool
+#   metrics      the sold-out path with a fluxgate_metrics location and
+#                without one (counting on and off)
 #   flux-1w/2w   Flux-Gate with one and two nginx workers: sold-out path,
 #                accept path (Kafka acknowledging every 200), a flash sale
 #   drain        fluxgate-worker draining pre-filled orders into PostgreSQL,
@@ -91,6 +93,22 @@ sub nginx_stop {
     my $n = delete $Nginx{$name} or return;
     system("nginx -p $n->{root} -c $n->{root}/nginx.conf -s quit 2>/dev/null");
     sleep 1;
+}
+
+# CPU time (user + system, in clock ticks) of an nginx's worker processes
+sub nginx_worker_cpu_ticks {
+    my ($name) = @_;
+    my $pid = `cat $Nginx{$name}{root}/logs/nginx.pid`;
+    chomp $pid;
+    my $ticks = 0;
+    for my $w (nginx_workers($pid)) {
+        open my $fh, '<', "/proc/$w/stat" or next;
+        my $stat = <$fh>;
+        $stat =~ s/^.*\)\s+//;
+        my @f = split ' ', $stat;
+        $ticks += $f[11] + $f[12];
+    }
+    return $ticks;
 }
 
 sub nginx_worker_rss_kb {
@@ -273,6 +291,61 @@ sub bench_wrk {
     nginx_stop('wrk-flux');
 }
 
+# --- metrics on and off -----------------------------------------------------------
+
+# The sold-out path of one worker with a fluxgate_metrics location (every
+# answer counted in shared memory) and without one (nothing counted), runs
+# alternating so that a busy machine weighs on both alike; the median of
+# BENCH_METRICS_RUNS (3) each.  With the sold-out flag (no Redis: where
+# counting weighs most) and without it (order.lua every time).  Besides
+# req/s, the nginx worker's CPU time per answer, which other processes on
+# the machine disturb far less.
+sub bench_metrics {
+    my $runs = $ENV{BENCH_METRICS_RUNS} // 3;
+    my $tick_us = 1e6 / (`getconf CLK_TCK` || 100);
+    for my $flag (1, 0) {
+        my $http = $flag ? flux_http()
+                 : flux_http() =~ s/fluxgate_sold_out_cache 1s/fluxgate_sold_out_cache off/r;
+        my (%rps, %cpu, %port);
+        $port{off} = nginx_start('metrics-off', 1, "load_module $Module;", $http,
+                                 $FluxServer);
+        $port{on} = nginx_start('metrics-on', 1, "load_module $Module;", $http,
+                                $FluxServer . "        location = /metrics { fluxgate_metrics; }\n");
+        my $p = uniq('metrics-soldout');
+        set_stock($port{off}, $p, 0);
+        for my $i (1 .. $runs) {
+            for my $m ('off', 'on') {
+                my $t0 = nginx_worker_cpu_ticks("metrics-$m");
+                my $r = run_load(port => $port{$m}, product => $p);
+                my $t1 = nginx_worker_cpu_ticks("metrics-$m");
+                my $n = ($r->{status}{409} || {})->{count} // 0;
+                push @{ $rps{$m} }, $n / ($r->{seconds} || 1);
+                push @{ $cpu{$m} }, $n ? ($t1 - $t0) * $tick_us / $n : 0;
+            }
+        }
+        nginx_stop('metrics-off');
+        nginx_stop('metrics-on');
+        my $what = $flag ? 'sold-out (flag)' : 'sold-out (Redis)';
+        for my $m ('off', 'on') {
+            my $rps = median(@{ $rps{$m} });
+            my $cpu = median(@{ $cpu{$m} });
+            $fig{"metrics_${m}_$flag"} = $rps;
+            $fig{"metrics_cpu_${m}_$flag"} = $cpu;
+            my $note = sprintf('worker CPU %.2f us/answer; runs: %s', $cpu,
+                               join(' ', map { sprintf '%.0f', $_ } @{ $rps{$m} }));
+            push @rows, [ "metrics-$m", "flux-1w $what", sprintf('%.0f', $rps),
+                          '-', '-', '-', $note ];
+            say sprintf "%-14s %-26s %9.0f/s  %s", "metrics-$m", "flux-1w $what",
+                $rps, $note;
+        }
+    }
+}
+
+sub median {
+    my @v = sort { $a <=> $b } @_;
+    return $v[$#v / 2];
+}
+
 # --- 4. memory of an nginx worker ------------------------------------------------
 
 sub bench_memory {
@@ -342,6 +415,17 @@ sub report {
                           $fig{wrk_ceiling} // 0, $fig{wrk_soldout_redis} // 0,
                           100 * (ratio($fig{wrk_soldout_redis}, $fig{wrk_ceiling}) // 0),
                           $fig{wrk_accept} // 0);
+    for my $flag (1, 0) {
+        $r = ratio($fig{"metrics_on_$flag"}, $fig{"metrics_off_$flag"});
+        push @ratios, verdict(defined $r ? 100 * (1 - $r) : undef, '< 3%',
+                              'sold-out path' . ($flag ? ' (flag)' : ' (Redis)')
+                              . ', loss with fluxgate_metrics on: %.1f%%',
+                              defined $r && $r > 0.97);
+        my $c = ratio($fig{"metrics_cpu_on_$flag"}, $fig{"metrics_cpu_off_$flag"});
+        push @ratios, sprintf('sold-out path%s, nginx worker CPU per answer with '
+                              . 'fluxgate_metrics on: %+.1f%%', $flag ? ' (flag)' : ' (Redis)',
+                              100 * (($c // 1) - 1));
+    }
     push @ratios, verdict($fig{accept_1}, '>= 20,000/s',
                           'accept path, acknowledged orders/s, 1 worker: %.0f',
                           ($fig{accept_1} // 0) >= 20000);
@@ -437,12 +521,28 @@ EOF
 # --- run -------------------------------------------------------------------------
 
 say "stack in $DIR; ${SECONDS}s per run, $CONNS connections";
-bench_ceiling();
-bench_redis();
-bench_peer();
-bench_flux(1);
-bench_flux(2);
-bench_wrk();
-bench_memory();
-bench_drain();
-report();
+# BENCH_ONLY="metrics wrk": only these, printed and not written to results/
+my %Only = map { $_ => 1 } split /[\s,]+/, $ENV{BENCH_ONLY} // '';
+sub want { !%Only || $Only{$_[0]} }
+
+bench_ceiling() if want('ceiling');
+bench_redis() if want('redis');
+bench_peer() if want('peer');
+bench_flux(1) if want('flux');
+bench_flux(2) if want('flux');
+bench_wrk() if want('wrk');
+bench_metrics() if want('metrics');
+bench_memory() if want('memory');
+bench_drain() if want('drain');
+if (%Only) {
+    print join('', map { '| ' . join(' | ', @$_) . " |\n" } @rows);
+    for my $flag (1, 0) {
+        my $r = ratio($fig{"metrics_on_$flag"}, $fig{"metrics_off_$flag"});
+        printf "metrics on / off, sold-out %s: req/s %.1f%%, worker CPU per answer %.1f%%\n",
+            $flag ? 'flag' : 'Redis', 100 * $r,
+            100 * ratio($fig{"metrics_cpu_on_$flag"}, $fig{"metrics_cpu_off_$flag"})
+            if defined $r;
+    }
+} else {
+    report();
+}

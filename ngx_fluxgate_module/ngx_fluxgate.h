@@ -9,6 +9,7 @@
  * ngx_fluxgate_order.c   POST /order from body to response
  * ngx_fluxgate_admin.c   POST /init (stock administration)
  * ngx_fluxgate_sold_out.c the sold-out flag in shared memory
+ * ngx_fluxgate_metrics.c  fluxgate_metrics and fluxgate_health
  * ngx_fluxgate_parse.c   request bodies and keys (pure C, fuzzable)
  * ngx_fluxgate_uuid.c    order ids (UUIDv7)
  */
@@ -57,6 +58,26 @@ typedef enum {
     NGX_FLUXGATE_UNKNOWN_PRODUCT
 } ngx_fluxgate_outcome_e;
 
+#define NGX_FLUXGATE_OUTCOMES  (NGX_FLUXGATE_UNKNOWN_PRODUCT + 1)
+
+
+/* the plain counters of fluxgate_metrics */
+typedef enum {
+    NGX_FLUXGATE_METRIC_SOLD_OUT_HITS = 0,
+    NGX_FLUXGATE_METRIC_RELEASED,         /* release.lua: stock given back */
+    NGX_FLUXGATE_METRIC_RELEASED_OVER,    /* release.lua: generation over */
+    NGX_FLUXGATE_METRIC_SETTLED_DONE,     /* done.lua ended a claim */
+    NGX_FLUXGATE_METRIC_SETTLED_RELEASE,  /* release.lua ended a claim */
+    NGX_FLUXGATE_METRIC_LAST
+} ngx_fluxgate_metric_e;
+
+
+typedef enum {
+    NGX_FLUXGATE_HISTOGRAM_REDIS = 0,     /* order.lua's round trip */
+    NGX_FLUXGATE_HISTOGRAM_KAFKA,         /* produce to delivery report */
+    NGX_FLUXGATE_HISTOGRAM_LAST
+} ngx_fluxgate_histogram_e;
+
 
 typedef struct ngx_fluxgate_redis_s  ngx_fluxgate_redis_t;
 
@@ -102,6 +123,10 @@ typedef struct {
 
     ngx_shm_zone_t              *sold_out;    /* NULL: no cache anywhere */
 
+    ngx_shm_zone_t              *metrics;     /* NULL: no fluxgate_metrics */
+    ngx_uint_t                   metrics_products;
+    ngx_uint_t                   metrics_locations;
+
     ngx_uint_t                   handlers;    /* locations that use us */
     ngx_str_t                    handler_file;
     ngx_uint_t                   handler_line;
@@ -111,7 +136,9 @@ typedef struct {
 typedef enum {
     NGX_FLUXGATE_HANDLER_NONE = 0,
     NGX_FLUXGATE_HANDLER_ORDER,
-    NGX_FLUXGATE_HANDLER_ADMIN
+    NGX_FLUXGATE_HANDLER_ADMIN,
+    NGX_FLUXGATE_HANDLER_HEALTH,
+    NGX_FLUXGATE_HANDLER_METRICS
 } ngx_fluxgate_handler_e;
 
 
@@ -155,7 +182,13 @@ typedef struct {
     ngx_fluxgate_outcome_e       outcome;
     u_char                       order_id[NGX_FLUXGATE_UUID_LEN];
     ngx_str_t                    error_body;  /* replaces nginx's own page */
+    u_char                      *product_id;  /* fluxgate_metrics_products */
+    size_t                       product_id_len;
+    uint64_t                     redis_time;  /* microseconds */
+    uint64_t                     kafka_time;
     unsigned                     has_order_id:1;
+    unsigned                     has_redis_time:1;
+    unsigned                     has_kafka_time:1;
     unsigned                     error_sent:1;
 } ngx_fluxgate_ctx_t;
 
@@ -184,6 +217,8 @@ ngx_int_t ngx_fluxgate_add_header(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
 ngx_int_t ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, ngx_str_t *body);
+ngx_int_t ngx_fluxgate_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_str_t *body);
 ngx_int_t ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, const char *error, const char *field);
 ngx_int_t ngx_fluxgate_send_unavailable(ngx_http_request_t *r,
@@ -217,6 +252,8 @@ ngx_int_t ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds,
     ngx_uint_t nargs, ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler,
     void *data);
 ngx_int_t ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds);
+ngx_uint_t ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds);
+ngx_uint_t ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf);
 void ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds);
 
 /* ngx_fluxgate_kafka.c */
@@ -228,6 +265,8 @@ ngx_int_t ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_main_conf_t *fmcf);
 void ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_fluxgate_kafka_ready(void);
+ngx_uint_t ngx_fluxgate_kafka_up(void);
+ngx_uint_t ngx_fluxgate_kafka_queue_len(void);
 ngx_int_t ngx_fluxgate_kafka_produce(ngx_str_t *key, ngx_str_t *value,
     ngx_fluxgate_delivery_t *dlv);
 
@@ -239,6 +278,25 @@ void ngx_fluxgate_sold_out_set(ngx_shm_zone_t *shm_zone, u_char *id,
     size_t len, ngx_msec_t valid);
 void ngx_fluxgate_sold_out_clear(ngx_shm_zone_t *shm_zone, u_char *id,
     size_t len);
+
+/* ngx_fluxgate_metrics.c */
+ngx_shm_zone_t *ngx_fluxgate_metrics_zone(ngx_conf_t *cf,
+    ngx_uint_t products);
+char *ngx_fluxgate_metrics_products(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_fluxgate_metrics_init_process(ngx_cycle_t *cycle,
+    ngx_fluxgate_main_conf_t *fmcf);
+void ngx_fluxgate_metrics_exit_process(ngx_cycle_t *cycle);
+void ngx_fluxgate_metrics_outcome(ngx_http_request_t *r,
+    ngx_fluxgate_ctx_t *ctx, ngx_fluxgate_outcome_e outcome);
+void ngx_fluxgate_metrics_count(ngx_fluxgate_metric_e metric);
+void ngx_fluxgate_metrics_observe(ngx_fluxgate_histogram_e histogram,
+    uint64_t usec);
+uint64_t ngx_fluxgate_metrics_clock(void);
+void ngx_fluxgate_metrics_in_flight(void);
+void ngx_fluxgate_metrics_state(void);
+ngx_int_t ngx_fluxgate_metrics_handler(ngx_http_request_t *r);
+ngx_int_t ngx_fluxgate_health_handler(ngx_http_request_t *r);
 
 /* ngx_fluxgate_uuid.c */
 void ngx_fluxgate_uuid7(u_char *dst, uint64_t now_ms);

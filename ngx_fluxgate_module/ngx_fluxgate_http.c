@@ -209,9 +209,6 @@ ngx_int_t
 ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, ngx_str_t *body)
 {
-    ngx_int_t            rc;
-    ngx_buf_t           *b;
-    ngx_chain_t          out;
     ngx_fluxgate_ctx_t  *ctx;
 
     ctx = ngx_fluxgate_get_ctx(r);
@@ -219,9 +216,12 @@ ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->outcome = outcome;
+    /* the one place every answer with an outcome passes: counted once */
+    if (ctx->outcome == NGX_FLUXGATE_NONE) {
+        ngx_fluxgate_metrics_outcome(r, ctx, outcome);
+    }
 
-    r->headers_out.status = status;
+    ctx->outcome = outcome;
 
     /* nginx's status table has no 422: it would send "HTTP/1.1 422 " */
     if (status == NGX_FLUXGATE_HTTP_UNPROCESSABLE) {
@@ -229,8 +229,23 @@ ngx_fluxgate_send(ngx_http_request_t *r, ngx_uint_t status,
                     "422 Unprocessable Entity");
     }
 
-    r->headers_out.content_type = ngx_fluxgate_json_type;
-    r->headers_out.content_type_len = ngx_fluxgate_json_type.len;
+    return ngx_fluxgate_send_body(r, status, &ngx_fluxgate_json_type, body);
+}
+
+
+/* the status, the type and the whole body in one buffer */
+
+ngx_int_t
+ngx_fluxgate_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = body->len;
 
@@ -346,6 +361,7 @@ ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
     op->timer.log = ngx_cycle->log;
 
     ngx_fluxgate_in_flight++;
+    ngx_fluxgate_metrics_in_flight();
 
     return NGX_OK;
 }
@@ -407,6 +423,7 @@ ngx_fluxgate_op_end(ngx_fluxgate_op_t *op)
     }
 
     ngx_fluxgate_in_flight--;
+    ngx_fluxgate_metrics_in_flight();
 }
 
 
@@ -506,7 +523,9 @@ ngx_fluxgate_error_header_filter(ngx_http_request_t *r)
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
 
-    if (flcf->handler == NGX_FLUXGATE_HANDLER_NONE) {
+    if (flcf->handler != NGX_FLUXGATE_HANDLER_ORDER
+        && flcf->handler != NGX_FLUXGATE_HANDLER_ADMIN)
+    {
         return ngx_http_next_header_filter(r);
     }
 
@@ -553,6 +572,8 @@ ngx_fluxgate_error_header_filter(ngx_http_request_t *r)
 
     ctx->outcome = (r->headers_out.status < NGX_HTTP_INTERNAL_SERVER_ERROR)
                    ? NGX_FLUXGATE_INVALID : NGX_FLUXGATE_ERROR;
+
+    ngx_fluxgate_metrics_outcome(r, ctx, ctx->outcome);
 
     p = ngx_pnalloc(r->pool, 128);
     if (p == NULL) {

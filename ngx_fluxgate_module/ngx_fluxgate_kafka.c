@@ -378,6 +378,8 @@ ngx_fluxgate_kafka_replace(void)
         return;
     }
 
+    ngx_fluxgate_metrics_state();
+
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "fluxgate: kafka: producer replaced after a fatal error");
 }
@@ -410,7 +412,8 @@ ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle)
         left = rd_kafka_outq_len(ngx_fluxgate_rk);
 
         if (left > 0) {
-            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+            /* the brokers' trouble, not ours: error, not alert */
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
                           "fluxgate: kafka: %d messages not delivered "
                           "at exit", left);
 
@@ -448,6 +451,32 @@ ngx_fluxgate_kafka_ready(void)
     return !ngx_fluxgate_kafka_stats_on
            && ngx_current_msec - ngx_fluxgate_kafka_down_since
               >= NGX_FLUXGATE_KAFKA_PROBE;
+}
+
+
+/* for fluxgate_health and fluxgate_kafka_up: a broker up, no fatal error */
+
+ngx_uint_t
+ngx_fluxgate_kafka_up(void)
+{
+    return ngx_fluxgate_rkt != NULL
+           && !ngx_fluxgate_kafka_down
+           && !ngx_fluxgate_kafka_fatal;
+}
+
+
+ngx_uint_t
+ngx_fluxgate_kafka_queue_len(void)
+{
+    int  n;
+
+    if (ngx_fluxgate_rk == NULL) {
+        return 0;
+    }
+
+    n = rd_kafka_outq_len(ngx_fluxgate_rk);
+
+    return n > 0 ? (ngx_uint_t) n : 0;
 }
 
 
@@ -534,7 +563,10 @@ ngx_fluxgate_kafka_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         status = NGX_FLUXGATE_DELIVERED;
-        ngx_fluxgate_kafka_down = 0;
+        if (ngx_fluxgate_kafka_down) {
+            ngx_fluxgate_kafka_down = 0;
+            ngx_fluxgate_metrics_state();
+        }
 
     } else if (rd_kafka_message_status(msg)
                == RD_KAFKA_MSG_STATUS_NOT_PERSISTED)
@@ -592,6 +624,7 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
                       "replacing the producer", errstr);
 
         ngx_fluxgate_kafka_fatal = 1;
+        ngx_fluxgate_metrics_state();
         return;
     }
 
@@ -603,6 +636,7 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
                       "until one is");
 
         ngx_fluxgate_kafka_down = 1;
+        ngx_fluxgate_metrics_state();
         ngx_fluxgate_kafka_down_since = ngx_current_msec;
     }
 
@@ -652,9 +686,11 @@ ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json, size_t json_len,
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "fluxgate: kafka: %ui broker(s) up again", up);
         ngx_fluxgate_kafka_down = 0;
+        ngx_fluxgate_metrics_state();
 
     } else if (up == 0 && !ngx_fluxgate_kafka_down) {
         ngx_fluxgate_kafka_down = 1;
+        ngx_fluxgate_metrics_state();
         ngx_fluxgate_kafka_down_since = ngx_current_msec;
     }
 

@@ -32,6 +32,8 @@ static ngx_int_t ngx_fluxgate_outcome_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_fluxgate_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_fluxgate_init_process(ngx_cycle_t *cycle);
 static void ngx_fluxgate_exit_process(ngx_cycle_t *cycle);
 
@@ -56,6 +58,27 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       ngx_fluxgate_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_FLUXGATE_HANDLER_ADMIN,
+      NULL },
+
+    { ngx_string("fluxgate_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_HEALTH,
+      NULL },
+
+    { ngx_string("fluxgate_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_METRICS,
+      NULL },
+
+    { ngx_string("fluxgate_metrics_products"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_fluxgate_metrics_products,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("fluxgate_redis"),
@@ -178,6 +201,12 @@ static ngx_http_variable_t  ngx_fluxgate_vars[] = {
     { ngx_string("fluxgate_order_id"), NULL, ngx_fluxgate_order_id_variable,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("fluxgate_redis_time"), NULL, ngx_fluxgate_time_variable,
+      NGX_FLUXGATE_HISTOGRAM_REDIS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("fluxgate_kafka_time"), NULL, ngx_fluxgate_time_variable,
+      NGX_FLUXGATE_HISTOGRAM_KAFKA, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -219,8 +248,12 @@ ngx_fluxgate_create_main_conf(ngx_conf_t *cf)
      *     fmcf->topic = { 0, NULL };
      *     fmcf->kafka_conf = NULL;
      *     fmcf->sold_out = NULL;
+     *     fmcf->metrics = NULL;
+     *     fmcf->metrics_locations = 0;
      *     fmcf->handlers = 0;
      */
+
+    fmcf->metrics_products = NGX_CONF_UNSET_UINT;
 
     if (ngx_array_init(&fmcf->redis, cf->pool, 2,
                        sizeof(ngx_fluxgate_redis_t *))
@@ -240,6 +273,17 @@ ngx_fluxgate_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (fmcf->topic.len == 0) {
         ngx_str_set(&fmcf->topic, "orders");
+    }
+
+    ngx_conf_init_uint_value(fmcf->metrics_products, 0);
+
+    /* nothing is counted unless a location serves the counts */
+
+    if (fmcf->metrics_locations) {
+        fmcf->metrics = ngx_fluxgate_metrics_zone(cf, fmcf->metrics_products);
+        if (fmcf->metrics == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (fmcf->handlers && fmcf->brokers.len == 0) {
@@ -310,7 +354,9 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->per_user_limit, prev->per_user_limit, 0);
     ngx_conf_merge_msec_value(conf->sold_out_cache, prev->sold_out_cache, 0);
 
-    if (conf->handler == NGX_FLUXGATE_HANDLER_NONE) {
+    if (conf->handler == NGX_FLUXGATE_HANDLER_NONE
+        || conf->handler == NGX_FLUXGATE_HANDLER_METRICS)
+    {
         return NGX_CONF_OK;
     }
 
@@ -373,10 +419,30 @@ ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* the command's offset says which handler it installs */
 
     flcf->handler = cmd->offset;
-    clcf->handler = (cmd->offset == NGX_FLUXGATE_HANDLER_ORDER)
-                    ? ngx_fluxgate_order_handler : ngx_fluxgate_admin_handler;
 
     fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_fluxgate_module);
+
+    switch (cmd->offset) {
+
+    case NGX_FLUXGATE_HANDLER_ORDER:
+        clcf->handler = ngx_fluxgate_order_handler;
+        break;
+
+    case NGX_FLUXGATE_HANDLER_ADMIN:
+        clcf->handler = ngx_fluxgate_admin_handler;
+        break;
+
+    case NGX_FLUXGATE_HANDLER_HEALTH:
+        clcf->handler = ngx_fluxgate_health_handler;
+        break;
+
+    default: /* NGX_FLUXGATE_HANDLER_METRICS */
+        clcf->handler = ngx_fluxgate_metrics_handler;
+
+        /* it needs neither Redis nor Kafka */
+        fmcf->metrics_locations++;
+        return NGX_CONF_OK;
+    }
 
     if (fmcf->handlers++ == 0) {
         fmcf->handler_file = cf->conf_file->file.name;
@@ -612,6 +678,52 @@ ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * $fluxgate_redis_time, $fluxgate_kafka_time: seconds with millisecond
+ * resolution, as $upstream_response_time; "-" when the order never got
+ * that far
+ */
+
+static ngx_int_t
+ngx_fluxgate_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char              *p;
+    uint64_t             usec;
+    ngx_uint_t           ms;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    if (ctx == NULL
+        || (data == NGX_FLUXGATE_HISTOGRAM_REDIS && !ctx->has_redis_time)
+        || (data == NGX_FLUXGATE_HISTOGRAM_KAFKA && !ctx->has_kafka_time))
+    {
+        v->len = 1;
+        v->data = (u_char *) "-";
+        return NGX_OK;
+    }
+
+    usec = (data == NGX_FLUXGATE_HISTOGRAM_REDIS) ? ctx->redis_time
+                                                  : ctx->kafka_time;
+    ms = (ngx_uint_t) (usec / 1000);
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    v->len = ngx_sprintf(p, "%ui.%03ui", ms / 1000, ms % 1000) - p;
+
+    return NGX_OK;
+}
+
+
 /* worker processes */
 
 static ngx_int_t
@@ -627,7 +739,13 @@ ngx_fluxgate_init_process(ngx_cycle_t *cycle)
 
     fmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_fluxgate_module);
 
-    if (fmcf == NULL || fmcf->handlers == 0) {
+    if (fmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_fluxgate_metrics_init_process(cycle, fmcf);
+
+    if (fmcf->handlers == 0) {
         return NGX_OK;
     }
 
@@ -646,7 +764,12 @@ ngx_fluxgate_exit_process(ngx_cycle_t *cycle)
 
     fmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_fluxgate_module);
 
-    if (fmcf == NULL || fmcf->handlers == 0) {
+    if (fmcf == NULL) {
+        return;
+    }
+
+    if (fmcf->handlers == 0) {
+        ngx_fluxgate_metrics_exit_process(cycle);
         return;
     }
 
@@ -659,6 +782,8 @@ ngx_fluxgate_exit_process(ngx_cycle_t *cycle)
 
     ngx_fluxgate_kafka_exit_process(cycle);
     ngx_fluxgate_redis_exit_process(cycle, fmcf);
+
+    ngx_fluxgate_metrics_exit_process(cycle);
 
     if (ngx_fluxgate_in_flight) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,

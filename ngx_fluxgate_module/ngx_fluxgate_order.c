@@ -63,6 +63,7 @@
 
 /* release.lua's: units given back to the stock of their generation */
 #define NGX_FLUXGATE_RELEASE_GIVEN        1
+#define NGX_FLUXGATE_RELEASE_OVER         2   /* released, generation over */
 
 
 typedef enum {
@@ -80,6 +81,7 @@ typedef struct {
     ngx_msec_t                  sold_out_cache;
     ngx_fluxgate_order_state_e  state;
     ngx_msec_t                  kafka_wait;
+    uint64_t                    sent;         /* usec: order.lua, produce */
 
     ngx_msec_t                  deadline;     /* of the finishing step */
     ngx_msec_t                  ttl;          /* fluxgate_idempotency_ttl */
@@ -107,8 +109,12 @@ typedef struct {
 
 static void ngx_fluxgate_order_body(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_order_start(ngx_http_request_t *r);
+static ngx_int_t ngx_fluxgate_order_product(ngx_http_request_t *r,
+    ngx_fluxgate_order_req_t *req);
 static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req, ngx_str_t *key);
+static void ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
+    ngx_fluxgate_histogram_e histogram);
 static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     ngx_fluxgate_loc_conf_t *flcf);
 static void ngx_fluxgate_order_decided(redisReply *reply, void *data);
@@ -125,6 +131,8 @@ static void ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op,
     ngx_uint_t release);
 static void ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op);
 static void ngx_fluxgate_order_finished(redisReply *reply, void *data);
+static void ngx_fluxgate_order_settled(ngx_fluxgate_order_t *op,
+    long long rc);
 static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
 static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
 
@@ -195,6 +203,13 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
                                        err.field);
     }
 
+    if (fmcf->metrics_products) {
+        /* counted by product when the answer goes out */
+        if (ngx_fluxgate_order_product(r, &req) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
     /*
      * Redis said "sold out" a moment ago: this answer needs neither Redis
      * nor Kafka (and, while the flag is up, wins over a replay)
@@ -205,6 +220,8 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
                                       (u_char *) req.product_id,
                                       req.product_id_len))
     {
+        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SOLD_OUT_HITS);
+
         ngx_str_set(&body, "{\"status\":\"sold_out\"}");
         return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT, NGX_FLUXGATE_SOLD_OUT,
                                  &body);
@@ -233,6 +250,29 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
     ngx_add_timer(&op->op.timer, flcf->redis_timeout);
 
     return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_fluxgate_order_product(ngx_http_request_t *r,
+    ngx_fluxgate_order_req_t *req)
+{
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_fluxgate_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->product_id = ngx_pnalloc(r->pool, req->product_id_len);
+    if (ctx->product_id == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->product_id, req->product_id, req->product_id_len);
+    ctx->product_id_len = req->product_id_len;
+
+    return NGX_OK;
 }
 
 
@@ -350,6 +390,12 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
 
     args[14] = op->key;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "fluxgate: order %*s: deciding (order.lua)",
+                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id);
+
+    op->sent = ngx_fluxgate_metrics_clock();
+
     return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 6,
                                    15, args, ngx_fluxgate_order_decided, op);
 }
@@ -365,6 +411,10 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
 
     if (op->op.timer.timer_set) {
         ngx_del_timer(&op->op.timer);
+    }
+
+    if (reply != NULL) {
+        ngx_fluxgate_order_timed(op, NGX_FLUXGATE_HISTOGRAM_REDIS);
     }
 
     if (reply == NULL
@@ -651,9 +701,15 @@ ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
                            op->generation_stock)
               - value;
 
+    op->sent = ngx_fluxgate_metrics_clock();
+
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "fluxgate: order %*s: reserved, producing",
+                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id);
 
     op->state = NGX_FLUXGATE_ORDER_PRODUCING;
 
@@ -673,6 +729,12 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
     if (op->op.timer.timer_set) {
         ngx_del_timer(&op->op.timer);
     }
+
+    ngx_fluxgate_order_timed(op, NGX_FLUXGATE_HISTOGRAM_KAFKA);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "fluxgate: order %*s: delivery report %d",
+                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id, status);
 
     switch (status) {
 
@@ -772,6 +834,11 @@ ngx_fluxgate_order_release(ngx_fluxgate_order_t *op)
 static void
 ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
 {
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "fluxgate: order %*s: finishing with %s.lua",
+                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                   release ? "release" : "done");
+
     op->state = NGX_FLUXGATE_ORDER_FINISHING;
     op->releasing = release;
     op->deadline = ngx_current_msec + NGX_FLUXGATE_FINISH_GRACE;
@@ -886,6 +953,15 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
                                     op->req.product_id_len);
     }
 
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        ngx_fluxgate_order_settled(op, reply->integer);
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "fluxgate: order %*s: finished, %s",
+                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                   reply ? "claim ended" : "claim left pending");
+
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "fluxgate: order %*s: could not %s in redis "
@@ -901,6 +977,33 @@ ngx_fluxgate_order_finished(redisReply *reply, void *data)
     }
 
     ngx_fluxgate_order_free(op);
+}
+
+
+/* done.lua's 1, release.lua's 1 and 2: this order's claim ended here */
+
+static void
+ngx_fluxgate_order_settled(ngx_fluxgate_order_t *op, long long rc)
+{
+    if (!op->releasing) {
+        if (rc == 1) {
+            ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_DONE);
+        }
+
+        return;
+    }
+
+    if (rc == NGX_FLUXGATE_RELEASE_GIVEN) {
+        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_RELEASED);
+
+    } else if (rc == NGX_FLUXGATE_RELEASE_OVER) {
+        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_RELEASED_OVER);
+
+    } else {
+        return;
+    }
+
+    ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_RELEASE);
 }
 
 
@@ -943,6 +1046,40 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
                   op->req.product_id,
                   op->state == NGX_FLUXGATE_ORDER_PRODUCING ? "kafka"
                                                             : "redis");
+}
+
+
+/* a round trip ended: the histogram, and the request's variable */
+
+static void
+ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
+    ngx_fluxgate_histogram_e histogram)
+{
+    uint64_t             usec, now;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    now = ngx_fluxgate_metrics_clock();
+    usec = (now > op->sent) ? now - op->sent : 0;
+
+    ngx_fluxgate_metrics_observe(histogram, usec);
+
+    if (op->op.request == NULL) {
+        return;
+    }
+
+    ctx = ngx_fluxgate_get_ctx(op->op.request);
+    if (ctx == NULL) {
+        return;
+    }
+
+    if (histogram == NGX_FLUXGATE_HISTOGRAM_REDIS) {
+        ctx->redis_time = usec;
+        ctx->has_redis_time = 1;
+
+    } else {
+        ctx->kafka_time = usec;
+        ctx->has_kafka_time = 1;
+    }
 }
 
 

@@ -355,9 +355,14 @@ ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds)
 static void
 ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds, const char *reason)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rds->log, 0,
+                   "fluxgate: redis %V: state down (%s)", &rds->name,
+                   reason);
+
     rds->ac = NULL;
     rds->connected = 0;
     rds->stalled = 0;
+    ngx_fluxgate_metrics_state();
 
     if (ngx_fluxgate_redis_exiting) {
         return;
@@ -437,8 +442,12 @@ ngx_fluxgate_redis_connected(const redisAsyncContext *ac, int status)
     ngx_log_error(NGX_LOG_INFO, rds->log, 0,
                   "fluxgate: redis %V: connected", &rds->name);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rds->log, 0,
+                   "fluxgate: redis %V: state connected", &rds->name);
+
     /* the backoff is reset by the first reply, not by a bare connect */
     rds->connected = 1;
+    ngx_fluxgate_metrics_state();
 
     if (rds->port) {
         /* a peer that vanished without a FIN is found within a minute */
@@ -479,7 +488,7 @@ ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r, void *data)
         || reply->len != script->sha.len
         || ngx_strncmp(reply->str, script->sha.data, reply->len) != 0)
     {
-        ngx_log_error(NGX_LOG_ALERT, rds->log, 0,
+        ngx_log_error(NGX_LOG_ERR, rds->log, 0,
                       "fluxgate: redis %V: SCRIPT LOAD of %V.lua: "
                       "unexpected reply \"%*s\"", &rds->name, &script->name,
                       (size_t) ngx_min(reply->len, 200),
@@ -503,6 +512,33 @@ ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds)
 }
 
 
+/* for fluxgate_health and fluxgate_redis_up: connected and answering */
+
+ngx_uint_t
+ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds)
+{
+    return rds->ac != NULL && rds->connected && !rds->stalled;
+}
+
+
+ngx_uint_t
+ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf)
+{
+    ngx_uint_t              i;
+    ngx_fluxgate_redis_t  **rdsp;
+
+    rdsp = fmcf->redis.elts;
+
+    for (i = 0; i < fmcf->redis.nelts; i++) {
+        if (rdsp[i]->used && !ngx_fluxgate_redis_up(rdsp[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 void
 ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds)
 {
@@ -511,6 +547,7 @@ ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds)
                       "fluxgate: redis %V: no reply within the deadline, "
                       "failing fast until it answers", &rds->name);
         rds->stalled = 1;
+        ngx_fluxgate_metrics_state();
 
         /* connected, the timer is free: it now bounds the silence */
         if (rds->connected && !rds->timer.timer_set) {
@@ -650,7 +687,10 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
             ngx_del_timer(&call->rds->timer);
         }
 
-        call->rds->stalled = 0;
+        if (call->rds->stalled) {
+            call->rds->stalled = 0;
+            ngx_fluxgate_metrics_state();
+        }
         call->rds->backoff = 0;
     }
 

@@ -41,6 +41,8 @@ PACKAGES=(
     # tests and benchmarks
     libtest-base-perl libjson-pp-perl libdbd-pg-perl libtime-hires-perl
     wrk kcat curl procps iproute2 netcat-openbsd gettext-base
+    # promtool, for the metrics' exposition format
+    prometheus
     # the OpenResty-style peer of the benchmark, and its chart
     libnginx-mod-http-lua lua-nginx-redis lua-cjson gnuplot-nox
     # Prometheus (server and promtool) for the metrics tests

@@ -19,6 +19,13 @@ unlike(`cat $ENV{FG_RUN_DIR}/logs/bootstrap.log`, qr/not ready|ERROR/i,
 my $http = HTTP::Tiny->new(timeout => 5);
 my $res = $http->get("$ENV{FLUXGATE_HEALTH_URL}");
 is($res->{status}, 200, 'nginx answers on FLUXGATE_HEALTH_URL');
+is($res->{content}, '{"status":"ok","redis":"up","kafka":"up"}',
+   'and it is fluxgate_health: Redis and Kafka up');
+$res = $http->get("$ENV{FLUXGATE_METRICS_URL}");
+is($res->{status}, 200, 'nginx answers on FLUXGATE_METRICS_URL');
+like($res->{content}, qr/^fluxgate_orders_total\{outcome="accepted"\} \d+$/m,
+     'with the gate\'s metrics');
+like($ENV{FLUXGATE_METRICS_URL}, qr{^\Q$ENV{FLUXGATE_ADMIN_URL}\E/}, 'on the admin listener');
 like($ENV{FLUXGATE_ADMIN_URL}, qr{^http://127\.0\.0\.1:\d+$}, 'the admin listener is on loopback');
 isnt($ENV{FLUXGATE_ADMIN_URL}, $ENV{FLUXGATE_URL}, 'and not the shop\'s port');
 
@@ -26,6 +33,8 @@ $res = http_post("$ENV{FLUXGATE_URL}/init", '{"productId":"p040","quantity":1}')
 is($res->{status}, 404, 'the shop\'s port does not serve /init');
 $res = $http->get("$ENV{FLUXGATE_URL}/health");
 is($res->{status}, 404, 'nor /health');
+$res = $http->get("$ENV{FLUXGATE_URL}/metrics");
+is($res->{status}, 404, 'nor /metrics');
 $res = $http->get("$ENV{FLUXGATE_ADMIN_URL}/init");
 is($res->{status}, 405, 'the admin listener serves /init (GET: 405)');
 
@@ -37,7 +46,8 @@ $res = $http->get("$ENV{FLUXGATE_URL}/order");
 is($res->{status}, 405, 'GET /order reaches the module (405)');
 
 my $env = `cat $ENV{FG_RUN_DIR}/env`;
-for my $v (qw(FLUXGATE_URL FLUXGATE_ADMIN_URL FLUXGATE_HEALTH_URL REDIS_HOST
+for my $v (qw(FLUXGATE_URL FLUXGATE_ADMIN_URL FLUXGATE_HEALTH_URL
+              FLUXGATE_METRICS_URL REDIS_HOST
               REDIS_PORT PGHOST PGPORT PGDATABASE PGUSER KAFKA_BOOTSTRAP)) {
     like($env, qr/^export $v=\S+$/m, "env has $v");
 }

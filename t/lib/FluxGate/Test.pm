@@ -15,7 +15,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
                  http_post http_get prom_samples stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
                  nginx_workers set_stock pending_claim claim_state
-                 run_reconcile);
+                 run_reconcile metrics_scrape promtool_check);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -239,22 +239,51 @@ sub http_post {
 
 # http_get($url) -> {status, headers, content}
 sub http_get {
-    my ($url) = @_;
+    my ($url, $method) = @_;
     require HTTP::Tiny;
-    return HTTP::Tiny->new(timeout => 10, max_redirect => 0)->get($url);
+    return HTTP::Tiny->new(timeout => 10, max_redirect => 0)
+        ->request($method // 'GET', $url);
 }
 
-# prom_samples($exposition_text) -> {'name{label="v",...}' => value, ...}:
-# the samples of a Prometheus text exposition, keyed as written (labels in
-# the order the exporter wrote them)
+# prom_samples($exposition_text [, raw => 1]) -> {'name{label="v",...}' =>
+# value, ...}: the samples of a Prometheus text exposition, keyed as
+# written (labels in the order the exporter wrote them); values are numbers
+# unless raw
 sub prom_samples {
-    my ($text) = @_;
+    my ($text, %o) = @_;
     my %s;
     for my $line (split /\n/, $text // '') {
         next if $line =~ /^\s*(#|$)/;
-        $s{$1} = $2 + 0 if $line =~ /^(\S+?(?:\{[^}]*\})?)\s+(\S+)/;
+        my ($k, $v) = $line =~ /^(\S+?(?:\{[^}]*\})?)\s+(\S+)/ or next;
+        $s{$k} = $o{raw} ? $v : $v + 0;
     }
     return \%s;
+}
+
+# metrics_scrape($url) -> {text => exposition, status, type,
+# 'name{label="v",...}' => value as written, ...}
+sub metrics_scrape {
+    my ($url) = @_;
+    my $res = http_get($url);
+    return { %{ prom_samples($res->{content}, raw => 1) },
+             text => $res->{content}, status => $res->{status},
+             type => $res->{headers}{'content-type'} // '' };
+}
+
+# promtool_check($exposition) -> (ok, output); ok is undef when promtool
+# (Debian's prometheus package) is not installed
+sub promtool_check {
+    my ($text) = @_;
+    chomp(my $bin = `command -v promtool 2>/dev/null`);
+    return (undef, 'promtool not installed') unless $bin;
+    my $file = "/tmp/fg-promtool.$$";
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh;
+    my $out = `$bin check metrics < $file 2>&1`;
+    my $ok = $? == 0;
+    unlink $file;
+    return ($ok, $out);
 }
 
 # loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)

@@ -14,7 +14,8 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(run_tests no_shuffle repeat_each workers server_port
-                 servroot nginx_pid http_request error_log_since explain);
+                 servroot nginx_pid http_request error_log_since explain
+                 reload_nginx);
 
 my $Nginx    = $ENV{TEST_NGINX_BINARY} || $ENV{FG_NGINX} || '/usr/sbin/nginx';
 my $Module   = $ENV{FG_MODULE} || abs_path('build/ngx_fluxgate_module.so');
@@ -158,6 +159,24 @@ sub start_nginx ($) {
     }
     $RunningConf = $conf;
     return 1;
+}
+
+# `nginx -s reload` of the running configuration; returns when every worker
+# of the old generation is gone and as many new ones serve
+sub reload_nginx () {
+    my $master = nginx_pid() or return 0;
+    my %old = map { $_ => 1 } grep { /\d/ } split /\s+/, `pgrep -P $master`;
+    my ($rc, $out) = run_nginx('-s', 'reload');
+    if ($rc != 0) { diag("nginx -s reload failed: $out"); return 0 }
+    my $deadline = time + 15;
+    while (time < $deadline) {
+        my @now = grep { /\d/ } split /\s+/, `pgrep -P $master`;
+        my @new = grep { !$old{$_} } @now;
+        return 1 if @new >= $Workers && @new == @now;
+        sleep 0.05;
+    }
+    diag("nginx -s reload: old workers still there");
+    return 0;
 }
 
 sub port_open ($) {
