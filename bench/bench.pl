@@ -146,7 +146,7 @@ my $FluxServer = <<'EOF';
         location = /init { fluxgate_stock_admin; }
 EOF
 
-sub set_stock {
+sub init_at {
     my ($port, $product, $n) = @_;
     my $res = http_post("http://127.0.0.1:$port/init",
                         qq({"productId":"$product","quantity":$n}));
@@ -200,13 +200,13 @@ sub bench_flux {
 
     # sold out: the stock is 0, every answer is a 409
     my $p = uniq('soldout');
-    set_stock($port, $p, 0);
+    init_at($port, $p, 0);
     my $r = run_load(port => $port, product => $p);
     $fig{"soldout_$w"} = row($name, 'sold-out path (409)', $r, 409);
 
     # accepted: stock never runs out, every 200 acknowledged by Kafka
     $p = uniq('accept');
-    set_stock($port, $p, 1_000_000_000);
+    init_at($port, $p, 1_000_000_000);
     # each 200 waits for Kafka: more connections keep the gate busy
     $r = run_load(port => $port, product => $p, c => 2 * $CONNS);
     my $rps = $fig{"accept_$w"} = row($name, 'accept path (200), ' . 2 * $CONNS . ' conns', $r, 200);
@@ -226,7 +226,7 @@ sub bench_flux {
     $port = nginx_start($name, $w, "load_module $Module;",
                         flux_http(threshold => '1000 burst=200'), $FluxServer);
     $p = uniq('flash');
-    set_stock($port, $p, 1000);
+    init_at($port, $p, 1000);
     $r = loadgen(port => $port, c => 500, d => 5, product => $p);
     my $total = $r->{responses} || 1;
     my %share = map { $_ => ($r->{status}{$_}{count} // 0) / $total }
@@ -272,10 +272,10 @@ sub bench_wrk {
     $port = nginx_start('wrk-flux', 1, "load_module $Module;", flux_http(),
                         $FluxServer);
     my $p = uniq('wrk-soldout');
-    set_stock($port, $p, 0);
+    init_at($port, $p, 0);
     $fig{wrk_soldout} = wrk_row('wrk', 'flux-1w sold-out (409)', wrk_run($port, $p, $CONNS));
     $p = uniq('wrk-accept');
-    set_stock($port, $p, 1_000_000_000);
+    init_at($port, $p, 1_000_000_000);
     $fig{wrk_accept} = wrk_row('wrk', 'flux-1w accept (200), ' . 2 * $CONNS . ' conns',
                                wrk_run($port, $p, 2 * $CONNS));
     nginx_stop('wrk-flux');
@@ -285,7 +285,7 @@ sub bench_wrk {
                         flux_http() =~ s/fluxgate_sold_out_cache 1s/fluxgate_sold_out_cache off/r,
                         $FluxServer);
     $p = uniq('wrk-soldout-redis');
-    set_stock($port, $p, 0);
+    init_at($port, $p, 0);
     $fig{wrk_soldout_redis} = wrk_row('wrk', 'flux-1w sold-out, flag off',
                                       wrk_run($port, $p, $CONNS));
     nginx_stop('wrk-flux');
@@ -312,7 +312,7 @@ sub bench_metrics {
         $port{on} = nginx_start('metrics-on', 1, "load_module $Module;", $http,
                                 $FluxServer . "        location = /metrics { fluxgate_metrics; }\n");
         my $p = uniq('metrics-soldout');
-        set_stock($port{off}, $p, 0);
+        init_at($port{off}, $p, 0);
         for my $i (1 .. $runs) {
             for my $m ('off', 'on') {
                 my $t0 = nginx_worker_cpu_ticks("metrics-$m");
@@ -353,7 +353,7 @@ sub bench_memory {
     my $port = nginx_start($name, 1, "load_module $Module;", flux_http(),
                            $FluxServer);
     my $p = uniq('mem');
-    set_stock($port, $p, 1_000_000_000);
+    init_at($port, $p, 1_000_000_000);
     loadgen(port => $port, c => $CONNS, n => 10_000, product => $p);
     my $rss1 = nginx_worker_rss_kb($name);
     my $r = loadgen(port => $port, c => $CONNS, n => $MEM_N - 10_000,

@@ -106,12 +106,15 @@ sub gate_log {
     return <$fh>;
 }
 
+# a graceful stop; whatever is still there after 30 s, master or worker,
+# is killed, so no gate outlives its test
 sub gate_stop {
     my ($g) = @_;
     my $pid = gate_master($g) or return;
+    my @workers = gate_workers($g);
     kill 'QUIT', $pid;
-    wait_until(30, sub { !kill 0, $pid });
-    kill 'KILL', $pid if kill 0, $pid;
+    wait_until(30, sub { !grep { kill 0, $_ } $pid, @workers });
+    kill 'KILL', grep { kill 0, $_ } $pid, @workers;
 }
 
 # init_stock($gate, $product, $n, key => K, if_generation => G) -> response
