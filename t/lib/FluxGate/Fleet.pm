@@ -20,7 +20,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use FluxGate::Test;
 
-our @EXPORT = qw(gate_start gate_stop gate_workers gate_url gate_log
+our @EXPORT = qw(gate_start gate_stop gate_workers gate_workers_by_load gate_url gate_log
                  init_stock sale_start sale_wait ok_orders books_balance
                  wait_settled reconcile);
 
@@ -69,7 +69,7 @@ http {
     fluxgate_kafka_topic $topic;
     $extra
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$port reuseport;
         location = /order { fluxgate_order; }
         location = /init { fluxgate_stock_admin; }
     }
@@ -98,6 +98,18 @@ sub gate_master {
 sub gate_workers { my ($g) = @_; my $m = gate_master($g) or return (); nginx_workers($m) }
 
 sub gate_url { "http://127.0.0.1:$_[0]{port}" }
+
+# the gate's worker processes, the one holding most client connections
+# first: (pid, connections) pairs from ss (the listen sockets are reuseport,
+# so the kernel spreads connections over every process)
+sub gate_workers_by_load {
+    my ($g) = @_;
+    my %n = map { $_ => 0 } gate_workers($g);
+    for (`ss -Htnp state established '( sport = :$g->{port} )' 2>/dev/null`) {
+        while (/pid=(\d+)/g) { $n{$1}++ if exists $n{$1} }
+    }
+    return map { [$_, $n{$_}] } sort { $n{$b} <=> $n{$a} } keys %n;
+}
 
 sub gate_log {
     my ($g) = @_;
