@@ -37,10 +37,11 @@
 #define NGX_FLUXGATE_METRICS_REFRESH   1000
 
 
+/* the sum first: in one cache line with the usual buckets */
 typedef struct {
+    ngx_atomic_t                 sum;         /* microseconds */
     /* not cumulative; the last one is +Inf */
     ngx_atomic_t                 bucket[NGX_FLUXGATE_METRICS_BOUNDS + 1];
-    ngx_atomic_t                 sum;         /* microseconds */
 } ngx_fluxgate_histogram_t;
 
 
