@@ -369,12 +369,14 @@ sub bench_metrics {
         }
         $fig{"metrics_ratio_$flag"} = median(@rps_ratio);
         $fig{"metrics_cpu_ratio_$flag"} = median(@cpu_ratio);
+        $fig{"metrics_spread_$flag"} = half_iqr(@rps_ratio);
+        $fig{"metrics_cpu_spread_$flag"} = half_iqr(@cpu_ratio);
         my $sum = sprintf('on / off, %s, median of %d pairs: req/s %.1f%% '
-                          . '(pairs %.1f%% .. %.1f%%), worker CPU per answer '
-                          . '%.1f%% (pairs %.1f%% .. %.1f%%)', $what, $pairs,
-                          map { 100 * $_ } median(@rps_ratio),
+                          . '(pairs +-%.1f%%, %.1f%% .. %.1f%%), worker CPU per answer '
+                          . '%.1f%% (pairs +-%.1f%%, %.1f%% .. %.1f%%)', $what, $pairs,
+                          map { 100 * $_ } median(@rps_ratio), half_iqr(@rps_ratio),
                           (sort { $a <=> $b } @rps_ratio)[0, -1],
-                          median(@cpu_ratio),
+                          median(@cpu_ratio), half_iqr(@cpu_ratio),
                           (sort { $a <=> $b } @cpu_ratio)[0, -1]);
         say "metrics $sum";
         push @md, "\n$sum\n\n";
@@ -385,8 +387,9 @@ sub bench_metrics {
                                . '(outcome, count, observe, in_flight, product, state)',
                                $share, $samples);
             say "metrics $what: $line";
-            push @md, "$line\n\n";
+            push @md, "- $line\n";
         }
+        push @md, '- ' . metrics_verdict($flag) . "\n\n";
     }
     my $date = strftime('%Y-%m-%d', localtime);
     my $nproc = `nproc`; chomp $nproc;
@@ -399,7 +402,9 @@ sub bench_metrics {
             . "${secs}s per run, build/fg-loadgen on the same $nproc CPUs; "
             . "load average $load at the end.  Off and on run in interleaved pairs "
             . "(turns off-on, on-off); each figure is the median over the pairs of "
-            . "on / off.  CPU is the nginx worker's utime + stime per answer.\n\n"
+            . "on / off; +-x% is half the interquartile range of the pairs' ratios, "
+            . "the noise of one pair.  CPU is the nginx worker's utime + stime per "
+            . "answer.\n\n"
             . join('', @md);
     close $fh;
     say "written $file";
@@ -408,6 +413,30 @@ sub bench_metrics {
 sub median {
     my @v = sort { $a <=> $b } @_;
     return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+
+# half the interquartile range: the spread of the middle half
+sub half_iqr {
+    my @v = sort { $a <=> $b } @_;
+    my $h = int(@v / 2);
+    return (median(@v[-$h .. -1]) - median(@v[0 .. $h - 1])) / 2;
+}
+
+# "< 3% loss": met, NOT met, or not to be told apart from the noise when the
+# pairs scatter more than the target's width
+sub metrics_verdict {
+    my ($flag) = @_;
+    my $r = $fig{"metrics_ratio_$flag"} // return 'n/a';
+    my $spread = $fig{"metrics_spread_$flag"};
+    my $v = $spread > 0.03 ? sprintf('inconclusive (pairs scatter +-%.1f%%, '
+                                     . 'wider than the 3%% to resolve)', 100 * $spread)
+          : $r > 0.97 ? 'met' : 'NOT met';
+    my $perf = $fig{"metrics_perf_$flag"};
+    $v .= sprintf('; the counting functions take %.2f%% of the worker\'s CPU (perf)',
+                  $perf) if defined $perf;
+    return sprintf('sold-out path%s, loss of req/s with fluxgate_metrics on '
+                   . '(median of pairs): %.1f%% (target < 3%%): %s',
+                   $flag ? ' (flag)' : ' (Redis)', 100 * (1 - $r), $v);
 }
 
 # the share (%) of an nginx's worker CPU samples spent in the functions that
@@ -506,19 +535,11 @@ sub report {
                           100 * (ratio($fig{wrk_soldout_redis}, $fig{wrk_ceiling}) // 0),
                           $fig{wrk_accept} // 0);
     for my $flag (1, 0) {
-        $r = $fig{"metrics_ratio_$flag"};
-        push @ratios, verdict(defined $r ? 100 * (1 - $r) : undef, '< 3%',
-                              'sold-out path' . ($flag ? ' (flag)' : ' (Redis)')
-                              . ', loss with fluxgate_metrics on (median of pairs): %.1f%%',
-                              defined $r && $r > 0.97);
+        push @ratios, metrics_verdict($flag);
         my $c = $fig{"metrics_cpu_ratio_$flag"};
         push @ratios, sprintf('sold-out path%s, nginx worker CPU per answer with '
                               . 'fluxgate_metrics on: %+.1f%%', $flag ? ' (flag)' : ' (Redis)',
                               100 * (($c // 1) - 1));
-        push @ratios, sprintf('sold-out path%s, share of the nginx worker\'s CPU samples '
-                              . 'in the counting functions (perf): %.2f%%',
-                              $flag ? ' (flag)' : ' (Redis)', $fig{"metrics_perf_$flag"})
-            if defined $fig{"metrics_perf_$flag"};
     }
     push @ratios, verdict($fig{accept_1}, '>= 20,000/s',
                           'accept path, acknowledged orders/s, 1 worker: %.0f',
@@ -632,15 +653,10 @@ if (%Only) {
     print join('', map { '| ' . join(' | ', @$_) . " |\n" } @rows);
     for my $flag (1, 0) {
         my $r = $fig{"metrics_ratio_$flag"};
-        printf "metrics on / off, sold-out %s, median of pairs: req/s %.1f%% "
-            . "(loss %.1f%%, target < 3%%: %s), worker CPU per answer %.1f%%\n",
-            $flag ? 'flag' : 'Redis', 100 * $r, 100 * (1 - $r),
-            $r > 0.97 ? 'met' : 'NOT met',
+        printf "%s; worker CPU per answer on / off %.1f%%\n", metrics_verdict($flag),
             100 * $fig{"metrics_cpu_ratio_$flag"}
             if defined $r;
-        printf "metrics on, sold-out %s: %.2f%% of the worker's CPU samples in the counting functions (perf)\n",
-            $flag ? 'flag' : 'Redis', $fig{"metrics_perf_$flag"}
-            if defined $fig{"metrics_perf_$flag"};
+
     }
 } else {
     report();
