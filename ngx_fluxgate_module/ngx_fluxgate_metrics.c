@@ -2,18 +2,27 @@
 /*
  * Flux-Gate: what the gate tells Prometheus and a load balancer.
  *
- * The counters of all worker processes live in one shared memory zone,
+ * The counts of all worker processes live in one shared memory zone,
  * "fluxgate_metrics", made when a location has fluxgate_metrics; without
- * one there is no zone and nothing is counted.  The hot path only ever
- * does ngx_atomic_fetch_add() on them: no lock.  A reload keeps the zone
- * and its counts when its size is the same (fluxgate_metrics_products
- * unchanged).
+ * one there is no zone and nothing is counted.
  *
- * Gauges are per process: each worker owns the slot ngx_process_slot of
- * an array in the zone and stores its in-flight count there as it changes,
- * and whether its Redis connections and Kafka producer are up and its
- * producer queue depth once a second.  A scrape sums (or, for "up", takes
- * the minimum over) the slots of the processes that are still alive.
+ * Each process owns the slot ngx_process_slot of an array in the zone, one
+ * cache line aligned slot per process, and is its only writer: the hot path
+ * adds to its own slot's counters and histograms with plain stores, no lock
+ * prefix, no cache line shared with another process.  The master gives a
+ * slot number to one live process at a time, so a process that takes over
+ * the slot of one that exited simply goes on adding to its totals: a scrape
+ * sums the counters of every slot ever used, and they survive a reload (the
+ * zone is kept when its size is the same, fluxgate_metrics_products
+ * unchanged) and a worker's crash alike.
+ *
+ * The gauges in a slot are the process's own: its in-flight count, stored
+ * as it changes, and whether its Redis connections and Kafka producer are
+ * up and its producer queue depth, once a second.  A scrape sums (or, for
+ * "up", takes the minimum over) the slots of the processes still alive.
+ *
+ * Per-product counts (opt-in) are shared by all processes and added to with
+ * ngx_atomic_fetch_add().
  *
  * fluxgate_health answers from the serving worker's own state.
  */
@@ -28,13 +37,24 @@
 #define NGX_FLUXGATE_METRICS_REFRESH   1000
 
 
+/* the sum first: in one cache line with the usual buckets */
 typedef struct {
+    ngx_atomic_t                 sum;         /* microseconds */
     /* not cumulative; the last one is +Inf */
     ngx_atomic_t                 bucket[NGX_FLUXGATE_METRICS_BOUNDS + 1];
-    ngx_atomic_t                 sum;         /* microseconds */
 } ngx_fluxgate_histogram_t;
 
 
+/* only ever added to; all ngx_atomic_t, summed as an array by a scrape */
+typedef struct {
+    ngx_atomic_t                 orders[NGX_FLUXGATE_OUTCOMES];
+    ngx_atomic_t                 stock_updates[NGX_FLUXGATE_OUTCOMES];
+    ngx_atomic_t                 counters[NGX_FLUXGATE_METRIC_LAST];
+    ngx_fluxgate_histogram_t     histograms[NGX_FLUXGATE_HISTOGRAM_LAST];
+} ngx_fluxgate_metrics_counts_t;
+
+
+/* written by one process only, the one with ngx_process_slot */
 typedef struct {
     ngx_atomic_t                 pid;         /* 0: free */
     ngx_atomic_t                 in_flight;
@@ -42,6 +62,9 @@ typedef struct {
     ngx_atomic_t                 redis_up;
     ngx_atomic_t                 kafka_up;
     ngx_atomic_t                 serving;     /* has Redis and Kafka */
+
+    /* cumulative over every process that had this slot */
+    ngx_fluxgate_metrics_counts_t  counts;
 } ngx_fluxgate_metrics_slot_t;
 
 
@@ -53,19 +76,37 @@ typedef struct {
 } ngx_fluxgate_metrics_product_t;
 
 
-typedef struct {
-    ngx_atomic_t                 orders[NGX_FLUXGATE_OUTCOMES];
-    ngx_atomic_t                 stock_updates[NGX_FLUXGATE_OUTCOMES];
-    ngx_atomic_t                 counters[NGX_FLUXGATE_METRIC_LAST];
-    ngx_fluxgate_histogram_t     histograms[NGX_FLUXGATE_HISTOGRAM_LAST];
+/*
+ * The zone: this header, then NGX_MAX_PROCESSES slots of
+ * NGX_FLUXGATE_METRICS_SLOT bytes each from NGX_FLUXGATE_METRICS_SLOTS on,
+ * then max_products products.
+ */
 
+typedef struct {
+    ngx_atomic_t                 nslots;      /* slots ever used */
     ngx_atomic_t                 nproducts;   /* published entries */
     ngx_uint_t                   max_products;
     ngx_atomic_t                 products_overflow;
-
-    ngx_fluxgate_metrics_slot_t  slots[NGX_MAX_PROCESSES];
-    ngx_fluxgate_metrics_product_t  products[1];
 } ngx_fluxgate_metrics_sh_t;
+
+
+#define NGX_FLUXGATE_METRICS_SLOTS                                            \
+    ngx_align(sizeof(ngx_fluxgate_metrics_sh_t), NGX_CPU_CACHE_LINE)
+
+#define NGX_FLUXGATE_METRICS_SLOT                                             \
+    ngx_align(sizeof(ngx_fluxgate_metrics_slot_t), NGX_CPU_CACHE_LINE)
+
+#define NGX_FLUXGATE_METRICS_PRODUCTS                                         \
+    (NGX_FLUXGATE_METRICS_SLOTS + NGX_MAX_PROCESSES * NGX_FLUXGATE_METRICS_SLOT)
+
+#define ngx_fluxgate_metrics_slot_at(sh, i)                                   \
+    ((ngx_fluxgate_metrics_slot_t *) ((u_char *) (sh)                         \
+        + NGX_FLUXGATE_METRICS_SLOTS + (i) * NGX_FLUXGATE_METRICS_SLOT))
+
+#define ngx_fluxgate_metrics_product_at(sh, i)                                \
+    ((ngx_fluxgate_metrics_product_t *) ((u_char *) (sh)                      \
+        + NGX_FLUXGATE_METRICS_PRODUCTS                                       \
+        + (i) * sizeof(ngx_fluxgate_metrics_product_t)))
 
 
 typedef struct {
@@ -81,8 +122,10 @@ static void ngx_fluxgate_metrics_product(ngx_fluxgate_ctx_t *ctx,
     ngx_fluxgate_outcome_e outcome);
 static void ngx_fluxgate_metrics_refresh(ngx_event_t *ev);
 static ngx_int_t ngx_fluxgate_metrics_alive(ngx_fluxgate_metrics_slot_t *s);
+static void ngx_fluxgate_metrics_sum(ngx_fluxgate_metrics_sh_t *sh,
+    ngx_fluxgate_metrics_counts_t *total);
 static u_char *ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
-    ngx_fluxgate_metrics_sh_t *sh);
+    ngx_fluxgate_metrics_counts_t *c);
 static u_char *ngx_fluxgate_metrics_histogram(u_char *p, u_char *last,
     const char *name, const char *help, ngx_fluxgate_histogram_t *h);
 static u_char *ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
@@ -116,6 +159,7 @@ static char  *ngx_fluxgate_metrics_outcomes[NGX_FLUXGATE_OUTCOMES] = {
 static ngx_fluxgate_metrics_sh_t    *ngx_fluxgate_metrics_sh;
 static ngx_fluxgate_metrics_ctx_t   *ngx_fluxgate_metrics_zctx;
 static ngx_fluxgate_metrics_slot_t  *ngx_fluxgate_metrics_slot;
+static ngx_fluxgate_metrics_counts_t  *ngx_fluxgate_metrics_mine;
 static ngx_fluxgate_main_conf_t     *ngx_fluxgate_metrics_fmcf;
 static ngx_event_t                   ngx_fluxgate_metrics_timer;
 
@@ -134,7 +178,7 @@ ngx_fluxgate_metrics_zone(ngx_conf_t *cf, ngx_uint_t products)
     ngx_shm_zone_t              *shm_zone;
     ngx_fluxgate_metrics_ctx_t  *ctx;
 
-    size = sizeof(ngx_fluxgate_metrics_sh_t)
+    size = NGX_FLUXGATE_METRICS_PRODUCTS
            + products * sizeof(ngx_fluxgate_metrics_product_t);
 
     /* the slab pool's own pages and headers */
@@ -219,7 +263,7 @@ ngx_fluxgate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    size = sizeof(ngx_fluxgate_metrics_sh_t)
+    size = NGX_FLUXGATE_METRICS_PRODUCTS
            + ctx->max_products * sizeof(ngx_fluxgate_metrics_product_t);
 
     ctx->sh = ngx_slab_calloc(ctx->shpool, size);
@@ -234,29 +278,29 @@ ngx_fluxgate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-/* the hot path */
+/* the hot path: this process's own slot, plain stores */
 
 void
 ngx_fluxgate_metrics_outcome(ngx_http_request_t *r, ngx_fluxgate_ctx_t *ctx,
     ngx_fluxgate_outcome_e outcome)
 {
-    ngx_fluxgate_loc_conf_t    *flcf;
-    ngx_fluxgate_metrics_sh_t  *sh;
+    ngx_fluxgate_loc_conf_t        *flcf;
+    ngx_fluxgate_metrics_counts_t  *c;
 
-    sh = ngx_fluxgate_metrics_sh;
+    c = ngx_fluxgate_metrics_mine;
 
-    if (sh == NULL || outcome >= NGX_FLUXGATE_OUTCOMES) {
+    if (c == NULL || outcome >= NGX_FLUXGATE_OUTCOMES) {
         return;
     }
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
 
     if (flcf->handler == NGX_FLUXGATE_HANDLER_ADMIN) {
-        (void) ngx_atomic_fetch_add(&sh->stock_updates[outcome], 1);
+        c->stock_updates[outcome]++;
         return;
     }
 
-    (void) ngx_atomic_fetch_add(&sh->orders[outcome], 1);
+    c->orders[outcome]++;
 
     if (ctx->product_id_len) {
         ngx_fluxgate_metrics_product(ctx, outcome);
@@ -267,9 +311,8 @@ ngx_fluxgate_metrics_outcome(ngx_http_request_t *r, ngx_fluxgate_ctx_t *ctx,
 void
 ngx_fluxgate_metrics_count(ngx_fluxgate_metric_e metric)
 {
-    if (ngx_fluxgate_metrics_sh) {
-        (void) ngx_atomic_fetch_add(
-                              &ngx_fluxgate_metrics_sh->counters[metric], 1);
+    if (ngx_fluxgate_metrics_mine) {
+        ngx_fluxgate_metrics_mine->counters[metric]++;
     }
 }
 
@@ -281,11 +324,11 @@ ngx_fluxgate_metrics_observe(ngx_fluxgate_histogram_e histogram,
     ngx_uint_t                 i;
     ngx_fluxgate_histogram_t  *h;
 
-    if (ngx_fluxgate_metrics_sh == NULL) {
+    if (ngx_fluxgate_metrics_mine == NULL) {
         return;
     }
 
-    h = &ngx_fluxgate_metrics_sh->histograms[histogram];
+    h = &ngx_fluxgate_metrics_mine->histograms[histogram];
 
     for (i = 0; i < NGX_FLUXGATE_METRICS_BOUNDS; i++) {
         if (usec <= ngx_fluxgate_metrics_bounds[i]) {
@@ -293,8 +336,8 @@ ngx_fluxgate_metrics_observe(ngx_fluxgate_histogram_e histogram,
         }
     }
 
-    (void) ngx_atomic_fetch_add(&h->sum, (ngx_atomic_int_t) usec);
-    (void) ngx_atomic_fetch_add(&h->bucket[i], 1);
+    h->sum += usec;
+    h->bucket[i]++;
 }
 
 
@@ -345,7 +388,7 @@ ngx_fluxgate_metrics_product(ngx_fluxgate_ctx_t *ctx,
         ngx_memory_barrier();
 
         for (i = 0; i < n; i++) {
-            pr = &sh->products[i];
+            pr = ngx_fluxgate_metrics_product_at(sh, i);
 
             if (pr->hash == hash && pr->len == len
                 && ngx_memcmp(pr->id, ctx->product_id, len) == 0)
@@ -368,7 +411,7 @@ ngx_fluxgate_metrics_product(ngx_fluxgate_ctx_t *ctx,
             continue;
         }
 
-        pr = &sh->products[n];
+        pr = ngx_fluxgate_metrics_product_at(sh, n);
         pr->hash = hash;
         ngx_memcpy(pr->id, ctx->product_id, len);
         pr->len = len;
@@ -389,6 +432,7 @@ void
 ngx_fluxgate_metrics_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_main_conf_t *fmcf)
 {
+    ngx_atomic_uint_t            n;
     ngx_fluxgate_metrics_ctx_t  *ctx;
 
     if (fmcf->metrics == NULL) {
@@ -405,7 +449,20 @@ ngx_fluxgate_metrics_init_process(ngx_cycle_t *cycle,
         return;
     }
 
-    ngx_fluxgate_metrics_slot = &ctx->sh->slots[ngx_process_slot];
+    ngx_fluxgate_metrics_slot = ngx_fluxgate_metrics_slot_at(ctx->sh,
+                                                            ngx_process_slot);
+
+    /* the slots a scrape sums: 0 .. the highest one ever used */
+
+    for ( ;; ) {
+        n = ctx->sh->nslots;
+
+        if (n > (ngx_atomic_uint_t) ngx_process_slot
+            || ngx_atomic_cmp_set(&ctx->sh->nslots, n, ngx_process_slot + 1))
+        {
+            break;
+        }
+    }
 
     ngx_fluxgate_metrics_slot->in_flight = 0;
     ngx_fluxgate_metrics_slot->kafka_queue = 0;
@@ -414,6 +471,9 @@ ngx_fluxgate_metrics_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_metrics_slot->serving = fmcf->handlers ? 1 : 0;
     ngx_memory_barrier();
     ngx_fluxgate_metrics_slot->pid = ngx_pid;
+
+    /* counted from here on, onto the totals of the slot's earlier owners */
+    ngx_fluxgate_metrics_mine = &ngx_fluxgate_metrics_slot->counts;
 
     if (fmcf->handlers == 0) {
         return;
@@ -438,6 +498,7 @@ ngx_fluxgate_metrics_exit_process(ngx_cycle_t *cycle)
         ngx_fluxgate_metrics_slot = NULL;
     }
 
+    ngx_fluxgate_metrics_mine = NULL;
     ngx_fluxgate_metrics_sh = NULL;
 }
 
@@ -498,11 +559,12 @@ ngx_fluxgate_metrics_alive(ngx_fluxgate_metrics_slot_t *s)
 ngx_int_t
 ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
 {
-    u_char                     *p, *last;
-    size_t                      size;
-    ngx_int_t                   rc;
-    ngx_str_t                   body;
-    ngx_fluxgate_metrics_sh_t  *sh;
+    u_char                         *p, *last;
+    size_t                          size;
+    ngx_int_t                       rc;
+    ngx_str_t                       body;
+    ngx_fluxgate_metrics_sh_t      *sh;
+    ngx_fluxgate_metrics_counts_t   total;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -533,17 +595,19 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
     p = body.data;
     last = body.data + size;
 
-    p = ngx_fluxgate_metrics_counters(p, last, sh);
+    ngx_fluxgate_metrics_sum(sh, &total);
+
+    p = ngx_fluxgate_metrics_counters(p, last, &total);
 
     p = ngx_fluxgate_metrics_histogram(p, last,
             "fluxgate_redis_duration_seconds",
             "Round trip of order.lua, from sending it to its reply.",
-            &sh->histograms[NGX_FLUXGATE_HISTOGRAM_REDIS]);
+            &total.histograms[NGX_FLUXGATE_HISTOGRAM_REDIS]);
 
     p = ngx_fluxgate_metrics_histogram(p, last,
             "fluxgate_kafka_delivery_duration_seconds",
             "From producing an order's message to its delivery report.",
-            &sh->histograms[NGX_FLUXGATE_HISTOGRAM_KAFKA]);
+            &total.histograms[NGX_FLUXGATE_HISTOGRAM_KAFKA]);
 
     p = ngx_fluxgate_metrics_gauges(p, last, sh);
 
@@ -558,9 +622,35 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
 }
 
 
+/* the counts of every slot ever used, live or not */
+
+static void
+ngx_fluxgate_metrics_sum(ngx_fluxgate_metrics_sh_t *sh,
+    ngx_fluxgate_metrics_counts_t *total)
+{
+    ngx_uint_t     i, j, n;
+    ngx_atomic_t  *from, *to;
+
+    ngx_memzero(total, sizeof(ngx_fluxgate_metrics_counts_t));
+
+    to = (ngx_atomic_t *) total;
+    n = ngx_min((ngx_uint_t) sh->nslots, NGX_MAX_PROCESSES);
+
+    for (i = 0; i < n; i++) {
+        from = (ngx_atomic_t *) &ngx_fluxgate_metrics_slot_at(sh, i)->counts;
+
+        for (j = 0; j < sizeof(ngx_fluxgate_metrics_counts_t)
+                        / sizeof(ngx_atomic_t); j++)
+        {
+            to[j] += from[j];
+        }
+    }
+}
+
+
 static u_char *
 ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
-    ngx_fluxgate_metrics_sh_t *sh)
+    ngx_fluxgate_metrics_counts_t *c)
 {
     ngx_uint_t  i;
 
@@ -572,7 +662,7 @@ ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
     for (i = 1; i < NGX_FLUXGATE_OUTCOMES; i++) {
         p = ngx_slprintf(p, last,
                          "fluxgate_orders_total{outcome=\"%s\"} %uA\n",
-                         ngx_fluxgate_metrics_outcomes[i], sh->orders[i]);
+                         ngx_fluxgate_metrics_outcomes[i], c->orders[i]);
     }
 
     p = ngx_slprintf(p, last,
@@ -586,7 +676,7 @@ ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
 
         if (i != NGX_FLUXGATE_ACCEPTED && i != NGX_FLUXGATE_DUPLICATE
             && i != NGX_FLUXGATE_INVALID && i != NGX_FLUXGATE_ERROR
-            && sh->stock_updates[i] == 0)
+            && c->stock_updates[i] == 0)
         {
             continue;
         }
@@ -594,7 +684,7 @@ ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
         p = ngx_slprintf(p, last,
                          "fluxgate_stock_updates_total{outcome=\"%s\"} %uA\n",
                          ngx_fluxgate_metrics_outcomes[i],
-                         sh->stock_updates[i]);
+                         c->stock_updates[i]);
     }
 
     return ngx_slprintf(p, last,
@@ -615,11 +705,11 @@ ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
             "# TYPE fluxgate_claims_settled_total counter\n"
             "fluxgate_claims_settled_total{by=\"done\"} %uA\n"
             "fluxgate_claims_settled_total{by=\"release\"} %uA\n",
-            sh->counters[NGX_FLUXGATE_METRIC_SOLD_OUT_HITS],
-            sh->counters[NGX_FLUXGATE_METRIC_RELEASED],
-            sh->counters[NGX_FLUXGATE_METRIC_RELEASED_OVER],
-            sh->counters[NGX_FLUXGATE_METRIC_SETTLED_DONE],
-            sh->counters[NGX_FLUXGATE_METRIC_SETTLED_RELEASE]);
+            c->counters[NGX_FLUXGATE_METRIC_SOLD_OUT_HITS],
+            c->counters[NGX_FLUXGATE_METRIC_RELEASED],
+            c->counters[NGX_FLUXGATE_METRIC_RELEASED_OVER],
+            c->counters[NGX_FLUXGATE_METRIC_SETTLED_DONE],
+            c->counters[NGX_FLUXGATE_METRIC_SETTLED_RELEASE]);
 }
 
 
@@ -629,7 +719,7 @@ static u_char *
 ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
     ngx_fluxgate_metrics_sh_t *sh)
 {
-    ngx_uint_t                    i, live, redis_up, kafka_up;
+    ngx_uint_t                    i, n, live, redis_up, kafka_up;
     ngx_atomic_uint_t             in_flight, queue;
     ngx_fluxgate_metrics_slot_t  *s;
 
@@ -639,8 +729,10 @@ ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
     redis_up = 1;
     kafka_up = 1;
 
-    for (i = 0; i < NGX_MAX_PROCESSES; i++) {
-        s = &sh->slots[i];
+    n = ngx_min((ngx_uint_t) sh->nslots, NGX_MAX_PROCESSES);
+
+    for (i = 0; i < n; i++) {
+        s = ngx_fluxgate_metrics_slot_at(sh, i);
 
         if (!ngx_fluxgate_metrics_alive(s)) {
             continue;
@@ -708,7 +800,7 @@ ngx_fluxgate_metrics_products_text(u_char *p, u_char *last,
     ngx_memory_barrier();
 
     for (i = 0; i < n; i++) {
-        pr = &sh->products[i];
+        pr = ngx_fluxgate_metrics_product_at(sh, i);
 
         for (j = 1; j < NGX_FLUXGATE_OUTCOMES; j++) {
             if (pr->orders[j] == 0) {

@@ -701,7 +701,7 @@ ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
                            op->generation_stock)
               - value;
 
-    op->sent = ngx_fluxgate_metrics_clock();
+    /* op->sent: order.lua's reply, read by ngx_fluxgate_order_timed() */
 
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
         return NGX_ERROR;
@@ -1060,6 +1060,9 @@ ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
 
     now = ngx_fluxgate_metrics_clock();
     usec = (now > op->sent) ? now - op->sent : 0;
+
+    /* the end of order.lua's round trip starts the produce that follows */
+    op->sent = now;
 
     ngx_fluxgate_metrics_observe(histogram, usec);
 

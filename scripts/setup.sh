@@ -43,6 +43,8 @@ PACKAGES=(
     wrk kcat curl procps iproute2 netcat-openbsd gettext-base
     # promtool, for the metrics' exposition format
     prometheus
+    # perf: make bench's metrics part samples where the nginx worker's time goes
+    linux-perf
     # the OpenResty-style peer of the benchmark, and its chart
     libnginx-mod-http-lua lua-nginx-redis lua-cjson gnuplot-nox
     # Prometheus (server and promtool) for the metrics tests
