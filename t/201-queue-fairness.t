@@ -169,7 +169,7 @@ for (@lines) {
 my $n = @clients;
 is($n, $main::PROCS * $main::EACH, "$main::name - every client reported");
 my @queued = grep { $_->{seq} ne '-' } @clients;
-ok(@queued >= $n - 5, "$main::name - the crowd was queued: " . scalar(@queued) . " tickets");
+ok(@queued >= $n - 20, "$main::name - the crowd was queued: " . scalar(@queued) . " tickets");
 is(scalar(grep { $_->{final} != 200 } @clients), 0, "$main::name - everyone bought in the end");
 
 # when each order was reserved (Redis TIME, ms)
