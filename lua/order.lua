@@ -59,7 +59,7 @@ local ttl, rate, burst, per_user =
 local key = ARGV[9]
 local queue, window, ticket_ttl =
     ARGV[10] == '1', tonumber(ARGV[11]), tonumber(ARGV[12])
-local ticket = ARGV[13] ~= '' and {
+local ticket = (ARGV[13] or '') ~= '' and {
     seq = ARGV[13], admit = tonumber(ARGV[14]), till = tonumber(ARGV[15]),
     expires = tonumber(ARGV[16]), interval = tonumber(ARGV[17]) }
 
