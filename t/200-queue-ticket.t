@@ -19,9 +19,10 @@ our $HTTP = <<'EOF';
     fluxgate_queue_secret $TEST_NGINX_QUEUE_SECRET;
 EOF
 
-# two orders a second: the second order of a block waits half a second
+# one order a second: the second order of a block waits a second (room
+# enough for a loaded machine between two requests of a block)
 our $CONFIG = <<'EOF';
-    fluxgate_threshold 2;
+    fluxgate_threshold 1;
     fluxgate_waiting_room /waiting-room/;
 
     location = /order {
@@ -208,6 +209,7 @@ is_deeply([sort keys %$b], [qw(admitted etaSeconds position soldOut)], "$main::n
 ok($b->{position} == 2 && !$b->{admitted} && !$b->{soldOut}, "$main::name - second, waiting")
     or diag(explain $b);
 ok($b->{etaSeconds} >= 1 && $b->{etaSeconds} <= 2, "$main::name - ETA $b->{etaSeconds}s");
+ok($res->{headers}{'retry-after'} <= 5, "$main::name - polled again within 5s");
 ok($res->{headers}{'retry-after'} >= 1, "$main::name - Retry-After while waiting");
 ok(wait_until(5, sub { (queue_status(main::port(), $p, $t2))[1]{admitted} }),
    "$main::name - admitted in its turn");
