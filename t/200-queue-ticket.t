@@ -160,7 +160,32 @@ qr/"fluxgate_queue_secret": the secret file ".*short" holds 31 bytes, at least 3
 
 
 
-=== TEST 5: over the rate: 302 with a ticket, its place, Retry-After
+=== TEST 5: every queue directive, at every level it is allowed
+--- http_config eval
+$::HTTP . "    fluxgate_queue_window 20s;\n    fluxgate_queue_ticket_ttl 30m;\n"
+--- config
+    fluxgate_queue_secret $TEST_NGINX_OTHER_SECRET;
+    fluxgate_queue_window 10s;
+    fluxgate_queue_ticket_ttl 1m;
+    location = /order {
+        fluxgate_queue_secret $TEST_NGINX_QUEUE_SECRET;
+        fluxgate_queue_window 5s;
+        fluxgate_queue_ticket_ttl 10s;
+        fluxgate_order;
+    }
+    location = /queue/status {
+        fluxgate_queue_status;
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- error_code: 200
+
+
+
+=== TEST 6: over the rate: 302 with a ticket, its place, Retry-After
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -191,7 +216,7 @@ is(json_decode(queue_order(main::port(), $p, uniq('k'))->{content})->{position},
 
 
 
-=== TEST 6: status: position and ETA, then admitted; Retry-After while waiting
+=== TEST 7: status: position and ETA, then admitted; Retry-After while waiting
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -223,7 +248,7 @@ is(redis_snapshot($p), $before, "$main::name - a poll writes nothing");
 
 
 
-=== TEST 7: status refuses what is not a ticket of this product
+=== TEST 8: status refuses what is not a ticket of this product
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -248,7 +273,7 @@ is($res->{status}, 405, "$main::name - POST: 405");
 
 
 
-=== TEST 8: an admitted ticket passes once; a retry of the same order replays
+=== TEST 9: an admitted ticket passes once; a retry of the same order replays
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -272,7 +297,7 @@ is(redis('GET', "fg:{$p}:stock"), 8, "$main::name - one unit sold with the ticke
 
 
 
-=== TEST 9: a ticket not admitted yet: 302 again with the same ticket
+=== TEST 10: a ticket not admitted yet: 302 again with the same ticket
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -293,7 +318,7 @@ is(redis_snapshot($p), $before, "$main::name - Redis unchanged");
 
 
 
-=== TEST 10: forged, garbage, other secret, other product: 400 before Redis
+=== TEST 11: forged, garbage, other secret, other product: 400 before Redis
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -323,7 +348,7 @@ is(redis_snapshot($p), $before, "$main::name - two tickets: Redis unchanged");
 
 
 
-=== TEST 11: expired, and a window that passed: 400, Redis unchanged
+=== TEST 12: expired, and a window that passed: 400, Redis unchanged
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
