@@ -44,6 +44,7 @@ sub missing {
 sub start {
     my ($class, %o) = @_;
     my $dir = $o{dir} or die "FluxGate::Browser: dir";
+    require Protocol::WebSocket::Client;
     my $profile = "$dir/profile";
     make_path($profile);
     unlink "$profile/DevToolsActivePort";
