@@ -58,7 +58,7 @@ close $sfh;
 # one order per second and per product: a line forms at once
 my $g = gate_start(workers => 1,
     extra => "fluxgate_threshold 1; fluxgate_waiting_room /waiting-room/;\n"
-           . "fluxgate_idempotency_ttl 120s;\n"
+           . "fluxgate_idempotency_ttl 120s; fluxgate_per_user_limit 1;\n"
            . ($queue ? "fluxgate_queue_secret $art/queue.secret;\n"
                      . "fluxgate_queue_window 10s;\n"
                      . "fluxgate_queue_ticket_ttl 300s;\n" : ''),
@@ -91,8 +91,13 @@ sub page_state {
     return $s ? @{ json_decode($s) } : ('', '', '');
 }
 
+# no sideways scrolling on a 412 px phone, nor on a 320 px one
 sub fits_phone {
-    return $b->js('document.documentElement.scrollWidth <= window.innerWidth');
+    my $ok = $b->js('document.documentElement.scrollWidth <= window.innerWidth');
+    $b->viewport(320, 640);
+    $ok &&= $b->js('document.documentElement.scrollWidth <= window.innerWidth');
+    $b->viewport(412, 915);
+    return $ok;
 }
 
 # --- the shop page, over the threshold -------------------------------------
@@ -160,6 +165,15 @@ my @mine = grep { $_->[1] eq $order->{body}{userId} }
            @{ wait_drained($p, 2, 60) };
 is(scalar @mine, 1, 'the worker recorded one order for the browser\'s user');
 is($mine[0][0], $id, 'the confirmed one') if @mine;
+
+# --- the same shopper again: one per person ---------------------------------
+sleep 1.2;    # the threshold's second passes: no line
+$b->go("$url/?productId=$p");
+$b->wait_js(10, 'document.body.dataset.state === "ready"');
+$b->js('document.getElementById("buy").click()');
+ok($b->wait_js(10, 'document.body.dataset.state === "limit_reached"'),
+   'a second Buy now by the same shopper: the shop page says one per person')
+    or diag "state: " . join(' ', page_state());
 
 # --- sold out while in line ------------------------------------------------
 SKIP: {

@@ -199,6 +199,13 @@ sub go {
         or die "$url did not load in 20 s\n";
 }
 
+# viewport($width, $height): lay the page out for another screen
+sub viewport {
+    my ($self, $w, $h) = @_;
+    $self->call('Emulation.setDeviceMetricsOverride', width => $w,
+                height => $h, deviceScaleFactor => 1, mobile => JSON::PP::true);
+}
+
 sub screenshot {
     my ($self, $file) = @_;
     my $r = $self->call('Page.captureScreenshot', format => 'png');
