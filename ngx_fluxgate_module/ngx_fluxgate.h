@@ -10,6 +10,7 @@
  * ngx_fluxgate_admin.c   POST /init (stock administration)
  * ngx_fluxgate_sold_out.c the sold-out flag in shared memory
  * ngx_fluxgate_metrics.c  fluxgate_metrics and fluxgate_health
+ * ngx_fluxgate_queue.c   the waiting room: tickets, 302, fluxgate_queue_status
  * ngx_fluxgate_parse.c   request bodies and keys (pure C, fuzzable)
  * ngx_fluxgate_uuid.c    order ids (UUIDv7)
  */
@@ -138,7 +139,8 @@ typedef enum {
     NGX_FLUXGATE_HANDLER_ORDER,
     NGX_FLUXGATE_HANDLER_ADMIN,
     NGX_FLUXGATE_HANDLER_HEALTH,
-    NGX_FLUXGATE_HANDLER_METRICS
+    NGX_FLUXGATE_HANDLER_METRICS,
+    NGX_FLUXGATE_HANDLER_QUEUE_STATUS
 } ngx_fluxgate_handler_e;
 
 
@@ -156,7 +158,24 @@ typedef struct {
     ngx_uint_t                   max_quantity;
     ngx_uint_t                   per_user_limit;
     ngx_msec_t                   sold_out_cache;  /* 0: off */
+
+    ngx_str_t                    queue_secret;    /* no data: no queue */
+    ngx_msec_t                   queue_window;
+    ngx_msec_t                   queue_ticket_ttl;
 } ngx_fluxgate_loc_conf_t;
+
+
+/*
+ * A place in a product's line (ngx_fluxgate_queue.c, lua/order.lua): what
+ * the signed ticket says.  Times are microseconds of Redis TIME.
+ */
+typedef struct {
+    int64_t                      seq;         /* issued in this order */
+    int64_t                      admit;       /* admitted from */
+    int64_t                      until;       /* its admission window ends */
+    int64_t                      expires;     /* the ticket ends */
+    int64_t                      interval;    /* between two admissions */
+} ngx_fluxgate_ticket_t;
 
 
 /*
@@ -205,6 +224,7 @@ extern ngx_fluxgate_script_t  ngx_fluxgate_script_order;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_release;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_done;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_init;
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_queue_status;
 
 
 /* ngx_fluxgate_http.c: what both handlers share */
@@ -232,11 +252,26 @@ void ngx_fluxgate_op_fail(ngx_fluxgate_op_t *op, const char *error);
 void ngx_fluxgate_op_end(ngx_fluxgate_op_t *op);
 ngx_int_t ngx_fluxgate_idempotency_key(ngx_http_request_t *r,
     ngx_str_t *key);
+ngx_int_t ngx_fluxgate_single_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value);
 uint64_t ngx_fluxgate_now_ms(void);
 
 /* ngx_fluxgate_order.c, ngx_fluxgate_admin.c */
 ngx_int_t ngx_fluxgate_order_handler(ngx_http_request_t *r);
 ngx_int_t ngx_fluxgate_admin_handler(ngx_http_request_t *r);
+
+/* ngx_fluxgate_queue.c */
+char *ngx_fluxgate_queue_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_fluxgate_queue_ticket(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, u_char *product, size_t len,
+    ngx_fluxgate_ticket_t *ticket, const char **error);
+ngx_int_t ngx_fluxgate_queue_send_queued(ngx_http_request_t *r,
+    u_char *product, size_t len, ngx_fluxgate_ticket_t *ticket,
+    int64_t position, int64_t wait_ms);
+ngx_int_t ngx_fluxgate_queue_send_refused(ngx_http_request_t *r,
+    const char *reason, const char *field);
+ngx_int_t ngx_fluxgate_queue_status_handler(ngx_http_request_t *r);
 
 /* ngx_fluxgate_redis.c */
 ngx_fluxgate_redis_t *ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr);

@@ -444,11 +444,22 @@ static ngx_str_t  ngx_fluxgate_idempotency_header =
 ngx_int_t
 ngx_fluxgate_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
 {
+    return ngx_fluxgate_single_header(r, &ngx_fluxgate_idempotency_header,
+                                      key);
+}
+
+
+/* a header that may be sent once: NGX_DECLINED when it came twice */
+
+ngx_int_t
+ngx_fluxgate_single_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    ngx_str_null(key);
+    ngx_str_null(value);
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -465,17 +476,14 @@ ngx_fluxgate_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
             i = 0;
         }
 
-        if (h[i].key.len == ngx_fluxgate_idempotency_header.len
-            && ngx_strncasecmp(h[i].key.data,
-                               ngx_fluxgate_idempotency_header.data,
-                               h[i].key.len)
-               == 0)
+        if (h[i].key.len == name->len
+            && ngx_strncasecmp(h[i].key.data, name->data, h[i].key.len) == 0)
         {
-            if (key->data != NULL) {
+            if (value->data != NULL) {
                 return NGX_DECLINED;
             }
 
-            *key = h[i].value;
+            *value = h[i].value;
         }
     }
 

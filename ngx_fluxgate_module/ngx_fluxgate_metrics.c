@@ -256,6 +256,11 @@ ngx_fluxgate_metrics_outcome(ngx_http_request_t *r, ngx_fluxgate_ctx_t *ctx,
         return;
     }
 
+    /* a waiting room's poll is not an order */
+    if (flcf->handler == NGX_FLUXGATE_HANDLER_QUEUE_STATUS) {
+        return;
+    }
+
     (void) ngx_atomic_fetch_add(&sh->orders[outcome], 1);
 
     if (ctx->product_id_len) {

@@ -74,6 +74,13 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       NGX_FLUXGATE_HANDLER_METRICS,
       NULL },
 
+    { ngx_string("fluxgate_queue_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_QUEUE_STATUS,
+      NULL },
+
     { ngx_string("fluxgate_metrics_products"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_fluxgate_metrics_products,
@@ -157,6 +164,27 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("fluxgate_queue_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_fluxgate_queue_secret,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("fluxgate_queue_window"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, queue_window),
+      &ngx_fluxgate_positive_msec_p },
+
+    { ngx_string("fluxgate_queue_ticket_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, queue_ticket_ttl),
+      &ngx_fluxgate_positive_msec_p },
 
       ngx_null_command
 };
@@ -314,6 +342,7 @@ ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
      *
      *     flcf->handler = NGX_FLUXGATE_HANDLER_NONE;
      *     flcf->waiting_room = { 0, NULL };
+     *     flcf->queue_secret = { 0, NULL };
      */
 
     flcf->redis = NGX_CONF_UNSET_PTR;
@@ -324,6 +353,8 @@ ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
     flcf->max_quantity = NGX_CONF_UNSET_UINT;
     flcf->per_user_limit = NGX_CONF_UNSET_UINT;
     flcf->sold_out_cache = NGX_CONF_UNSET_MSEC;
+    flcf->queue_window = NGX_CONF_UNSET_MSEC;
+    flcf->queue_ticket_ttl = NGX_CONF_UNSET_MSEC;
 
     return flcf;
 }
@@ -353,6 +384,32 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->max_quantity, prev->max_quantity, 10);
     ngx_conf_merge_uint_value(conf->per_user_limit, prev->per_user_limit, 0);
     ngx_conf_merge_msec_value(conf->sold_out_cache, prev->sold_out_cache, 0);
+
+    if (conf->queue_secret.data == NULL) {
+        conf->queue_secret = prev->queue_secret;
+    }
+
+    ngx_conf_merge_msec_value(conf->queue_window, prev->queue_window, 30000);
+    ngx_conf_merge_msec_value(conf->queue_ticket_ttl, prev->queue_ticket_ttl,
+                              3600000);
+
+    if (conf->queue_ticket_ttl <= conf->queue_window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fluxgate_queue_ticket_ttl\" %Mms must be "
+                           "longer than \"fluxgate_queue_window\" %Mms: "
+                           "a ticket would end before its turn",
+                           conf->queue_ticket_ttl, conf->queue_window);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler == NGX_FLUXGATE_HANDLER_QUEUE_STATUS
+        && conf->queue_secret.data == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fluxgate_queue_status\" needs "
+                           "\"fluxgate_queue_secret\" to check tickets");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->handler == NGX_FLUXGATE_HANDLER_NONE
         || conf->handler == NGX_FLUXGATE_HANDLER_METRICS)
@@ -434,6 +491,10 @@ ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_FLUXGATE_HANDLER_HEALTH:
         clcf->handler = ngx_fluxgate_health_handler;
+        break;
+
+    case NGX_FLUXGATE_HANDLER_QUEUE_STATUS:
+        clcf->handler = ngx_fluxgate_queue_status_handler;
         break;
 
     default: /* NGX_FLUXGATE_HANDLER_METRICS */

@@ -2,11 +2,14 @@
 /*
  * Flux-Gate: POST /order, the whole life of one order.
  *
- *   body read and checked (405, 415, 413, 400: no I/O yet)
+ *   body read and checked, and its X-Queue-Ticket if it has one (405,
+ *   415, 413, 400: no I/O yet)
  *     -> the product's sold-out flag is up: 409 (no I/O either)
  *     -> order.lua, one EVALSHA: idempotency, product known, stock,
- *        rate, per-user, and the reservation (a pending claim in the
- *        generation of the stock it took)  (deadline: redis_timeout)
+ *        rate (or the ticket's turn; over the rate: a place in the line,
+ *        302 with its ticket), per-user, and the reservation (a pending
+ *        claim in the generation of the stock it took)
+ *                                           (deadline: redis_timeout)
  *     -> reserved: the message, with its generation, to Kafka
  *                                           (deadline: message.timeout.ms)
  *     -> delivered: the client gets 200, done.lua ends the claim
@@ -60,6 +63,9 @@
 #define NGX_FLUXGATE_ORDER_SOLD_OUT       6
 #define NGX_FLUXGATE_ORDER_LIMIT_REACHED  7
 #define NGX_FLUXGATE_ORDER_UNKNOWN        8
+#define NGX_FLUXGATE_ORDER_QUEUED         9
+#define NGX_FLUXGATE_ORDER_BAD_TICKET     10
+#define NGX_FLUXGATE_ORDER_QUEUE_FULL     11
 
 /* release.lua's: units given back to the stock of their generation */
 #define NGX_FLUXGATE_RELEASE_GIVEN        1
@@ -91,6 +97,9 @@ typedef struct {
 
     unsigned                    releasing:1;  /* release.lua, not done.lua */
     unsigned                    waiting:1;    /* its reply is outstanding */
+    unsigned                    has_ticket:1; /* X-Queue-Ticket, checked */
+
+    ngx_fluxgate_ticket_t       ticket;
 
     ngx_fluxgate_order_req_t    req;
     ngx_str_t                   key;
@@ -102,7 +111,9 @@ typedef struct {
     ngx_str_t                   idem_key;
     ngx_str_t                   gen_key;
     ngx_str_t                   pending_key;
-    u_char                      keys[6 * NGX_FLUXGATE_ORDER_KEY_LEN
+    ngx_str_t                   seq_key;
+    ngx_str_t                   used_key;
+    u_char                      keys[8 * NGX_FLUXGATE_ORDER_KEY_LEN
                                      + NGX_FLUXGATE_KEY_MAX];
 } ngx_fluxgate_order_t;
 
@@ -112,7 +123,8 @@ static ngx_int_t ngx_fluxgate_order_start(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_order_product(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req);
 static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
-    ngx_fluxgate_order_req_t *req, ngx_str_t *key);
+    ngx_fluxgate_order_req_t *req, ngx_str_t *key,
+    ngx_fluxgate_ticket_t *ticket);
 static void ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
     ngx_fluxgate_histogram_e histogram);
 static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
@@ -122,6 +134,10 @@ static void ngx_fluxgate_order_sold_out(ngx_fluxgate_order_t *op,
     redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_respond(ngx_http_request_t *r,
     ngx_fluxgate_order_t *op, redisReply *reply);
+static ngx_int_t ngx_fluxgate_order_queued(ngx_http_request_t *r,
+    ngx_fluxgate_order_t *op, redisReply *reply);
+static ngx_int_t ngx_fluxgate_order_bad_ticket(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op);
 static void ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_delivery_e status, const char *err);
@@ -164,7 +180,9 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
 {
     ngx_int_t                    rc;
     ngx_str_t                    body, key;
+    const char                  *error;
     ngx_fluxgate_order_t        *op;
+    ngx_fluxgate_ticket_t        ticket, *tp;
     ngx_fluxgate_loc_conf_t     *flcf;
     ngx_fluxgate_main_conf_t    *fmcf;
     ngx_fluxgate_order_req_t     req;
@@ -203,6 +221,17 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
                                        err.field);
     }
 
+    /* a ticket this gate did not sign for this product never reaches Redis */
+
+    rc = ngx_fluxgate_queue_ticket(r, flcf, (u_char *) req.product_id,
+                                   req.product_id_len, &ticket, &error);
+
+    if (rc == NGX_ERROR) {
+        return ngx_fluxgate_queue_send_refused(r, error, "X-Queue-Ticket");
+    }
+
+    tp = (rc == NGX_OK) ? &ticket : NULL;
+
     if (fmcf->metrics_products) {
         /* counted by product when the answer goes out */
         if (ngx_fluxgate_order_product(r, &req) != NGX_OK) {
@@ -237,7 +266,7 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
         return ngx_fluxgate_send_unavailable(r, "redis unavailable");
     }
 
-    op = ngx_fluxgate_order_create(r, &req, &key);
+    op = ngx_fluxgate_order_create(r, &req, &key, tp);
     if (op == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -278,7 +307,8 @@ ngx_fluxgate_order_product(ngx_http_request_t *r,
 
 static ngx_fluxgate_order_t *
 ngx_fluxgate_order_create(ngx_http_request_t *r,
-    ngx_fluxgate_order_req_t *req, ngx_str_t *key)
+    ngx_fluxgate_order_req_t *req, ngx_str_t *key,
+    ngx_fluxgate_ticket_t *ticket)
 {
     u_char                    *p;
     ngx_fluxgate_order_t      *op;
@@ -310,6 +340,11 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
 
     op->req = *req;
 
+    if (ticket) {
+        op->ticket = *ticket;
+        op->has_ticket = 1;
+    }
+
     ngx_fluxgate_uuid7(op->order_id, ngx_fluxgate_now_ms());
 
     p = op->keys;
@@ -338,6 +373,16 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
     p = ngx_sprintf(p, "fg:{%s}:pending", req->product_id);
     op->pending_key.len = p - op->pending_key.data;
 
+    op->seq_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:q:seq", req->product_id);
+    op->seq_key.len = p - op->seq_key.data;
+
+    /* only a ticket's own spent mark is read or written */
+    op->used_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:q:used:%L", req->product_id,
+                    op->has_ticket ? op->ticket.seq : 0);
+    op->used_key.len = p - op->used_key.data;
+
     op->key.data = p;
     p = ngx_cpymem(p, key->data, key->len);
     op->key.len = key->len;
@@ -350,9 +395,11 @@ static ngx_int_t
 ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     ngx_fluxgate_loc_conf_t *flcf)
 {
-    u_char     fp[NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN + 2];
-    u_char     nums[5][NGX_INT64_LEN];
-    ngx_str_t  args[15];
+    u_char                  fp[NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN + 2];
+    u_char                  nums[12][NGX_INT64_LEN];
+    ngx_str_t               args[25];
+    ngx_uint_t              i, n;
+    ngx_fluxgate_ticket_t  *t;
 
     args[0] = op->stock_key;
     args[1] = op->rate_key;
@@ -360,35 +407,84 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     args[3] = op->idem_key;
     args[4] = op->gen_key;
     args[5] = op->pending_key;
+    args[6] = op->seq_key;
+    args[7] = op->used_key;
 
-    args[6].data = (u_char *) op->req.user_id;
-    args[6].len = op->req.user_id_len;
-
-    args[7].data = nums[0];
-    args[7].len = ngx_sprintf(nums[0], "%L", op->req.quantity) - nums[0];
+    args[8].data = (u_char *) op->req.user_id;
+    args[8].len = op->req.user_id_len;
 
     /* the body's fingerprint: the key is per product already */
-    args[8].data = fp;
-    args[8].len = ngx_sprintf(fp, "%s:%L", op->req.user_id, op->req.quantity)
-                  - fp;
+    args[10].data = fp;
+    args[10].len = ngx_sprintf(fp, "%s:%L", op->req.user_id,
+                               op->req.quantity)
+                   - fp;
 
-    args[9].data = op->order_id;
-    args[9].len = NGX_FLUXGATE_UUID_LEN;
+    args[11].data = op->order_id;
+    args[11].len = NGX_FLUXGATE_UUID_LEN;
 
-    args[10].data = nums[1];
-    args[10].len = ngx_sprintf(nums[1], "%M", op->ttl) - nums[1];
+    args[16] = op->key;
 
-    args[11].data = nums[2];
-    args[11].len = ngx_sprintf(nums[2], "%ui", flcf->rate) - nums[2];
+    args[17].len = 1;
+    args[17].data = (u_char *) (flcf->queue_secret.data ? "1" : "0");
 
-    args[12].data = nums[3];
-    args[12].len = ngx_sprintf(nums[3], "%ui", flcf->burst) - nums[3];
+    n = 0;
 
-    args[13].data = nums[4];
-    args[13].len = ngx_sprintf(nums[4], "%ui", flcf->per_user_limit)
-                   - nums[4];
+    args[9].data = nums[n];
+    args[9].len = ngx_sprintf(nums[n], "%L", op->req.quantity) - nums[n];
+    n++;
 
-    args[14] = op->key;
+    args[12].data = nums[n];
+    args[12].len = ngx_sprintf(nums[n], "%M", op->ttl) - nums[n];
+    n++;
+
+    args[13].data = nums[n];
+    args[13].len = ngx_sprintf(nums[n], "%ui", flcf->rate) - nums[n];
+    n++;
+
+    args[14].data = nums[n];
+    args[14].len = ngx_sprintf(nums[n], "%ui", flcf->burst) - nums[n];
+    n++;
+
+    args[15].data = nums[n];
+    args[15].len = ngx_sprintf(nums[n], "%ui", flcf->per_user_limit)
+                   - nums[n];
+    n++;
+
+    /* microseconds, as Redis TIME gives them */
+
+    args[18].data = nums[n];
+    args[18].len = ngx_sprintf(nums[n], "%M000", flcf->queue_window)
+                   - nums[n];
+    n++;
+
+    args[19].data = nums[n];
+    args[19].len = ngx_sprintf(nums[n], "%M000", flcf->queue_ticket_ttl)
+                   - nums[n];
+    n++;
+
+    if (op->has_ticket) {
+        t = &op->ticket;
+
+        args[20].data = nums[n];
+        args[20].len = ngx_sprintf(nums[n], "%L", t->seq) - nums[n];
+        n++;
+        args[21].data = nums[n];
+        args[21].len = ngx_sprintf(nums[n], "%L", t->admit) - nums[n];
+        n++;
+        args[22].data = nums[n];
+        args[22].len = ngx_sprintf(nums[n], "%L", t->until) - nums[n];
+        n++;
+        args[23].data = nums[n];
+        args[23].len = ngx_sprintf(nums[n], "%L", t->expires) - nums[n];
+        n++;
+        args[24].data = nums[n];
+        args[24].len = ngx_sprintf(nums[n], "%L", t->interval) - nums[n];
+
+    } else {
+        for (i = 20; i < 25; i++) {
+            ngx_str_set(&args[i], "");
+        }
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "fluxgate: order %*s: deciding (order.lua)",
@@ -396,8 +492,8 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
 
     op->sent = ngx_fluxgate_metrics_clock();
 
-    return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 6,
-                                   15, args, ngx_fluxgate_order_decided, op);
+    return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 8,
+                                   25, args, ngx_fluxgate_order_decided, op);
 }
 
 
@@ -668,6 +764,20 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
         ngx_str_set(&body, "{\"status\":\"unknown_product\"}");
         return ngx_fluxgate_send(r, NGX_HTTP_NOT_FOUND,
                                  NGX_FLUXGATE_UNKNOWN_PRODUCT, &body);
+
+    case NGX_FLUXGATE_ORDER_QUEUED:
+        return ngx_fluxgate_order_queued(r, op, reply);
+
+    case NGX_FLUXGATE_ORDER_BAD_TICKET:
+        return ngx_fluxgate_order_bad_ticket(r, reply);
+
+    case NGX_FLUXGATE_ORDER_QUEUE_FULL:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "fluxgate: the line for \"%s\" is longer than a "
+                      "ticket lives (fluxgate_queue_ticket_ttl): not "
+                      "queueing more", op->req.product_id);
+
+        return ngx_fluxgate_send_unavailable(r, "waiting room full");
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -675,6 +785,70 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
                   e[0]->integer);
 
     return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
+}
+
+
+/* {9, seq, admit, until, expires, interval, position, wait_ms} */
+
+static ngx_int_t
+ngx_fluxgate_order_queued(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
+    redisReply *reply)
+{
+    ngx_uint_t             i;
+    ngx_fluxgate_ticket_t  ticket;
+
+    if (reply->elements != 8) {
+        return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
+    }
+
+    for (i = 1; i < 8; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+            return ngx_fluxgate_send_unavailable(r,
+                                                 "unexpected redis reply");
+        }
+    }
+
+    ticket.seq = reply->element[1]->integer;
+    ticket.admit = reply->element[2]->integer;
+    ticket.until = reply->element[3]->integer;
+    ticket.expires = reply->element[4]->integer;
+    ticket.interval = reply->element[5]->integer;
+
+    return ngx_fluxgate_queue_send_queued(r, (u_char *) op->req.product_id,
+                                          op->req.product_id_len, &ticket,
+                                          reply->element[6]->integer,
+                                          reply->element[7]->integer);
+}
+
+
+/* {10, reason}: the ticket was signed by us, but cannot be used now */
+
+static ngx_int_t
+ngx_fluxgate_order_bad_ticket(ngx_http_request_t *r, redisReply *reply)
+{
+    const char  *error;
+    redisReply  *why;
+
+    error = "X-Queue-Ticket has expired";
+
+    if (reply->elements == 2
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        why = reply->element[1];
+
+        if (why->len == sizeof("spent") - 1
+            && ngx_strncmp(why->str, "spent", why->len) == 0)
+        {
+            error = "X-Queue-Ticket was used for another order";
+
+        } else if (why->len == sizeof("window") - 1
+                   && ngx_strncmp(why->str, "window", why->len) == 0)
+        {
+            error = "X-Queue-Ticket's admission window has passed";
+        }
+    }
+
+    return ngx_fluxgate_queue_send_refused(r, error, "X-Queue-Ticket");
 }
 
 

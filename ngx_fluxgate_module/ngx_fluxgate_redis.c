@@ -23,7 +23,7 @@
 #define NGX_FLUXGATE_REDIS_CONNECT_TIMEOUT  1000
 #define NGX_FLUXGATE_REDIS_BACKOFF_MIN      100
 #define NGX_FLUXGATE_REDIS_BACKOFF_MAX      5000
-#define NGX_FLUXGATE_REDIS_MAX_ARGS         16
+#define NGX_FLUXGATE_REDIS_MAX_ARGS         32
 
 /*
  * A connection that let a deadline pass and then stays silent this long is
@@ -109,11 +109,19 @@ ngx_fluxgate_script_t  ngx_fluxgate_script_init = {
 };
 
 
+ngx_fluxgate_script_t  ngx_fluxgate_script_queue_status = {
+    ngx_string("queue_status"),
+    ngx_string(NGX_FLUXGATE_LUA_QUEUE_STATUS_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_QUEUE_STATUS)
+};
+
+
 static ngx_fluxgate_script_t  *ngx_fluxgate_scripts[] = {
     &ngx_fluxgate_script_order,
     &ngx_fluxgate_script_release,
     &ngx_fluxgate_script_done,
     &ngx_fluxgate_script_init,
+    &ngx_fluxgate_script_queue_status,
     NULL
 };
 

@@ -15,7 +15,9 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  svc svc_pid wait_until uniq json_encode json_decode
                  http_post http_get prom_samples stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
                  nginx_workers set_stock pending_claim claim_state
-                 run_reconcile metrics_scrape promtool_check);
+                 run_reconcile metrics_scrape promtool_check
+                 queue_secret ticket_decode ticket_forge redis_snapshot
+                 queue_order queue_status);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -356,6 +358,89 @@ sub wait_drained {
     wait_until($timeout // 60, sub { @{ order_rows($product) } >= $n });
     sleep 1;
     return order_rows($product);
+}
+
+# queue_secret() -> the path of a fluxgate_queue_secret file (48 random
+# bytes, base64) in the stack's run directory; queue_secret('short') one
+# that is too short
+sub queue_secret {
+    my ($kind) = @_;
+    my $file = "$ENV{FG_RUN_DIR}/queue-test-" . ($kind // 'secret');
+    return $file if -s $file;
+    my $text = $kind && $kind eq 'short' ? 'only-31-bytes-of-secret-0123456'
+             : `head -c 48 /dev/urandom | base64 -w0`;
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh "$text\n";
+    close $fh;
+    chmod 0600, $file;
+    return $file;
+}
+
+sub _b64url_decode {
+    my ($s) = @_;
+    require MIME::Base64;
+    $s =~ tr{-_}{+/};
+    $s .= '=' x ((4 - length($s) % 4) % 4);
+    return MIME::Base64::decode_base64($s);
+}
+
+sub _b64url_encode {
+    require MIME::Base64;
+    (my $s = MIME::Base64::encode_base64(shift, '')) =~ tr{+/}{-_};
+    $s =~ s/=+$//;
+    return $s;
+}
+
+# ticket_decode($ticket) -> {product, seq, admit, until, expires, interval}
+# (times: microseconds of Redis TIME), as the gate signed them
+sub ticket_decode {
+    my ($t) = @_;
+    my ($payload) = split /\./, $t // '';
+    my @f = split /\|/, _b64url_decode($payload // '');
+    my %t;
+    @t{qw(product seq admit until expires interval)} = @f;
+    return \%t;
+}
+
+# ticket_forge($ticket, admit => 0, ...) -> the same ticket with fields
+# changed and the gate's MAC kept: what a client trying to jump the line
+# would send
+sub ticket_forge {
+    my ($t, %change) = @_;
+    my ($payload, $mac) = split /\./, $t;
+    my $f = ticket_decode($t);
+    %$f = (%$f, %change);
+    return _b64url_encode(join '|', @$f{qw(product seq admit until expires
+                                            interval)}) . ".$mac";
+}
+
+# redis_snapshot($product) -> every key of the product with its DUMP, as
+# one string: equal snapshots mean Redis did not change for it
+sub redis_snapshot {
+    my ($p) = @_;
+    my @keys = sort grep { length } redis('KEYS', "fg:{$p}:*");
+    return join "\n", map { my $d = redis('DUMP', $_); unpack('H*', $d) . " $_" } @keys;
+}
+
+# queue_order($port, $product, $key, ticket => T, user => u) -> the
+# response of POST /order (HTTP::Tiny's hash)
+sub queue_order {
+    my ($port, $p, $key, %o) = @_;
+    my %h = ('X-Idempotency-Key' => $key);
+    $h{'X-Queue-Ticket'} = $o{ticket} if defined $o{ticket};
+    return http_post("http://127.0.0.1:$port" . ($o{path} // '/order'),
+                     json_encode({ productId => $p,
+                                   userId => $o{user} // "u-$key" }), \%h);
+}
+
+# queue_status($port, $product, $ticket) -> (status, decoded body or
+# undef, response)
+sub queue_status {
+    my ($port, $p, $t, $path) = @_;
+    my $res = http_get("http://127.0.0.1:$port" . ($path // '/queue/status')
+                       . "?productId=$p&ticket=$t");
+    my $body = eval { json_decode($res->{content}) };
+    return ($res->{status}, $body, $res);
 }
 
 # pids of an nginx master's worker processes
