@@ -205,6 +205,49 @@ ok($b->wait_js(10, 'document.body.dataset.state === "limit_reached"'),
    'a second Buy now by the same shopper: the shop page says one per person')
     or diag "state: " . join(' ', page_state());
 
+# --- in the waiting room: one per person, and a first try still in flight -
+SKIP: {
+    skip 'the module has no FIFO queue in this build', 6 unless $queue;
+    # the same shopper in line again, admitted, and told the limit
+    crowd($p, 3);
+    $b->go("$url/?productId=$p");
+    $b->wait_js(10, 'document.body.dataset.state === "ready"');
+    $b->js('document.getElementById("buy").click()');
+    ok($b->wait_js(15, 'location.pathname === "/waiting-room/"'), 'the same shopper in line again');
+    ok($b->wait_js(30, 'document.body.dataset.state === "limit_reached"', 0.2),
+       'admitted, the waiting room says one per person')
+        or diag "state: " . join(' ', page_state());
+
+    # an order whose first try is still being decided when its ticket is
+    # admitted (a pending claim under its key): the page says so, asks
+    # again with the same key, and shows the first try's order once it is
+    # done, never a second one
+    my $slow = uniq('web-slow');
+    set_stock($slow, 5);
+    crowd($slow, 2);
+    my ($key, $user) = (uniq('k'), uniq('slow'));
+    my $body = { productId => $slow, userId => $user, quantity => 1 };
+    my $res = http_post("$url/order", json_encode($body), { 'X-Idempotency-Key' => $key });
+    my $ticket = eval { json_decode($res->{content})->{ticket} } // '';
+    is($res->{status}, 302, 'an order queued by the shop page');
+    my $claim = pending_claim($slow, key => $key, user => $user, age_ms => 0);
+    $b->js('sessionStorage.setItem("fluxgate.order", ' . json_encode(json_encode(
+        { body => $body, key => $key, back => '/', done => '/confirmation.html' })) . ')');
+    $ticket =~ s/([^A-Za-z0-9._~-])/sprintf '%%%02X', ord $1/ge;
+    $b->go("$url/waiting-room/?productId=$slow&ticket=$ticket");
+    ok($b->wait_js(30, 'document.body.dataset.state === "in_progress"', 0.2),
+       'admitted while its first try is in flight: "being processed"')
+        or diag "state: " . join(' ', page_state());
+    $b->screenshot("$art/7-in-progress.png");
+    redis('HSET', "fg:{$slow}:idem:$key", 's', '200', 'r', 'success');
+    redis('ZREM', "fg:{$slow}:pending", $key);
+    ok($b->wait_js(15, 'location.pathname === "/confirmation.html"'
+                   . ' && document.getElementById("order-id").textContent', 0.2),
+       'the first try done, the page lands on the confirmation');
+    is($b->js('document.getElementById("order-id").textContent'), $claim->{orderId},
+       'of the first try\'s order');
+}
+
 # --- sold out while in line ------------------------------------------------
 SKIP: {
     skip 'the module has no FIFO queue in this build', 3 unless $queue;

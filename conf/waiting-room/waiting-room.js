@@ -66,7 +66,7 @@
       return "\u2026";
     }
     if (seconds < 60) {
-      return seconds <= 1 ? "any moment" : "~" + Math.round(seconds) + " s";
+      return seconds <= 1 ? "now" : "~" + Math.round(seconds) + " s";
     }
     return "~" + Math.round(seconds / 60) + " min";
   }
@@ -78,7 +78,7 @@
     var done = firstPosition > 0
         ? Math.round(100 * (firstPosition - position + 1) / (firstPosition + 1))
         : 0;
-    $("position").textContent = position > 0 ? String(position) : "\u2014";
+    $("position").textContent = position > 0 ? String(position) : "\u2713";
     $("eta").textContent = eta(etaSeconds);
     $("fill").style.width = done + "%";
     $("bar").setAttribute("aria-valuenow", String(done));
@@ -134,7 +134,8 @@
              + "now: your place is kept for a short while.", "good");
       return;
     }
-    state("admitted", "It is your turn: placing your order\u2026", "good");
+    $("title").textContent = "It is your turn";
+    state("admitted", "Placing your order\u2026", "good");
     submit(ticket);
   }
 
