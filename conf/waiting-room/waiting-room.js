@@ -161,10 +161,12 @@
       return soldOut();
     case "limit_reached":
       FluxGateOrder.clear();
+      $("title").textContent = "One per person";
       return finish("limit_reached", "You already bought as many of "
                     + "these as one person may.", "bad");
     case "unknown_product":
       FluxGateOrder.clear();
+      $("title").textContent = "Not on sale";
       return finish("unknown_product", "This product is not on sale.", "bad");
     case "in_progress":
       /* an earlier try with this key is still being decided: ask again */
@@ -185,6 +187,7 @@
       return expired();
     default:
       FluxGateOrder.clear();
+      $("title").textContent = "Sorry";
       return finish("error", "Your order could not be placed ("
                     + o.status + (o.error ? ": " + o.error : "") + ").",
                     "bad");
