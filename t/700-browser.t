@@ -34,9 +34,12 @@ note "screenshots in $art";
 my $module = $ENV{FG_MODULE} || "$ENV{FG_ROOT}/build/ngx_fluxgate_module.so";
 my $queue = `grep -c fluxgate_queue_status $module 2>/dev/null` > 0;
 
-# the stack's pages (copied out of the checkout by scripts/stack), with a
-# products.json naming this test's products
-system('cp', '-R', "$ENV{FG_RUN_DIR}/www", "$art/") == 0 or die "cp www";
+# the pages of the checkout, copied where nginx's workers (nobody) may read
+# them as scripts/stack does, with a products.json naming this test's
+# products
+make_path("$art/www");
+system('cp', '-R', "$ENV{FG_ROOT}/conf/waiting-room", "$ENV{FG_ROOT}/conf/shop",
+       "$art/www/") == 0 or die "cp pages";
 sub catalogue {
     my @p = @_;
     open my $fh, '>', "$art/www/shop/products.json" or die $!;
