@@ -291,6 +291,54 @@ sub bench_wrk {
     nginx_stop('wrk-flux');
 }
 
+# --- the waiting room's status poll ---------------------------------------------
+
+# GET /queue/status of one ticket in line, as every queued user polls it:
+# one worker, wrk, keep-alive.  Its cost per poll: the EVALSHA Redis ran
+# per answer (INFO commandstats), and the nginx worker's CPU time.
+sub bench_queue {
+    my $secret = "$DIR/bench-queue.secret";
+    system("head -c 48 /dev/urandom | base64 -w0 > $secret") == 0 or die;
+    my $http = flux_http(threshold => 1) . "    fluxgate_queue_secret $secret;\n";
+    my $port = nginx_start('queue', 1, "load_module $Module;", $http,
+                           $FluxServer . "        location = /queue/status { fluxgate_queue_status; }\n");
+    my $p = uniq('queue');
+    init_at($port, $p, 1000);
+    my $ticket;
+    for my $i (1 .. 3) {
+        my $res = http_post("http://127.0.0.1:$port/order",
+                            qq({"productId":"$p","userId":"u$i"}),
+                            { 'X-Idempotency-Key' => uniq('k') });
+        $ticket = (eval { JSON::PP->new->decode($res->{content}) } || {})->{ticket}
+            if $res->{status} == 302;
+    }
+    die "bench queue: no ticket\n" unless $ticket;
+    my $evalsha = sub {
+        my ($line) = grep { /^cmdstat_evalsha:/ } redis('INFO', 'commandstats');
+        return $line && $line =~ /calls=(\d+)/ ? $1 : 0;
+    };
+    my $tick_us = 1e6 / (`getconf CLK_TCK` || 100);
+    my ($e0, $c0) = ($evalsha->(), nginx_worker_cpu_ticks('queue'));
+    my $out = `wrk -t1 -c$CONNS -d$SECONDS --latency 'http://127.0.0.1:$port/queue/status?productId=$p&ticket=$ticket' 2>&1`;
+    my ($e1, $c1) = ($evalsha->(), nginx_worker_cpu_ticks('queue'));
+    my ($rps) = $out =~ /Requests\/sec:\s*([\d.]+)/;
+    my ($total) = $out =~ /(\d+) requests in/;
+    my ($p50) = $out =~ /^\s*50%\s+([\d.]+\w+)/m;
+    my ($p99) = $out =~ /^\s*99%\s+([\d.]+\w+)/m;
+    my ($non2xx) = $out =~ /Non-2xx or 3xx responses:\s*(\d+)/;
+    die "wrk failed: $out" unless $rps && $total;
+    nginx_stop('queue');
+    $fig{queue_status} = $rps;
+    $fig{queue_evalsha} = ($e1 - $e0) / $total;
+    $fig{queue_cpu} = ($c1 - $c0) * $tick_us / $total;
+    my $note = sprintf('%.2f EVALSHA and %.1f us of worker CPU per poll; wrk; non-2xx: %d',
+                       $fig{queue_evalsha}, $fig{queue_cpu}, $non2xx // 0);
+    push @rows, [ 'queue', 'flux-1w GET /queue/status', sprintf('%.0f', $rps),
+                  $p50 // '-', $p99 // '-', '-', $note ];
+    say sprintf "%-14s %-26s %9.0f/s  p50 %s  p99 %s  %s", 'queue',
+        'flux-1w GET /queue/status', $rps, $p50 // '-', $p99 // '-', $note;
+}
+
 # --- metrics on and off -----------------------------------------------------------
 
 # The sold-out path of one worker with a fluxgate_metrics location (every
@@ -442,6 +490,9 @@ sub report {
                           "nginx worker RSS growth 10k -> $MEM_N orders: %+.1f MB",
                           defined $fig{mem_delta_mb} && $fig{mem_delta_mb} <= 10);
     push @ratios, "worker daemon RSS during the drain: " . ($fig{drain_rss} // 'n/a');
+    push @ratios, sprintf('waiting room: GET /queue/status %.0f/s on 1 worker, '
+                          . '%.2f EVALSHA per poll', $fig{queue_status} // 0,
+                          $fig{queue_evalsha} // 0);
     push @ratios, sprintf('Redis EVALSHA of the gate script: %.0f/s, pipelined %.0f/s',
                           $fig{redis} // 0, $fig{redis_pipelined} // 0);
 
@@ -532,6 +583,7 @@ bench_flux(1) if want('flux');
 bench_flux(2) if want('flux');
 bench_wrk() if want('wrk');
 bench_metrics() if want('metrics');
+bench_queue() if want('queue');
 bench_memory() if want('memory');
 bench_drain() if want('drain');
 if (%Only) {

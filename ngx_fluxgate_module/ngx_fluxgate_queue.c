@@ -499,6 +499,11 @@ ngx_fluxgate_queue_status_handler(ngx_http_request_t *r)
     ngx_fluxgate_ticket_t     ticket;
     ngx_fluxgate_loc_conf_t  *flcf;
 
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_str_set(&allow, "GET, HEAD");
 
@@ -510,11 +515,6 @@ ngx_fluxgate_queue_status_handler(ngx_http_request_t *r)
                                        NGX_FLUXGATE_INVALID,
                                        "method not allowed, use GET",
                                        "method");
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
     }
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
