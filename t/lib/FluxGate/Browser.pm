@@ -228,6 +228,8 @@ sub stop {
     # chromium's helpers are in its process group
     kill 'KILL', -$pid;
     waitpid($pid, 0);
+    # the profile was this run's alone; the screenshots and the log stay
+    File::Path::remove_tree("$self->{dir}/profile");
 }
 
 sub DESTROY { $_[0]->stop }
