@@ -18,7 +18,14 @@ NGX_SRC   ?= /usr/share/nginx/src
 NGX_BUILD := $(BUILD)/nginx
 MODULE    := $(BUILD)/ngx_fluxgate_module.so
 WORKER    := $(BUILD)/fluxgate-worker
-RUN_DIR   ?= $(ROOT)/.run
+# make run's directory: .run in the checkout, unless nginx's workers and
+# PostgreSQL (users nobody, postgres) cannot walk into the checkout, as in a
+# clone under /root (mode 0700): then one under /var/tmp named after it
+ifndef RUN_DIR
+RUN_DIR   := $(shell if [ "$$(id -u)" != 0 ] || runuser -u nobody -- test -x '$(ROOT)' 2>/dev/null; \
+                 then echo '$(ROOT)/.run'; \
+                 else echo "/var/tmp/fluxgate-run-$$(printf %s '$(ROOT)' | md5sum | cut -c1-8)"; fi)
+endif
 
 # our own code is held to these; nginx's configure adds its own -W flags
 FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
@@ -168,11 +175,12 @@ $(DEBS) &: $(shell find $(DEB_INPUTS) -type f)
 bench: all
 	@bash bench/run
 
+# the demo shop at / has its product on sale (FG_DEMO, scripts/stack)
 run: all
-	@bash scripts/stack run $(RUN_DIR)
+	@FG_DEMO=1 bash scripts/stack run $(RUN_DIR)
 
 up: all
-	@bash scripts/stack up $(RUN_DIR)
+	@FG_DEMO=1 bash scripts/stack up $(RUN_DIR)
 
 down:
 	@bash scripts/stack down $(RUN_DIR)

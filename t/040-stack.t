@@ -41,6 +41,16 @@ is($res->{status}, 405, 'the admin listener serves /init (GET: 405)');
 $res = $http->get("$ENV{FLUXGATE_URL}/waiting-room/");
 is($res->{status}, 200, 'the waiting room page is served');
 like($res->{content}, qr/<html/i, 'and it is a page');
+$res = $http->get("$ENV{FLUXGATE_URL}/waiting-room/waiting-room.js");
+is($res->{status}, 200, 'with its script');
+like(`cat $ENV{FG_RUN_DIR}/nginx/nginx.conf`, qr{alias \Q$ENV{FG_RUN_DIR}\E/www/waiting-room/;},
+     'from the run directory, not the checkout');
+$res = $http->get("$ENV{FLUXGATE_URL}/");
+is($res->{status}, 200, 'the demo shop is served at /');
+like($res->{content}, qr/Buy now/, 'and it is the shop page');
+$res = $http->get("$ENV{FLUXGATE_URL}/products.json");
+like($res->{content}, qr/"productId":"[^"]+".*"stock":(?:null|\d+)/s,
+     'its products.json, written by the stack');
 
 $res = $http->get("$ENV{FLUXGATE_URL}/order");
 is($res->{status}, 405, 'GET /order reaches the module (405)');

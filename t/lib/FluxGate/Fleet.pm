@@ -38,7 +38,9 @@ sub _free_port {
 }
 
 # gate_start(workers => 4, extra => "fluxgate_... ;", main => "env ...;",
-#            topic => 'another', redis => 'host:port') -> {dir, port}
+#            topic => 'another', redis => 'host:port',
+#            server => "location ... { ... }") -> {dir, port}
+# server: more of the server block (the waiting room, the shop's pages)
 sub gate_start {
     my (%o) = @_;
     my $workers = $o{workers} // 4;
@@ -51,6 +53,7 @@ sub gate_start {
     my $extra = $o{extra} // '';
     my $redis = $o{redis} // "127.0.0.1:$ENV{REDIS_PORT}";
     my $main = $o{main} // '';
+    my $server = $o{server} // '';
     open my $fh, '>', "$dir/nginx.conf" or die $!;
     print $fh <<"EOF";
 load_module $Module;
@@ -72,6 +75,7 @@ http {
         listen 127.0.0.1:$port reuseport;
         location = /order { fluxgate_order; }
         location = /init { fluxgate_stock_admin; }
+        $server
     }
 }
 EOF
