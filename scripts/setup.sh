@@ -49,7 +49,7 @@ PACKAGES=(
     libnginx-mod-http-lua lua-nginx-redis lua-cjson gnuplot-nox
     # Prometheus (server and promtool) for the metrics tests
     prometheus
-    # the waiting room in a real browser (t/700): headless Chromium driven
+    # the waiting room in a real browser (t/205): headless Chromium driven
     # over the DevTools protocol from Perl, and a font for its screenshots
     chromium libprotocol-websocket-perl fonts-dejavu-core
 )

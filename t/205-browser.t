@@ -8,7 +8,7 @@
 # paths: a product that sells out while the page waits, and the shop page
 # on a sold-out product.
 #
-# The screenshots are kept in DIR/artifacts/700-browser/ of the test stack
+# The screenshots are kept in DIR/artifacts/205-browser/ of the test stack
 # (make test FG_KEEP=1 keeps DIR); docs/waiting-room.png is one of them.
 use strict;
 use warnings;
@@ -25,7 +25,7 @@ if (my $why = FluxGate::Browser::missing()) {
     plan skip_all => $why;
 }
 
-my $art = "$ENV{FG_RUN_DIR}/artifacts/700-browser";
+my $art = "$ENV{FG_RUN_DIR}/artifacts/205-browser";
 make_path($art);
 chmod 0755, "$ENV{FG_RUN_DIR}/artifacts", $art;
 note "screenshots in $art";
