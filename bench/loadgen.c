@@ -34,7 +34,8 @@
  * accepted (and still counted per status).
  *
  * Output is one "key=value" line per status, easy to read from Perl and sh;
- * --log FILE writes "<status> <orderId> <body status>" per response.
+ * --log FILE writes "<status> <orderId> <body status> <latency ms>" per
+ * response.
  */
 
 #include <arpa/inet.h>
@@ -101,7 +102,8 @@ static long       seq, sent, done, errors, unexpected, unsent;
 static uint64_t   t0, last_200, max_behind;
 static char       run_id[64];
 
-static void log_response(int status, const char *resp, size_t len);
+static void log_response(int status, const char *resp, size_t len,
+    uint64_t us);
 
 static uint64_t
 now_us(void)
@@ -334,7 +336,7 @@ on_readable(conn_t *c, int ep)
             uint64_t  t = now_us();
 
             record(status, t - c->sent_at);
-            log_response(status, c->in, len);
+            log_response(status, c->in, len, t - c->sent_at);
             if (status == 200) {
                 last_200 = t - t0;
             }
@@ -384,9 +386,9 @@ json_field(const char *body, size_t len, const char *name, char *out,
     out[n] = '\0';
 }
 
-/* --log: "<status> <orderId> <body status>" per response */
+/* --log: "<status> <orderId> <body status> <latency ms>" per response */
 static void
-log_response(int status, const char *resp, size_t len)
+log_response(int status, const char *resp, size_t len, uint64_t us)
 {
     const char  *body;
     char         id[80], st[40];
@@ -398,7 +400,7 @@ log_response(int status, const char *resp, size_t len)
     body = body ? body + 4 : resp + len;
     json_field(body, resp + len - body, "orderId", id, sizeof(id));
     json_field(body, resp + len - body, "status", st, sizeof(st));
-    fprintf(log_file, "%d %s %s\n", status, id, st);
+    fprintf(log_file, "%d %s %s %.3f\n", status, id, st, us / 1000.0);
 }
 
 static int
@@ -605,12 +607,13 @@ main(int argc, char **argv)
     }
     printf("total requests=%ld responses=%ld errors=%ld unexpected=%ld"
            " unsent=%ld seconds=%.3f rps=%.0f last_200_ms=%.1f mode=%s"
-           " rate=%.0f max_behind_ms=%.1f p50_ms=%.3f p99_ms=%.3f"
-           " p999_ms=%.3f max_ms=%.3f\n",
+           " rate=%.0f max_behind_ms=%.1f p50_ms=%.3f p90_ms=%.3f"
+           " p99_ms=%.3f p999_ms=%.3f max_ms=%.3f\n",
            sent, total_ok, errors, unexpected, unsent, secs, total_ok / secs,
            last_200 / 1000.0, opt.rate > 0 ? "open" : "closed", opt.rate,
            max_behind / 1000.0,
-           all.n ? pct(&all, 0.50) : 0, all.n ? pct(&all, 0.99) : 0,
+           all.n ? pct(&all, 0.50) : 0, all.n ? pct(&all, 0.90) : 0,
+           all.n ? pct(&all, 0.99) : 0,
            all.n ? pct(&all, 0.999) : 0,
            all.n ? all.lat[all.n - 1] / 1000.0 : 0);
     for (s = 0; s < MAX_STATUS; s++) {
@@ -620,8 +623,9 @@ main(int argc, char **argv)
             continue;
         }
         qsort(ser->lat, ser->n, sizeof(uint64_t), cmp_u64);
-        printf("status=%d count=%zu p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f"
-               " max_ms=%.3f\n", s, ser->n, pct(ser, 0.50), pct(ser, 0.99),
+        printf("status=%d count=%zu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f"
+               " p999_ms=%.3f max_ms=%.3f\n", s, ser->n, pct(ser, 0.50),
+               pct(ser, 0.90), pct(ser, 0.99),
                pct(ser, 0.999), ser->lat[ser->n - 1] / 1000.0);
     }
     if (log_file) {

@@ -289,7 +289,7 @@ sub promtool_check {
 # loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)
 # runs build/fg-loadgen and returns {rps, total, errors, unexpected, unsent,
 # p50_ms, p99_ms, p999_ms (every answer), rc (0, or 3 when the run failed),
-# status => {200 => {count, p50_ms, p99_ms, ...}}, log => [[st, id, body st]]}
+# status => {200 => {count, p50_ms, p99_ms, ...}}, log => [[st, id, body st, ms]]}
 # rate => R is the open loop (latency from each request's due time);
 # expect => '200,409' counts any other status as a failure of the run.
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
