@@ -36,6 +36,7 @@ our $CONNS   = $ENV{BENCH_CONNS} // 100;
 
 our @rows;       # [variant, what, rps, p50, p99, p999, note]
 our $Load_start; # /proc/loadavg when the run began
+our (@curves, @stages, @flash);   # filled by bench/questions.pl
 our %fig;        # named figures for the ratios
 
 sub say { print "bench: @_\n" }
@@ -442,7 +443,7 @@ sub report {
                               stage_redis_p50 stage_redis_p99 stage_kafka_p50 stage_kafka_p99
                               accept_half_p50 accept_half_p99)});
     }
-    for my $f (@main::flash, ()) {
+    for my $f (@main::flash) {
         push @ratios, sprintf('flash sale, stock %d, 500 connections, shipped config: sold out in %.2f s; '
                               . '%.1f%% of all answers sold_out within 10 ms (%.1f%% of the sold_out answers); '
                               . '%.0f acknowledged orders/s',

@@ -58,12 +58,21 @@ sub start_shipped_variant {
     return ($port, $admin);
 }
 
+# POST /init, retried with the same idempotency key while it answers 503
+# (Redis past the shipped 200 ms deadline on a busy shared machine)
 sub init_stock {
     my ($admin, $p, $n) = @_;
-    my $res = http_post("http://127.0.0.1:$admin/init",
-                        qq({"productId":"$p","quantity":$n}));
-    die "set stock $p: $res->{status} $res->{content}\n"
-        unless $res->{status} == 200;
+    my $key = "bench-$p";
+    my $res;
+    for my $try (1 .. 10) {
+        $res = http_post("http://127.0.0.1:$admin/init",
+                         qq({"productId":"$p","quantity":$n}),
+                         { 'X-Idempotency-Key' => $key });
+        return if $res->{status} == 200;
+        last unless $res->{status} == 503;
+        sleep 0.5;
+    }
+    die "set stock $p: $res->{status} $res->{content}\n";
 }
 
 sub median_of {
@@ -124,15 +133,20 @@ sub bench_soldout {
         [ 'peer_dict', 'OpenResty peer + lua_shared_dict flag', $port{peer}, '/order-dict' ],
         [ 'ceiling', 'nginx return 409 (same settings)', $port{ceiling}, '/order' ],
     );
-    my (%rps, %lat);
+    my (%rps, %lat, %bad);
     for my $round (1 .. $ROUNDS) {
         for my $v (@variants) {
             my ($key, undef, $port, $path) = @$v;
             my $r = main::run_load(port => $port, path => $path, product => $p,
                                    expect => '409');
-            die "$key: the run failed: $r->{raw}" if $r->{rc};
-            push @{ $rps{$key} }, $r->{rps};
+            # only the 409s count; anything else is said beside the figure
+            push @{ $rps{$key} }, ($r->{status}{409}{count} // 0) / ($r->{seconds} || 1);
             $lat{$key} = $r;
+            if ($r->{rc}) {
+                $bad{$key} .= sprintf(' round %d: %s;', $round, join(', ',
+                    (map { "$r->{status}{$_}{count}x$_" } grep { $_ != 409 } sort keys %{ $r->{status} }),
+                    $r->{errors} ? "$r->{errors} errors" : ()));
+            }
         }
         push @{ $rps{redis} }, redis_capacity($p, $sha);
     }
@@ -143,7 +157,8 @@ sub bench_soldout {
         my $r = $lat{$key};
         push @rows, [ 'sold-out', $what, sprintf('%.0f', $m),
                       @{$r}{qw(p50_ms p99_ms p999_ms)},
-                      'runs: ' . join(' ', map { sprintf '%.0f', $_ } @{ $rps{$key} }) ];
+                      'runs: ' . join(' ', map { sprintf '%.0f', $_ } @{ $rps{$key} })
+                      . ($bad{$key} ? "; NOT ALL 409:$bad{$key}" : '') ];
         push @soldout_bars, [ $what, $m ];
         main::say(sprintf '%-44s %8.0f/s  (%s)', $what, $m,
                   join(' ', map { sprintf '%.0f', $_ } @{ $rps{$key} }));
