@@ -444,10 +444,11 @@ sub report {
                               accept_half_p50 accept_half_p99)});
     }
     for my $f (@main::flash) {
-        push @ratios, sprintf('flash sale, stock %d, 500 connections, shipped config: sold out in %.2f s; '
-                              . '%.1f%% of all answers sold_out within 10 ms (%.1f%% of the sold_out answers); '
-                              . '%.0f acknowledged orders/s',
-                              @{$f}{qw(stock time_s share_fast share_fast_of_sold_out ack_rps)});
+        push @ratios, sprintf('flash sale, stock %d, 500 connections, shipped config: %s %.2f s '
+                              . '(%d sold); %.1f%% of all answers sold_out within 10 ms '
+                              . '(%.1f%% of the sold_out answers); %.0f acknowledged orders/s',
+                              $f->{stock}, $f->{sold_out} ? 'sold out in' : 'NOT sold out; last 200 at',
+                              @{$f}{qw(time_s sold share_fast share_fast_of_sold_out ack_rps)});
     }
     # the older parts, when run (BENCH_ONLY)
     push @ratios, verdict($fig{drain}, '>= 20,000/s', 'worker drain: %s orders/s',

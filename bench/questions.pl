@@ -307,11 +307,15 @@ sub bench_flash {
                  rc => $r->{rc}, p302 => $r->{status}{302}{count} // 0);
         push @flash, \%f;
         $fig{"flash_$stock"} = \%f;
-        my $note = sprintf('%d sold in %.2f s; %.1f%% of all answers were sold_out '
+        $f{sold_out} = $ok >= $stock;
+        my $note = ($f{sold_out} ? 'sold out: ' : sprintf('NOT SOLD OUT in the %.0f s run: ', $d))
+                 . sprintf('%d sold in %.2f s; %.1f%% of all answers were sold_out '
                            . 'within 10 ms (%.1f%% of the sold_out ones); '
                            . '%.0f acknowledged orders/s; %d redirected (302)%s',
                            $ok, $t, $f{share_fast}, $f{share_fast_of_sold_out},
-                           $f{ack_rps}, $f{p302}, $r->{rc} ? '; RUN FAILED' : '');
+                           $f{ack_rps}, $f{p302}, $r->{rc} ? '; RUN FAILED: '
+                           . join(', ', map { "$r->{status}{$_}{count}x$_" }
+                                  grep { !/^(200|302|409)$/ } sort keys %{ $r->{status} }) : '');
         push @rows, [ 'flash', "stock $stock, 500 conns", sprintf('%.0f', $r->{rps}),
                       @{$r}{qw(p50_ms p99_ms p999_ms)}, $note ];
         main::say("flash $stock: $note");
