@@ -12,9 +12,30 @@
  *   fg-loadgen -u 127.0.0.1:8080 -c 200 -d 10 --product p1
  *   fg-loadgen -u 127.0.0.1:8080 -c 2000 -n 2000 --product p1 --once
  *   fg-loadgen ... -R 10000        open loop: 10,000 requests/s
+ *   fg-loadgen ... --expect 200,409   any other answer fails the run
+ *
+ * Closed loop (no -R): each connection sends its next request when the
+ * last one is answered; the throughput mode.  Latency is then timed from
+ * the moment a request was written.
+ *
+ * Open loop (-R rate): request k is DUE at t0 + k / rate whatever happened
+ * before, and its latency is timed from that due time, not from when a
+ * free connection finally wrote it (as wrk2 does).  A gate that stalls
+ * for 100 ms therefore shows the stall in every request that fell due
+ * during it, instead of the one request that waited (coordinated
+ * omission).  Requests due but never written when the run ends (more than
+ * the last two milliseconds' worth) are counted as "unsent" and fail the
+ * run: the offered rate was not offered.
+ *
+ * Errors (the server closed a connection with a request outstanding, a
+ * response never came, an unparsable answer) and answers whose status is
+ * not in --expect are counted; either makes the run exit non-zero with a
+ * line on stderr saying so (rc 3).  Without --expect every status is
+ * accepted (and still counted per status).
  *
  * Output is one "key=value" line per status, easy to read from Perl and sh;
- * --log FILE writes "<status> <orderId> <body status>" per response.
+ * --log FILE writes "<status> <orderId> <body status> <latency ms>" per
+ * response.
  */
 
 #include <arpa/inet.h>
@@ -23,6 +44,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +65,7 @@ typedef struct {
     char       out[1024];
     size_t     in_len;
     char       in[BUF_SIZE];
-    uint64_t   sent_at;
+    uint64_t   sent_at;       /* when it was due (open loop) or written */
 } conn_t;
 
 typedef struct {
@@ -68,16 +90,20 @@ static struct {
     int          once;
     const char  *body;
     const char  *log;
+    const char  *expect;
 } opt = { "127.0.0.1", 8080, "/order", "p1", 1, 0, "r", 50, 5, 0, 0, 1, 0, 0,
-          NULL, NULL };
+          NULL, NULL, NULL };
 
 static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
-static long       seq, sent, done, errors;
-static uint64_t   t0, last_200;
+static series_t   all;            /* every answer, whatever its status */
+static char       expected[MAX_STATUS];
+static long       seq, sent, done, errors, unexpected, unsent;
+static uint64_t   t0, last_200, max_behind;
 static char       run_id[64];
 
-static void log_response(int status, const char *resp, size_t len);
+static void log_response(int status, const char *resp, size_t len,
+    uint64_t us);
 
 static uint64_t
 now_us(void)
@@ -89,14 +115,8 @@ now_us(void)
 }
 
 static void
-record(int status, uint64_t us)
+push(series_t *s, uint64_t us)
 {
-    series_t  *s;
-
-    if (status < 0 || status >= MAX_STATUS) {
-        status = 0;
-    }
-    s = &by_status[status];
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 4096;
         s->lat = realloc(s->lat, s->cap * sizeof(uint64_t));
@@ -106,6 +126,21 @@ record(int status, uint64_t us)
         }
     }
     s->lat[s->n++] = us;
+}
+
+static void
+record(int status, uint64_t us)
+{
+    if (status <= 0 || status >= MAX_STATUS) {
+        /* not an HTTP status line: an error, not an answer */
+        errors++;
+        return;
+    }
+    push(&by_status[status], us);
+    push(&all, us);
+    if (opt.expect && !expected[status]) {
+        unexpected++;
+    }
 }
 
 static void
@@ -189,15 +224,20 @@ finished(void)
            && now_us() - t0 >= (uint64_t) (opt.duration * 1e6);
 }
 
+/* open loop: when request number k falls due */
+static uint64_t
+due_at(long k)
+{
+    return t0 + (uint64_t) (k * 1e6 / opt.rate);
+}
+
 static int
-may_send(void)
+may_send(uint64_t now)
 {
     if (finished()) {
         return 0;
     }
-    if (opt.rate > 0
-        && sent >= (long) ((now_us() - t0) / 1e6 * opt.rate) + 1)
-    {
+    if (opt.rate > 0 && due_at(sent) > now) {
         return 0;
     }
     return 1;
@@ -206,15 +246,25 @@ may_send(void)
 static void
 try_send(conn_t *c)
 {
-    ssize_t  n;
+    ssize_t   n;
+    uint64_t  now;
 
     if (!c->busy) {
-        if (!may_send()) {
+        now = now_us();
+        if (!may_send(now)) {
             return;
         }
         build_request(c);
         c->busy = 1;
-        c->sent_at = now_us();
+        if (opt.rate > 0) {
+            /* timed from when it was due, however late it goes out */
+            c->sent_at = due_at(sent);
+            if (now - c->sent_at > max_behind) {
+                max_behind = now - c->sent_at;
+            }
+        } else {
+            c->sent_at = now;
+        }
         sent++;
     }
     while (c->out_off < c->out_len) {
@@ -286,7 +336,7 @@ on_readable(conn_t *c, int ep)
             uint64_t  t = now_us();
 
             record(status, t - c->sent_at);
-            log_response(status, c->in, len);
+            log_response(status, c->in, len, t - c->sent_at);
             if (status == 200) {
                 last_200 = t - t0;
             }
@@ -336,9 +386,9 @@ json_field(const char *body, size_t len, const char *name, char *out,
     out[n] = '\0';
 }
 
-/* --log: "<status> <orderId> <body status>" per response */
+/* --log: "<status> <orderId> <body status> <latency ms>" per response */
 static void
-log_response(int status, const char *resp, size_t len)
+log_response(int status, const char *resp, size_t len, uint64_t us)
 {
     const char  *body;
     char         id[80], st[40];
@@ -350,7 +400,7 @@ log_response(int status, const char *resp, size_t len)
     body = body ? body + 4 : resp + len;
     json_field(body, resp + len - body, "orderId", id, sizeof(id));
     json_field(body, resp + len - body, "status", st, sizeof(st));
-    fprintf(log_file, "%d %s %s\n", status, id, st);
+    fprintf(log_file, "%d %s %s %.3f\n", status, id, st, us / 1000.0);
 }
 
 static int
@@ -376,7 +426,9 @@ usage(int rc)
         "usage: fg-loadgen [-u host:port] [-p path] [-c conns] [-d secs]\n"
         "                  [-n total] [-R rate] [--product id]\n"
         "                  [--products N] [--users N] [--quantity N] [--same-key]\n"
-        "                  [--once] [--body json] [--run id] [--log file]\n");
+        "                  [--once] [--body json] [--run id] [--log file]\n"
+        "                  [--expect 200,409,...]\n"
+        "  -R rate: open loop, latency from each request's due time\n");
     exit(rc);
 }
 
@@ -393,6 +445,7 @@ main(int argc, char **argv)
         { "body", required_argument, NULL, 'B' },
         { "run", required_argument, NULL, 'r' },
         { "log", required_argument, NULL, 'L' },
+        { "expect", required_argument, NULL, 'E' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -430,6 +483,7 @@ main(int argc, char **argv)
         case 'B': opt.body = optarg; break;
         case 'r': opt.run = optarg; break;
         case 'L': opt.log = optarg; break;
+        case 'E': opt.expect = optarg; break;
         case 'h': usage(0); break;
         default: usage(2);
         }
@@ -440,6 +494,25 @@ main(int argc, char **argv)
     if (opt.once && !opt.total) {
         opt.total = opt.conns;
     }
+    if (opt.expect) {
+        char  *list = strdup(opt.expect), *tok, *save = NULL;
+
+        for (tok = strtok_r(list, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save))
+        {
+            s = atoi(tok);
+            if (s < 100 || s >= MAX_STATUS) {
+                fprintf(stderr, "fg-loadgen: --expect: bad status \"%s\"\n",
+                        tok);
+                return 2;
+            }
+            expected[s] = 1;
+        }
+        free(list);
+    }
+
+    /* a server that resets a connection is an error counted, not a kill */
+    signal(SIGPIPE, SIG_IGN);
 
     if (opt.log) {
         log_file = fopen(opt.log, "w");
@@ -451,8 +524,17 @@ main(int argc, char **argv)
 
     snprintf(run_id, sizeof(run_id), "%s%ld", opt.run, (long) getpid());
 
-    rl.rlim_cur = rl.rlim_max = opt.conns + 64;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0
+        && rl.rlim_cur < (rlim_t) opt.conns + 64)
+    {
+        rl.rlim_cur = opt.conns + 64;
+        if (rl.rlim_max < rl.rlim_cur) {
+            rl.rlim_max = rl.rlim_cur;   /* root only; fails loudly below */
+        }
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            perror("fg-loadgen: setrlimit(RLIMIT_NOFILE)");
+        }
+    }
 
     conns = calloc(opt.conns, sizeof(conn_t));
     ep = epoll_create1(0);
@@ -483,7 +565,14 @@ main(int argc, char **argv)
                 try_send(c);
             }
         }
-        if (opt.rate > 0 || n == 0) {
+        if (opt.rate > 0) {
+            /* whatever fell due, on the free connections */
+            for (i = 0; i < opt.conns && may_send(now_us()); i++) {
+                if (!conns[i].busy) {
+                    try_send(&conns[i]);
+                }
+            }
+        } else if (n == 0) {
             for (i = 0; i < opt.conns; i++) {
                 if (!conns[i].busy && !(opt.once && sent >= opt.total)) {
                     try_send(&conns[i]);
@@ -501,14 +590,32 @@ main(int argc, char **argv)
     }
 
     secs = (now_us() - t0) / 1e6;
-    for (s = 0; s < MAX_STATUS; s++) {
-        if (by_status[s].n) {
-            total_ok += by_status[s].n;
+    if (opt.rate > 0 && opt.duration > 0 && !opt.total) {
+        /* due before the end but never written: the client fell behind */
+        long  due = (long) (opt.duration * opt.rate);
+
+        unsent = due > sent ? due - sent : 0;
+        /* the loop wakes every millisecond: what fell due in the last
+         * two of them is not the server's fault */
+        if (unsent <= (long) (opt.rate * 0.002) + 1) {
+            unsent = 0;
         }
     }
-    printf("total requests=%ld responses=%ld errors=%ld seconds=%.3f rps=%.0f"
-           " last_200_ms=%.1f\n", sent, total_ok, errors, secs,
-           total_ok / secs, last_200 / 1000.0);
+    total_ok = all.n;
+    if (all.n) {
+        qsort(all.lat, all.n, sizeof(uint64_t), cmp_u64);
+    }
+    printf("total requests=%ld responses=%ld errors=%ld unexpected=%ld"
+           " unsent=%ld seconds=%.3f rps=%.0f last_200_ms=%.1f mode=%s"
+           " rate=%.0f max_behind_ms=%.1f p50_ms=%.3f p90_ms=%.3f"
+           " p99_ms=%.3f p999_ms=%.3f max_ms=%.3f\n",
+           sent, total_ok, errors, unexpected, unsent, secs, total_ok / secs,
+           last_200 / 1000.0, opt.rate > 0 ? "open" : "closed", opt.rate,
+           max_behind / 1000.0,
+           all.n ? pct(&all, 0.50) : 0, all.n ? pct(&all, 0.90) : 0,
+           all.n ? pct(&all, 0.99) : 0,
+           all.n ? pct(&all, 0.999) : 0,
+           all.n ? all.lat[all.n - 1] / 1000.0 : 0);
     for (s = 0; s < MAX_STATUS; s++) {
         series_t  *ser = &by_status[s];
 
@@ -516,12 +623,19 @@ main(int argc, char **argv)
             continue;
         }
         qsort(ser->lat, ser->n, sizeof(uint64_t), cmp_u64);
-        printf("status=%d count=%zu p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f"
-               " max_ms=%.3f\n", s, ser->n, pct(ser, 0.50), pct(ser, 0.99),
+        printf("status=%d count=%zu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f"
+               " p999_ms=%.3f max_ms=%.3f\n", s, ser->n, pct(ser, 0.50),
+               pct(ser, 0.90), pct(ser, 0.99),
                pct(ser, 0.999), ser->lat[ser->n - 1] / 1000.0);
     }
     if (log_file) {
         fclose(log_file);
     }
-    return errors ? 3 : 0;
+    if (errors || unexpected || unsent) {
+        fprintf(stderr, "fg-loadgen: FAILED: %ld errors, %ld answers not in"
+                " --expect %s, %ld requests due but never sent\n", errors,
+                unexpected, opt.expect ? opt.expect : "(any)", unsent);
+        return 3;
+    }
+    return 0;
 }

@@ -1,10 +1,16 @@
 -- The OpenResty way of gating a flash sale, for the benchmark only: what a
 -- user who would not pick Flux-Gate writes with lua-nginx-module,
 -- lua-resty-redis (Debian: lua-nginx-redis) and lua-cjson.  It makes the
--- same decision as the module with the same script (lua/order.lua), one
--- EVALSHA per request on a keepalive pool.  It has no Kafka client (none is
--- packaged for OpenResty in Debian), so it is compared on the paths that do
--- not produce: the sold-out path and the redirect path.
+-- same decision as the module with the same script (lua/order.lua, the v2
+-- contract: 6 keys, 9 arguments, replies 1-8), one EVALSHA per request on a
+-- keepalive pool.  It has no Kafka client (none is packaged for OpenResty
+-- in Debian), so it is compared on the path that does not produce: the
+-- sold-out path.
+--
+-- $fg_flag = 1 adds the same idea as fluxgate_sold_out_cache with what
+-- OpenResty offers: a lua_shared_dict "fg_sold_out" (the nginx.conf
+-- declares it) flagged for a second when the script answered sold out with
+-- stock 0, and read before Redis.
 
 local cjson = require "cjson.safe"
 local redis = require "nginx.redis"
@@ -55,10 +61,16 @@ if type(qty) ~= "number" or qty ~= math.floor(qty) or qty < 1 or qty > 10 then
 end
 
 local p = order.productId
-local keys = { "fg:{" .. p .. "}:stock", "fg:{" .. p .. "}:rate",
-               "fg:{" .. p .. "}:buyers", "fg:{" .. p .. "}:idem:" .. key }
-local order_id = string.format("%08x-0000-7000-8000-%012x",
+local flags = ngx.var.fg_flag == "1" and ngx.shared.fg_sold_out or nil
+if flags and flags:get(p) then
+    return respond(409, '{"status":"sold_out"}')
+end
+
+local tag = "fg:{" .. p .. "}:"
+local order_id = string.format("%08x-%04x-7%03x-%04x-%012x",
                                ngx.now() * 1000 % 4294967296,
+                               math.random(0, 65535), math.random(0, 4095),
+                               32768 + math.random(0, 16383),
                                math.random(0, 281474976710655))
 
 local red = redis:new()
@@ -68,15 +80,21 @@ if not ok then
     return respond(503, cjson.encode({status = "error", error = err}))
 end
 
-local args = { order.userId, qty, order.userId .. ":" .. qty, order_id,
-               60000, tonumber(ngx.var.fg_rate), tonumber(ngx.var.fg_burst), 0 }
+-- KEYS stock, rate, buyers, idem, gen, pending; ARGV userId, quantity,
+-- fingerprint, orderId, ttl ms, rate, burst, per-user limit, key
+local function run()
+    return red:evalsha(ngx.var.fg_script_sha, 6, tag .. "stock", tag .. "rate",
+                       tag .. "buyers", tag .. "idem:" .. key, tag .. "gen",
+                       tag .. "pending", order.userId, qty,
+                       order.userId .. ":" .. qty, order_id, 60000,
+                       tonumber(ngx.var.fg_rate), tonumber(ngx.var.fg_burst),
+                       0, key)
+end
 local res
-res, err = red:evalsha(ngx.var.fg_script_sha, 4, keys[1], keys[2], keys[3],
-                       keys[4], unpack(args))
+res, err = run()
 if not res and err and err:find("NOSCRIPT") then
     red:script("load", GATE_SCRIPT)
-    res, err = red:evalsha(ngx.var.fg_script_sha, 4, keys[1], keys[2], keys[3],
-                           keys[4], unpack(args))
+    res, err = run()
 end
 if not res then
     return respond(503, cjson.encode({status = "error", error = err}))
@@ -88,7 +106,8 @@ if kind == 1 then
     return respond(200, cjson.encode({status = "success", orderId = order_id}))
 elseif kind == 2 then
     ngx.header["Idempotent-Replayed"] = "true"
-    return respond(res[2], cjson.encode({status = "ignored", orderId = res[4]}))
+    return respond(res[2], cjson.encode({status = "ignored", outcome = res[3],
+                                         orderId = res[4]}))
 elseif kind == 3 then
     return respond(409, '{"status":"in_progress"}')
 elseif kind == 4 then
@@ -97,7 +116,12 @@ elseif kind == 5 then
     ngx.header["Retry-After"] = math.ceil(res[2] / 1000)
     return ngx.redirect("/waiting-room/", 302)
 elseif kind == 6 then
+    if flags and res[2] == 0 then
+        flags:set(p, true, 1)
+    end
     return respond(409, '{"status":"sold_out"}')
-else
+elseif kind == 7 then
     return respond(409, '{"status":"limit_reached"}')
+else
+    return respond(404, '{"status":"unknown_product"}')
 end

@@ -289,8 +289,11 @@ sub promtool_check {
 }
 
 # loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)
-# runs build/fg-loadgen and returns {rps, total, errors, last_200_ms,
-# status => {200 => {count, p50_ms, p99_ms, ...}}, log => [[st, id, body st]]}
+# runs build/fg-loadgen and returns {rps, total, errors, unexpected, unsent,
+# p50_ms, p99_ms, p999_ms (every answer), rc (0, or 3 when the run failed),
+# status => {200 => {count, p50_ms, p99_ms, ...}}, log => [[st, id, body st, ms]]}
+# rate => R is the open loop (latency from each request's due time);
+# expect => '200,409' counts any other status as a failure of the run.
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
 sub loadgen { loadgen_wait(loadgen_start(@_)) }
 
@@ -313,6 +316,7 @@ sub loadgen_start {
     push @args, '--same-key' if $o{same_key};
     push @args, '--once' if $o{once};
     push @args, '--log', $log if $log;
+    push @args, '--expect', $o{expect} if $o{expect};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', "$base.out" or die;
@@ -327,7 +331,8 @@ sub loadgen_wait {
     waitpid $h->{pid}, 0;
     my $out = do { local (@ARGV, $/) = $h->{out}; <> } // '';
     unlink $h->{out};
-    my %r = (raw => $out, status => {}, rc => $? >> 8);
+    my %r = (raw => $out, status => {},
+             rc => ($? & 127) ? 128 + ($? & 127) : $? >> 8);
     for my $line (split /\n/, $out) {
         my %kv = $line =~ /(\w+)=(\S+)/g;
         if (defined $kv{status}) {

@@ -1,0 +1,113 @@
+# build/fg-loadgen, the client of the benchmarks and the crowd tests, is
+# honest about what it measures:
+#  - open loop (-R): latency is timed from each request's due time, so a
+#    gate stalled for 300 ms (Redis frozen with SIGSTOP) shows the stall in
+#    every request that fell due during it, not only in the few that were
+#    on the wire (no coordinated omission), and every due request is sent;
+#  - --expect: an answer with another status fails the run (rc 3, a line
+#    on stderr), and a run with only expected answers passes.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Nginx::Socket::Lite;
+use FluxGate::Test;
+use Time::HiRes qw(sleep);
+
+our $HttpConfig = <<'EOF';
+    fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    fluxgate_redis_timeout 5s;
+    fluxgate_kafka_brokers $TEST_NGINX_KAFKA_BROKERS;
+    fluxgate_kafka_topic orders;
+    fluxgate_threshold 100000 burst=100000;
+    fluxgate_waiting_room /waiting-room/;
+    keepalive_requests 100000;
+EOF
+
+our $Redis = svc_pid('redis') or die "no redis pid";
+our $frozen = 0;
+END { kill 'CONT', $Redis if $frozen }
+
+plan 'no_plan';
+run_tests();
+
+__DATA__
+
+=== TEST 1: open loop: a 300 ms stall shows in the p99 of 200 requests/s
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('lg-stall');
+--- http_config eval: $::HttpConfig
+--- config
+    location = /order { fluxgate_order; }
+    location = /init { fluxgate_stock_admin; }
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":0}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- timeout: 30
+--- check
+my $p = $ENV{TEST_NGINX_PRODUCT};
+my $h = loadgen_start(port => server_port(), c => 4, rate => 200, d => 3,
+                      product => $p, expect => '409');
+sleep 1;
+eval {
+    kill 'STOP', $main::Redis; $main::frozen = 1;
+    sleep 0.3;
+};
+kill 'CONT', $main::Redis; $main::frozen = 0;
+die $@ if $@;
+my $r = loadgen_wait($h);
+is($r->{rc}, 0, "$name - the run passed") or diag($r->{raw});
+is($r->{mode}, 'open', "$name - open loop");
+# every request due in the 3 s was sent and answered
+ok($r->{responses} >= 598, "$name - 600 requests due, $r->{responses} answered");
+is($r->{unsent}, 0, "$name - none left unsent");
+# ~60 requests fell due while Redis was frozen (10% of the run), waiting
+# 150 ms on average: with the latency timed from when they were written,
+# only the 4 on the wire would have seen it and p99 would stay small
+ok($r->{status}{409}{p99_ms} >= 100,
+   "$name - the stall is in the p99 ($r->{status}{409}{p99_ms} ms)")
+    or diag($r->{raw});
+ok($r->{max_behind_ms} >= 100,
+   "$name - the client knew it sent late ($r->{max_behind_ms} ms)");
+
+=== TEST 2: --expect: a status outside the list fails the run loudly
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('lg-expect');
+--- http_config eval: $::HttpConfig
+--- config
+    location = /order { fluxgate_order; }
+    location = /init { fluxgate_stock_admin; }
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":0}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- timeout: 30
+--- check
+my $p = $ENV{TEST_NGINX_PRODUCT};
+my $r = loadgen(port => server_port(), c => 5, n => 50, product => $p,
+                expect => '200,302');
+is($r->{rc}, 3, "$name - rc 3");
+is($r->{unexpected}, 50, "$name - 50 unexpected answers");
+is($r->{status}{409}{count}, 50, "$name - counted per status too");
+like($r->{raw}, qr/FAILED: 0 errors, 50 answers not in --expect 200,302/,
+     "$name - said so");
+$r = loadgen(port => server_port(), c => 5, n => 50, product => $p,
+             expect => '200,409');
+is($r->{rc}, 0, "$name - only expected answers: rc 0") or diag($r->{raw});
+is($r->{unexpected}, 0, "$name - nothing unexpected");
+is($r->{mode}, 'closed', "$name - closed loop without -R");
+# a port nobody listens on: every request an error
+my $dead = do {
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0);
+    my $port = $s->sockport;
+    close $s;
+    $port;
+};
+$r = loadgen(port => $dead, c => 2, n => 10, d => 2, product => $p);
+isnt($r->{rc}, 0, "$name - nobody listening: the run fails ($r->{rc})");
