@@ -322,10 +322,11 @@ ngx_fluxgate_redis_cluster_redirect(ngx_fluxgate_redis_call_t *call,
         return NGX_ERROR;
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, cl->log, 0,
-                   "fluxgate: redis cluster: %s slot %i to %V (from %V)",
-                   ask ? "ASK" : "MOVED", slot, &node->name,
-                   &call->rds->name);
+    /* only while slots move: a few lines per migration */
+    ngx_log_error(NGX_LOG_INFO, cl->log, 0,
+                  "fluxgate: redis cluster: %s slot %i to %V (from %V)",
+                  ask ? "ASK" : "MOVED", slot, &node->name,
+                  &call->rds->name);
 
     if (!ask) {
         old = cl->slots[slot];

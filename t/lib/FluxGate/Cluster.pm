@@ -11,6 +11,13 @@ package FluxGate::Cluster;
 #   cluster_master_of($c, $key)          "127.0.0.1:port" serving its slot
 #   cluster_masters($c)                  [{addr, port, id, slots => [[a,b]]}]
 #   cluster_kill($c, $port)              kill -9 of one node
+#   node_redis($port, @cmd)              one node, no redirection followed
+#   cluster_migrate_slot($c, $slot, $to_port, during => sub { ... })
+#                                        moves a slot by hand (SETSLOT
+#                                        IMPORTING/MIGRATING, MIGRATE, SETSLOT
+#                                        NODE); `during` runs while the keys
+#                                        are moved but the slot is still
+#                                        migrating (the ASK window)
 #   cluster_stop($c)
 
 use strict;
@@ -23,7 +30,7 @@ use FluxGate::Test;
 
 our @EXPORT = qw(cluster_start cluster_stop cluster_redis cluster_directive
                  cluster_master_of cluster_masters cluster_kill cluster_nodes
-                 cluster_wait_ok);
+                 cluster_wait_ok node_redis cluster_migrate_slot);
 
 my $Seq = 0;
 
@@ -125,6 +132,48 @@ sub cluster_master_of {
         }
     }
     return undef;
+}
+
+sub node_redis {
+    my ($port, @cmd) = @_;
+    my $q = join ' ', map { (my $s = $_) =~ s/'/'\\''/g; "'$s'" } @cmd;
+    my $out = `redis-cli -p $port --raw $q 2>&1`;
+    chomp $out;
+    return wantarray ? split(/\n/, $out) : $out;
+}
+
+sub _migrate_keys {
+    my ($slot, $from, $to) = @_;
+    my $moved = 0;
+    while (my @keys = node_redis($from, 'CLUSTER', 'GETKEYSINSLOT', $slot, 100)) {
+        my $out = node_redis($from, 'MIGRATE', '127.0.0.1', $to, '', 0, 5000,
+                             'REPLACE', 'KEYS', @keys);
+        die "MIGRATE: $out" unless $out =~ /OK|NOKEY/;
+        $moved += @keys;
+    }
+    return $moved;
+}
+
+sub cluster_migrate_slot {
+    my ($c, $slot, $to, %o) = @_;
+    my %id = map { $_->{port} => $_->{id} } @{ cluster_nodes($c) };
+    my ($from) = map { $_->{port} } grep {
+        grep { $slot >= $_->[0] && $slot <= $_->[1] } @{ $_->{slots} }
+    } @{ cluster_masters($c) };
+    die "slot $slot: no master" unless $from;
+    die "slot $slot is on $to already" if $from == $to;
+    node_redis($to, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$from}) =~ /OK/
+        or die 'SETSLOT IMPORTING';
+    node_redis($from, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$to}) =~ /OK/
+        or die 'SETSLOT MIGRATING';
+    my $moved = _migrate_keys($slot, $from, $to);
+    $o{during}->() if $o{during};
+    $moved += _migrate_keys($slot, $from, $to);
+    for my $m ($to, $from, grep { $_ != $to && $_ != $from }
+                              map { $_->{port} } @{ cluster_masters($c) }) {
+        node_redis($m, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$to});
+    }
+    return { from => $from, to => $to, keys => $moved };
 }
 
 sub cluster_kill {
