@@ -11,6 +11,7 @@ package FluxGate::Cluster;
 #   cluster_master_of($c, $key)          "127.0.0.1:port" serving its slot
 #   cluster_masters($c)                  [{addr, port, id, slots => [[a,b]]}]
 #   cluster_kill($c, $port)              kill -9 of one node
+#   cluster_restart($c, $port)           ... and back (as a replica)
 #   node_redis($port, @cmd)              one node, no redirection followed
 #   cluster_migrate_slot($c, $slot, $to_port, during => sub { ... })
 #                                        moves a slot by hand (SETSLOT
@@ -30,9 +31,11 @@ use FluxGate::Test;
 
 our @EXPORT = qw(cluster_start cluster_stop cluster_redis cluster_directive
                  cluster_master_of cluster_masters cluster_kill cluster_nodes
-                 cluster_wait_ok node_redis cluster_migrate_slot);
+                 cluster_wait_ok node_redis cluster_migrate_slot
+                 cluster_restart);
 
 my $Seq = 0;
+my @Started;
 
 sub _free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
@@ -53,13 +56,17 @@ sub cluster_start {
     my $c = { dir => $dir, ports => \@ports, pids => {} };
     for my $p (@ports) {
         make_path("$dir/$p");
-        system('redis-server', '--port', $p, '--bind', '127.0.0.1',
-               '--cluster-enabled', 'yes',
-               '--cluster-config-file', "$dir/$p/nodes.conf",
-               '--cluster-node-timeout', $o{node_timeout} // 2000,
-               '--dir', "$dir/$p", '--daemonize', 'yes',
-               '--pidfile', "$dir/$p/redis.pid", '--save', '',
-               '--appendonly', 'no', '--logfile', "$dir/$p/redis.log") == 0
+        $c->{args}{$p} = [
+            '--port', $p, '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+            '--cluster-config-file', "$dir/$p/nodes.conf",
+            '--cluster-node-timeout', $o{node_timeout} // 2000,
+            # a master down stops only its own slots
+            '--cluster-require-full-coverage', 'no',
+            '--dir', "$dir/$p", '--daemonize', 'yes',
+            '--pidfile', "$dir/$p/redis.pid", '--save', '',
+            '--appendonly', 'no', '--repl-diskless-sync-delay', 0,
+            '--logfile', "$dir/$p/redis.log" ];
+        system('redis-server', @{ $c->{args}{$p} }) == 0
             or die "redis-server on $p did not start";
     }
     for my $p (@ports) {
@@ -70,9 +77,21 @@ sub cluster_start {
     my $addrs = join ' ', map { "127.0.0.1:$_" } @ports;
     my $out = `redis-cli --cluster create $addrs --cluster-replicas 1 --cluster-yes 2>&1`;
     die "cluster create failed: $out" if $?;
+    push @Started, $c;
     cluster_wait_ok($c, 30) or die "cluster_state is not ok";
+    # every replica synced: a replica without its master's data cannot
+    # take over (cluster-replica-validity-factor)
+    wait_until(30, sub {
+        my @replicas = grep { $_->{flags} =~ /slave/ } @{ cluster_nodes($c) };
+        @replicas == $n && !grep {
+            `redis-cli -p $_->{port} info replication 2>&1` !~ /master_link_status:up/
+        } @replicas;
+    }) or die "the replicas did not sync";
     return $c;
 }
+
+# whatever a test leaves running when it dies is killed with it
+END { cluster_stop($_) for grep { $_->{dir} && -d $_->{dir} } @Started }
 
 sub cluster_alive { my ($c) = @_; grep { kill 0, $c->{pids}{$_} } @{ $c->{ports} } }
 
@@ -180,6 +199,18 @@ sub cluster_kill {
     my ($c, $port) = @_;
     kill 'KILL', $c->{pids}{$port};
     wait_until(5, sub { !kill 0, $c->{pids}{$port} });
+}
+
+# a killed node started again: it rejoins (nodes.conf), as a replica of
+# whoever took its slots
+sub cluster_restart {
+    my ($c, $port) = @_;
+    unlink "$c->{dir}/$port/redis.pid";
+    system('redis-server', @{ $c->{args}{$port} }) == 0
+        or die "redis-server on $port did not start";
+    wait_until(10, sub { `redis-cli -p $port ping 2>&1` =~ /PONG/ })
+        or die "redis node $port does not answer";
+    $c->{pids}{$port} = do { local (@ARGV, $/) = "$c->{dir}/$port/redis.pid"; <> } + 0;
 }
 
 sub cluster_stop {
