@@ -29,6 +29,7 @@
 
 #define NGX_FLUXGATE_CLUSTER_REFRESH     100    /* ms between two fetches */
 #define NGX_FLUXGATE_CLUSTER_REDIRECTS   5      /* per command */
+#define NGX_FLUXGATE_CLUSTER_INCOMPLETE  1000   /* ms: refetch a partial map */
 
 
 struct ngx_fluxgate_redis_cluster_s {
@@ -43,6 +44,7 @@ struct ngx_fluxgate_redis_cluster_s {
     ngx_event_t                    timer;     /* the next fetch */
     ngx_msec_t                     fetched;   /* when the last one left */
     ngx_uint_t                     next;      /* the node asked next */
+    ngx_uint_t                     covered;   /* slots the map has */
     ngx_fluxgate_redis_t          *asked;
 
     unsigned                       loaded:1;  /* a map came once */
@@ -380,7 +382,7 @@ ngx_fluxgate_redis_cluster_up(ngx_fluxgate_redis_t *front)
     ngx_fluxgate_redis_t         **node;
     ngx_fluxgate_redis_cluster_t  *cl = front->cluster;
 
-    if (!cl->loaded || cl->nodes == NULL) {
+    if (!cl->loaded || cl->nodes == NULL || cl->covered < FG_CLUSTER_SLOTS) {
         return 0;
     }
 
@@ -566,7 +568,7 @@ ngx_fluxgate_redis_cluster_map(redisReply *reply, void *data)
         covered += end - start + 1;
     }
 
-    if (!cl->loaded) {
+    if (!cl->loaded || covered != cl->covered) {
         ngx_log_error(NGX_LOG_INFO, cl->log, 0,
                       "fluxgate: redis cluster: %ui of %d slots mapped "
                       "(from %V)", covered, FG_CLUSTER_SLOTS,
@@ -574,6 +576,12 @@ ngx_fluxgate_redis_cluster_map(redisReply *reply, void *data)
     }
 
     cl->loaded = 1;
+    cl->covered = covered;
+
+    /* a cluster still being made (or missing slots): look again soon */
+    if (covered < FG_CLUSTER_SLOTS && !cl->timer.timer_set) {
+        ngx_add_timer(&cl->timer, NGX_FLUXGATE_CLUSTER_INCOMPLETE);
+    }
 
     ngx_fluxgate_metrics_state();
 }

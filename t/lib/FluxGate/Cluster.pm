@@ -49,16 +49,21 @@ sub cluster_start {
     my $n = $o{masters} // 3;
     my $dir = "$ENV{FG_RUN_DIR}/cluster-$$-" . ++$Seq;
     my (%taken, @ports);
-    while (@ports < 2 * $n) {
+    my @bus;
+    while (@bus < 2 * $n) {
         my $p = _free_port();
-        push @ports, $p unless $taken{$p}++;
+        next if $taken{$p}++;
+        if (@ports < 2 * $n) { push @ports, $p } else { push @bus, $p }
     }
+    my %bus = map { $ports[$_] => $bus[$_] } 0 .. $#ports;
     my $c = { dir => $dir, ports => \@ports, pids => {} };
     for my $p (@ports) {
         make_path("$dir/$p");
         $c->{args}{$p} = [
             '--port', $p, '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
             '--cluster-config-file', "$dir/$p/nodes.conf",
+            # the bus port is not port + 10000: that may be over 65535
+            '--cluster-port', $bus{$p},
             '--cluster-node-timeout', $o{node_timeout} // 2000,
             # a master down stops only its own slots
             '--cluster-require-full-coverage', 'no',
