@@ -632,13 +632,13 @@ ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
 
 
 /*
- * EVALSHA; with wait > 0, "WAIT wait wait_timeout" pipelined right after
- * it on the same connection.  A reply that reports a write (an array whose
- * first element is the integer 1: order.lua's reservation) is handed on
- * only when WAIT says that many replicas have it; fewer, and the handler
- * gets an error reply instead ("WAIT: 0 of 1 replicas ..."), which it
- * treats like any failed command whose effect is unknown.  Every other
- * reply is handed on at once: WAIT costs it nothing.
+ * EVALSHA; with wait > 0, a reply that reports a write (an array whose
+ * first element is the integer 1: order.lua's reservation) is followed by
+ * "WAIT wait wait_timeout" on the same connection and handed on only when
+ * WAIT says that many replicas have it; fewer, and the handler gets an
+ * error reply instead ("WAIT: 0 of 1 replicas ..."), which it treats like
+ * any failed command whose effect is unknown.  Every other reply is handed
+ * on at once: WAIT costs it nothing.
  */
 
 ngx_int_t
@@ -772,7 +772,7 @@ ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
 }
 
 
-/* the call on call->rds's connection: [ASKING,] the command[, WAIT] */
+/* the call on call->rds's connection: [ASKING,] the command */
 
 ngx_int_t
 ngx_fluxgate_redis_call_send(ngx_fluxgate_redis_call_t *call)
@@ -799,19 +799,6 @@ ngx_fluxgate_redis_call_send(ngx_fluxgate_redis_call_t *call)
     }
 
     call->refs++;
-
-    if (call->wait) {
-        if (redisAsyncCommand(ac, ngx_fluxgate_redis_waited, call,
-                              "WAIT %u %u", (unsigned) call->wait,
-                              (unsigned) call->wait_timeout)
-            == REDIS_OK)
-        {
-            call->refs++;
-
-        } else {
-            call->wait_failed = 1;
-        }
-    }
 
     return NGX_OK;
 }
@@ -885,15 +872,31 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
         && reply->element[0]->type == REDIS_REPLY_INTEGER
         && reply->element[0]->integer == 1)
     {
-        /* a write: handed on when its WAIT answers */
+        /*
+         * A write: WAIT on the same connection, now that the reply says
+         * so, and the reply handed on when WAIT answers.  Not pipelined
+         * blindly after every command: the sold-out answers, which write
+         * nothing, would pay a second command each, and WAITs sent after
+         * replies come in batches, the first one covering the writes of
+         * every command answered before it.
+         */
 
-        if (!call->wait_failed) {
-            call->saved = ngx_fluxgate_redis_copy(reply);
+        call->saved = ngx_fluxgate_redis_copy(reply);
 
-            if (call->saved != NULL) {
-                call->confirming = 1;
-                return;
-            }
+        if (call->saved != NULL
+            && redisAsyncCommand(ac, ngx_fluxgate_redis_waited, call,
+                                 "WAIT %u %u", (unsigned) call->wait,
+                                 (unsigned) call->wait_timeout)
+               == REDIS_OK)
+        {
+            call->refs++;
+            call->confirming = 1;
+            return;
+        }
+
+        if (call->saved != NULL) {
+            freeReplyObject(call->saved);
+            call->saved = NULL;
         }
 
         ngx_memzero(&err, sizeof(redisReply));
@@ -913,11 +916,7 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
 }
 
 
-/*
- * WAIT's answer: the one that counts came on the connection the command
- * was last sent on, after the command's own reply (a WAIT of an earlier
- * send, before NOSCRIPT, MOVED or ASK, comes first or elsewhere)
- */
+/* WAIT's answer, on the connection that answered the command */
 
 static void
 ngx_fluxgate_redis_waited(redisAsyncContext *ac, void *r, void *data)
@@ -931,7 +930,7 @@ ngx_fluxgate_redis_waited(redisAsyncContext *ac, void *r, void *data)
 
     call->refs--;
 
-    if (call->confirming && !call->delivered && ac == call->rds->ac) {
+    if (call->confirming && !call->delivered) {
         saved = call->saved;
         call->saved = NULL;
 

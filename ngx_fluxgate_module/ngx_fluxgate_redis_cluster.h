@@ -49,7 +49,7 @@ struct ngx_fluxgate_redis_s {
  * One command on its way: what to call with the reply, and the command in
  * RESP, kept for a resend after NOSCRIPT, MOVED or ASK; both in one
  * allocation.  refs counts the hiredis callbacks that still point here
- * (the command's, and its WAIT's): the call is freed when the last ran.
+ * (the command's, and then its WAIT's): freed when the last one ran.
  */
 typedef struct {
     ngx_fluxgate_redis_t          *rds;       /* where it was last sent */
@@ -68,8 +68,7 @@ typedef struct {
     unsigned                       reloaded:1;
     unsigned                       clustered:1;   /* follows MOVED, ASK */
     unsigned                       asking:1;      /* ASKING first */
-    unsigned                       confirming:1;  /* saved, WAIT to come */
-    unsigned                       wait_failed:1;
+    unsigned                       confirming:1;  /* saved, WAIT sent */
     unsigned                       delivered:1;
 } ngx_fluxgate_redis_call_t;
 
