@@ -43,9 +43,11 @@ sub _run {
 }
 
 # redis('GET', 'k') -> the reply as redis-cli --raw prints it, chomped;
-# in list context one element per line
+# in list context one element per line.  On a stack with FG_REDIS_CLUSTER
+# (REDIS_CLUSTER_NODES set) redis-cli follows MOVED and ASK (-c).
 sub redis {
     my $cmd = "redis-cli -h 127.0.0.1 -p $ENV{REDIS_PORT} --raw "
+            . ($ENV{REDIS_CLUSTER_NODES} ? '-c ' : '')
             . join(' ', map { _shell_quote($_) } @_) . ' 2>&1';
     my $out = _run($cmd);
     chomp $out;
