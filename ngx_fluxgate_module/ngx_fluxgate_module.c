@@ -482,10 +482,13 @@ ngx_fluxgate_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (cf->args->nelts >= 3
-        && value[1].len == sizeof("cluster") - 1
+    if (value[1].len == sizeof("cluster") - 1
         && ngx_strncmp(value[1].data, "cluster", value[1].len) == 0)
     {
+        if (cf->args->nelts < 3) {
+            return "takes one address, or \"cluster\" and one or more";
+        }
+
         flcf->redis = ngx_fluxgate_redis_cluster_add(cf, &value[2],
                                                      cf->args->nelts - 2);
 
