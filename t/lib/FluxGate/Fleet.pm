@@ -88,6 +88,14 @@ EOF
         or die "gate did not listen on $port";
     # every worker process up (and so its Kafka producer made)
     wait_until(10, sub { my @w = gate_workers($g); @w == $workers });
+    # a cluster gate answers 503 until its processes have the slot map
+    if ($redis =~ /^cluster\b/) {
+        wait_until(20, sub {
+            my %mapped = map { $_ => 1 } gate_log($g)
+                =~ /\s(\d+)#\d+: fluxgate: redis cluster: 16384 of 16384 slots mapped/g;
+            grep({ $mapped{$_} } gate_workers($g)) == $workers;
+        }) or die "gate's processes did not map the cluster's slots";
+    }
     return $g;
 }
 
