@@ -16,6 +16,8 @@
 #                batched against one transaction per message
 #   memory       nginx worker RSS after 10,000 and after 1,000,000 orders;
 #                the worker daemon's RSS across the drain
+#   fleet        (BENCH_ONLY=fleet) the drain with one and two worker
+#                processes in one consumer group
 #
 # It prints one table and writes it, with the machine and the versions, to
 # bench/results/<date>.md (+ .tsv and a PNG chart).
@@ -388,6 +390,32 @@ sub bench_drain {
 
 # --- the table ------------------------------------------------------------------
 
+# --- 6. the fleet: worker processes of one group, Redis masters ------------------
+#
+# On this box every process shares the same two cores, so a second worker
+# process or a second Redis master adds no CPU: what these show is the
+# shape (the partitions spread over the group, the work spread over the
+# masters, nothing serialised behind one process), not the peak a fleet of
+# machines reaches.
+
+sub bench_fleet {
+    my $n = $QUICK ? 50_000 : 200_000;
+    for my $w (1, 2) {
+        my $out = `bash $ROOT/bench/drain.sh -B -w $w -n $n $DIR 2>&1`;
+        my ($rate, $steady) = $out =~ /batched:\s+(\d+) orders\/s.*steady (\d+)/;
+        say "fleet drain with $w worker processes: " . ($rate // "failed:\n$out");
+        $fig{"fleet_drain_$w"} = $rate;
+        push @rows, [ 'fleet', "drain $n orders, $w worker process" . ($w > 1 ? 'es' : '')
+                      . ' in one group', $rate // '?', '-', '-', '-',
+                      defined $steady ? "steady $steady/s" : 'failed' ];
+    }
+    my $r = ratio($fig{fleet_drain_2}, $fig{fleet_drain_1});
+    say sprintf "fleet drain, 2 / 1 worker processes: %.2fx", $r if defined $r;
+    # Redis Cluster figures need the cluster-module branch (FG_REDIS_CLUSTER)
+    push @rows, [ 'fleet', 'sold-out / accept, 1 vs 3 Redis masters', 'n/a', '-', '-', '-',
+                  'Redis Cluster not in this tree' ];
+}
+
 sub ratio { defined $_[0] && defined $_[1] && $_[1] > 0 ? $_[0] / $_[1] : undef }
 
 sub verdict {
@@ -534,6 +562,8 @@ bench_wrk() if want('wrk');
 bench_metrics() if want('metrics');
 bench_memory() if want('memory');
 bench_drain() if want('drain');
+# the fleet part only when asked for: BENCH_ONLY=fleet
+bench_fleet() if %Only && want('fleet');
 if (%Only) {
     print join('', map { '| ' . join(' | ', @$_) . " |\n" } @rows);
     for my $flag (1, 0) {
