@@ -163,14 +163,19 @@ sub longest_gap {
 }
 
 # settles the product's pending claims the way the stack's settler does,
-# with a deadline past the producer's 5 s delivery timeout (the settler's
-# own 30 s would do too, only later)
+# with the shortest deadline the contract allows: the producer's 5 s
+# delivery timeout plus the gate's 10 s finishing grace (the settler's own
+# 30 s would do too, only later).  Shorter is wrong: t/720 with 8 s once
+# released 5 claims whose orders (timed out in the producer while the
+# partition had no leader) were recorded afterwards: 5 units back in the
+# stock that were sold already.
+my $ClaimDeadline = 16000;
 sub _settle {
     my ($p) = @_;
     my $out = '';
     my $ok = wait_until(90, sub {
         return 1 if redis('ZCARD', "fg:{$p}:pending") == 0;
-        (undef, $out) = reconcile('--repair', '--claim-deadline', 8000,
+        (undef, $out) = reconcile('--repair', '--claim-deadline', $ClaimDeadline,
                                   '--product', $p);
         return redis('ZCARD', "fg:{$p}:pending") == 0 || do { sleep 2; 0 };
     });
