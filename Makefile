@@ -6,8 +6,8 @@
 #   make up/down  the same stack in the background / stop it
 #   make test     build (with ASan+UBSan), start an isolated stack on free
 #                 ports, prove t/; SANITIZE=0 tests the plain build instead;
-#                 then the fleet faults (t/7xx) on a stack of 3 brokers, 2
-#                 gates and 2 workers (alone: make test-fleet)
+#                 then the fleet faults (t/7xx-fleet-*.t) on a stack of 3
+#                 brokers, 2 gates and 2 workers (alone: make test-fleet)
 #   make deb      the Debian packages in build/deb/ (debian/, dh_nginx),
 #                 checked by lintian
 #
@@ -185,7 +185,7 @@ san: setup
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
 	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests
 
-# the suite on one stack, then the fleet faults (t/7xx) on a stack of three
+# the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers
 test: $(TEST_DEPS)
 	@$(TEST_ENV) bash t/run

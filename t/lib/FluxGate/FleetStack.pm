@@ -1,7 +1,7 @@
 package FluxGate::FleetStack;
 
-# What the fleet-fault tests (t/720 to t/760) share.  They run against the
-# stack `make test-fleet` starts (t/run with FG_FLEET=1: scripts/stack with
+# What the fleet-fault tests (t/750 to t/760, t/7xx-fleet-*.t) share.  They
+# run against the stack `make test-fleet` starts (t/run with FG_FLEET=1: scripts/stack with
 # FG_KAFKA_BROKERS=3, FG_NGINX_INSTANCES=2, FG_WORKER_PROCS=2) and skip
 # against a single one.  A sale is spread over every gate the way a load
 # balancer spreads a crowd (fg-loadgen with one -u per gate: a connection
@@ -165,7 +165,7 @@ sub longest_gap {
 # settles the product's pending claims the way the stack's settler does,
 # with the shortest deadline the contract allows: the producer's 5 s
 # delivery timeout plus the gate's 10 s finishing grace (the settler's own
-# 30 s would do too, only later).  Shorter is wrong: t/720 with 8 s once
+# 30 s would do too, only later).  Shorter is wrong: t/750 with 8 s once
 # released 5 claims whose orders (timed out in the producer while the
 # partition had no leader) were recorded afterwards: 5 units back in the
 # stock that were sold already.
