@@ -5,6 +5,7 @@
  * ngx_fluxgate_module.c  directives, configuration, variables, processes
  * ngx_fluxgate_http.c    JSON in, JSON out: what both handlers share
  * ngx_fluxgate_redis.c   one hiredis connection per worker per address
+ * ngx_fluxgate_redis_cluster.c  Redis Cluster: slot map, MOVED and ASK
  * ngx_fluxgate_kafka.c   one librdkafka producer per worker
  * ngx_fluxgate_order.c   POST /order from body to response
  * ngx_fluxgate_admin.c   POST /init (stock administration)
@@ -147,6 +148,8 @@ typedef struct {
 
     ngx_fluxgate_redis_t        *redis;
     ngx_msec_t                   redis_timeout;
+    ngx_uint_t                   redis_wait;  /* replicas, 0: no WAIT */
+    ngx_msec_t                   redis_wait_timeout;
 
     ngx_uint_t                   rate;        /* orders/s, 0: off */
     ngx_uint_t                   burst;
@@ -240,6 +243,10 @@ ngx_int_t ngx_fluxgate_admin_handler(ngx_http_request_t *r);
 
 /* ngx_fluxgate_redis.c */
 ngx_fluxgate_redis_t *ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr);
+ngx_fluxgate_redis_t *ngx_fluxgate_redis_cluster_add(ngx_conf_t *cf,
+    ngx_str_t *args, ngx_uint_t nargs);
+ngx_fluxgate_redis_t *ngx_fluxgate_redis_node(ngx_fluxgate_redis_t *rds,
+    ngx_str_t *key);
 void ngx_fluxgate_redis_use(ngx_fluxgate_redis_t *rds);
 ngx_int_t ngx_fluxgate_redis_init_process(ngx_cycle_t *cycle,
     ngx_fluxgate_main_conf_t *fmcf);
@@ -248,6 +255,10 @@ void ngx_fluxgate_redis_exit_process(ngx_cycle_t *cycle,
 ngx_int_t ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
     ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler, void *data);
+ngx_int_t ngx_fluxgate_redis_eval_wait(ngx_fluxgate_redis_t *rds,
+    ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
+    ngx_str_t *args, ngx_uint_t wait, ngx_msec_t wait_timeout,
+    ngx_fluxgate_redis_handler_pt handler, void *data);
 ngx_int_t ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds,
     ngx_uint_t nargs, ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler,
     void *data);

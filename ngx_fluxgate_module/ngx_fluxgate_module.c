@@ -17,6 +17,8 @@ static char *ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_fluxgate_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_fluxgate_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_fluxgate_kafka_option_slot(ngx_conf_t *cf,
@@ -81,9 +83,18 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       0,
       NULL },
 
+    /* host:port, unix:/path, or cluster host:port [host:port ...] */
     { ngx_string("fluxgate_redis"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_fluxgate_redis,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* fluxgate_redis_wait replicas timeout: WAIT after a reservation */
+    { ngx_string("fluxgate_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_fluxgate_redis_wait,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -318,6 +329,8 @@ ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
 
     flcf->redis = NGX_CONF_UNSET_PTR;
     flcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    flcf->redis_wait = NGX_CONF_UNSET_UINT;
+    flcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     flcf->rate = NGX_CONF_UNSET_UINT;
     flcf->burst = NGX_CONF_UNSET_UINT;
     flcf->idempotency_ttl = NGX_CONF_UNSET_MSEC;
@@ -340,6 +353,9 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
     ngx_conf_merge_msec_value(conf->redis_timeout, prev->redis_timeout, 200);
+    ngx_conf_merge_uint_value(conf->redis_wait, prev->redis_wait, 0);
+    ngx_conf_merge_msec_value(conf->redis_wait_timeout,
+                              prev->redis_wait_timeout, 0);
 
     if (conf->rate == NGX_CONF_UNSET_UINT) {
         conf->rate = (prev->rate == NGX_CONF_UNSET_UINT) ? 0 : prev->rate;
@@ -466,10 +482,61 @@ ngx_fluxgate_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    flcf->redis = ngx_fluxgate_redis_add(cf, &value[1]);
+    if (cf->args->nelts >= 3
+        && value[1].len == sizeof("cluster") - 1
+        && ngx_strncmp(value[1].data, "cluster", value[1].len) == 0)
+    {
+        flcf->redis = ngx_fluxgate_redis_cluster_add(cf, &value[2],
+                                                     cf->args->nelts - 2);
+
+    } else if (cf->args->nelts == 2) {
+        flcf->redis = ngx_fluxgate_redis_add(cf, &value[1]);
+
+    } else {
+        return "takes one address, or \"cluster\" and one or more";
+    }
+
     if (flcf->redis == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * fluxgate_redis_wait N timeout: "off" or N = 0 turns it off.  The
+ * timeout is WAIT's own, in milliseconds; an order whose WAIT is still
+ * out when fluxgate_redis_timeout passes gets 503 like any other late one.
+ */
+
+static char *
+ngx_fluxgate_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_int_t   n;
+    ngx_msec_t  t;
+    ngx_str_t  *value;
+
+    if (flcf->redis_wait != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR) {
+        return "wants a number of replicas";
+    }
+
+    t = ngx_parse_time(&value[2], 0);
+    if (t == (ngx_msec_t) NGX_ERROR || (n > 0 && t == 0)) {
+        return "wants a positive timeout";
+    }
+
+    flcf->redis_wait = n;
+    flcf->redis_wait_timeout = t;
 
     return NGX_CONF_OK;
 }

@@ -242,6 +242,14 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a cluster: the product's own node must be up too */
+    if (!ngx_fluxgate_redis_ready(ngx_fluxgate_redis_node(op->redis,
+                                                          &op->stock_key)))
+    {
+        ngx_fluxgate_order_free(op);
+        return ngx_fluxgate_send_unavailable(r, "redis unavailable");
+    }
+
     if (ngx_fluxgate_order_decide(op, flcf) != NGX_OK) {
         ngx_fluxgate_order_free(op);
         return ngx_fluxgate_send_unavailable(r, "redis unavailable");
@@ -396,8 +404,11 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
 
     op->sent = ngx_fluxgate_metrics_clock();
 
-    return ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_order, 6,
-                                   15, args, ngx_fluxgate_order_decided, op);
+    /* fluxgate_redis_wait: a reservation counts once replicas have it */
+    return ngx_fluxgate_redis_eval_wait(op->redis, &ngx_fluxgate_script_order,
+                                        6, 15, args, flcf->redis_wait,
+                                        flcf->redis_wait_timeout,
+                                        ngx_fluxgate_order_decided, op);
 }
 
 
@@ -1029,7 +1040,8 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
     } else if (!op->op.answered) {
 
         if (op->state == NGX_FLUXGATE_ORDER_DECIDING) {
-            ngx_fluxgate_redis_timed_out(op->redis);
+            ngx_fluxgate_redis_timed_out(
+                ngx_fluxgate_redis_node(op->redis, &op->stock_key));
             ngx_fluxgate_op_fail(&op->op, "redis timed out");
 
         } else {

@@ -12,11 +12,18 @@
  *
  * hiredis calls every outstanding callback exactly once, with NULL when the
  * connection went away first; the callers rely on that to free their state.
+ *
+ * `fluxgate_redis cluster ...` puts ngx_fluxgate_redis_cluster.c between a
+ * caller and these connections: it picks the node of each command's first
+ * key and follows MOVED and ASK.  fluxgate_redis_wait pipelines WAIT after
+ * a command whose reply reports a write (order.lua's reservation) and
+ * hands the reply on only once enough replicas have it.
  */
 
 
 #include "ngx_fluxgate.h"
 #include "ngx_fluxgate_redis_adapter.h"
+#include "ngx_fluxgate_redis_cluster.h"
 #include "ngx_fluxgate_lua.h"
 
 
@@ -35,37 +42,6 @@
 #define NGX_FLUXGATE_REDIS_STALL_MAX        1000
 
 
-struct ngx_fluxgate_redis_s {
-    ngx_str_t                      name;
-    char                          *host;      /* an address, or a path */
-    int                            port;      /* 0: a unix socket */
-
-    redisAsyncContext             *ac;
-    ngx_event_t                    timer;     /* connect or backoff */
-    ngx_msec_t                     backoff;
-    ngx_log_t                     *log;
-
-    unsigned                       used:1;
-    unsigned                       connected:1;
-    unsigned                       stalled:1;
-};
-
-
-/*
- * One command on its way: what to call with the reply, and the command in
- * RESP, kept for a resend after NOSCRIPT; both in one allocation.
- */
-typedef struct {
-    ngx_fluxgate_redis_t          *rds;
-    ngx_fluxgate_script_t         *script;
-    ngx_fluxgate_redis_handler_pt  handler;
-    void                          *data;
-    char                          *cmd;
-    size_t                         len;
-    unsigned                       reloaded:1;
-} ngx_fluxgate_redis_call_t;
-
-
 static void ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds);
 static void ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds,
     const char *reason);
@@ -79,9 +55,14 @@ static void ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r,
 static ngx_int_t ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, int argc, const char **argv,
     const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler,
-    void *data);
+    void *data, ngx_uint_t wait, ngx_msec_t wait_timeout);
 static void ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r,
     void *data);
+static void ngx_fluxgate_redis_waited(redisAsyncContext *ac, void *r,
+    void *data);
+static void ngx_fluxgate_redis_deliver(ngx_fluxgate_redis_call_t *call,
+    redisReply *reply);
+static redisReply *ngx_fluxgate_redis_copy(redisReply *reply);
 
 
 ngx_fluxgate_script_t  ngx_fluxgate_script_order = {
@@ -126,9 +107,6 @@ static ngx_uint_t  ngx_fluxgate_redis_exiting;
 ngx_fluxgate_redis_t *
 ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr)
 {
-    u_char                     text[NGX_SOCKADDR_STRLEN];
-    size_t                     len;
-    ngx_url_t                  u;
     ngx_uint_t                 i;
     ngx_fluxgate_redis_t      *rds, **rdsp;
     ngx_fluxgate_main_conf_t  *fmcf;
@@ -150,6 +128,31 @@ ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr)
         return NULL;
     }
 
+    if (ngx_fluxgate_redis_parse(cf, rds, addr, "fluxgate_redis") != NGX_OK) {
+        return NULL;
+    }
+
+    rdsp = ngx_array_push(&fmcf->redis);
+    if (rdsp == NULL) {
+        return NULL;
+    }
+
+    *rdsp = rds;
+
+    return rds;
+}
+
+
+/* an address: host:port (resolved now, once) or unix:/path */
+
+ngx_int_t
+ngx_fluxgate_redis_parse(ngx_conf_t *cf, ngx_fluxgate_redis_t *rds,
+    ngx_str_t *addr, const char *directive)
+{
+    u_char     text[NGX_SOCKADDR_STRLEN];
+    size_t     len;
+    ngx_url_t  u;
+
     rds->name = *addr;
 
     if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
@@ -158,13 +161,13 @@ ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr)
         if (len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "path too long in \"%V\" of the "
-                               "\"fluxgate_redis\" directive", addr);
-            return NULL;
+                               "\"%s\" directive", addr, directive);
+            return NGX_ERROR;
         }
 
         rds->host = ngx_pcalloc(cf->pool, len + 1);
         if (rds->host == NULL) {
-            return NULL;
+            return NGX_ERROR;
         }
 
         ngx_memcpy(rds->host, addr->data + 5, len);
@@ -178,17 +181,17 @@ ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr)
 
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in \"%V\" of the \"fluxgate_redis\" "
-                               "directive",
-                               u.err ? u.err : "host not found", addr);
-            return NULL;
+                               "%s in \"%V\" of the \"%s\" directive",
+                               u.err ? u.err : "host not found", addr,
+                               directive);
+            return NGX_ERROR;
         }
 
         if (u.no_port && u.uri.len) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\" in \"fluxgate_redis\" "
-                               "directive", addr);
-            return NULL;
+                               "invalid value \"%V\" in \"%s\" directive",
+                               addr, directive);
+            return NGX_ERROR;
         }
 
         len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
@@ -196,21 +199,14 @@ ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr)
 
         rds->host = ngx_pcalloc(cf->pool, len + 1);
         if (rds->host == NULL) {
-            return NULL;
+            return NGX_ERROR;
         }
 
         ngx_memcpy(rds->host, text, len);
         rds->port = ngx_inet_get_port(u.addrs[0].sockaddr);
     }
 
-    rdsp = ngx_array_push(&fmcf->redis);
-    if (rdsp == NULL) {
-        return NULL;
-    }
-
-    *rdsp = rds;
-
-    return rds;
+    return NGX_OK;
 }
 
 
@@ -241,16 +237,33 @@ ngx_fluxgate_redis_init_process(ngx_cycle_t *cycle,
             continue;
         }
 
-        rds->log = cycle->log;
-        rds->timer.handler = ngx_fluxgate_redis_timer;
-        rds->timer.data = rds;
-        rds->timer.log = cycle->log;
-        rds->timer.cancelable = 1;
+        if (rds->front) {
+            if (ngx_fluxgate_redis_cluster_init_process(rds, cycle)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
 
-        ngx_fluxgate_redis_connect(rds);
+            continue;
+        }
+
+        ngx_fluxgate_redis_start(rds, cycle->log);
     }
 
     return NGX_OK;
+}
+
+
+void
+ngx_fluxgate_redis_start(ngx_fluxgate_redis_t *rds, ngx_log_t *log)
+{
+    rds->log = log;
+    rds->timer.handler = ngx_fluxgate_redis_timer;
+    rds->timer.data = rds;
+    rds->timer.log = log;
+    rds->timer.cancelable = 1;
+
+    ngx_fluxgate_redis_connect(rds);
 }
 
 
@@ -259,7 +272,6 @@ ngx_fluxgate_redis_exit_process(ngx_cycle_t *cycle,
     ngx_fluxgate_main_conf_t *fmcf)
 {
     ngx_uint_t             i;
-    redisAsyncContext     *ac;
     ngx_fluxgate_redis_t  *rds, **rdsp;
 
     ngx_fluxgate_redis_exiting = 1;
@@ -269,29 +281,46 @@ ngx_fluxgate_redis_exit_process(ngx_cycle_t *cycle,
     for (i = 0; i < fmcf->redis.nelts; i++) {
         rds = rdsp[i];
 
-        if (rds->timer.timer_set) {
-            ngx_del_timer(&rds->timer);
-        }
+        if (rds->front) {
+            if (rds->used) {
+                ngx_fluxgate_redis_cluster_exit_process(rds);
+            }
 
-        ac = rds->ac;
-
-        if (ac == NULL) {
             continue;
         }
 
-        /*
-         * one last non-blocking write: the "done" and "release" scripts
-         * the final delivery reports queued go out if the socket takes them
-         */
+        ngx_fluxgate_redis_close(rds);
+    }
+}
 
-        if (rds->connected) {
-            redisAsyncHandleWrite(ac);
-        }
 
-        if (rds->ac != NULL) {
-            rds->ac = NULL;
-            redisAsyncFree(ac);
-        }
+void
+ngx_fluxgate_redis_close(ngx_fluxgate_redis_t *rds)
+{
+    redisAsyncContext  *ac;
+
+    if (rds->timer.timer_set) {
+        ngx_del_timer(&rds->timer);
+    }
+
+    ac = rds->ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    /*
+     * one last non-blocking write: the "done" and "release" scripts
+     * the final delivery reports queued go out if the socket takes them
+     */
+
+    if (rds->connected) {
+        redisAsyncHandleWrite(ac);
+    }
+
+    if (rds->ac != NULL) {
+        rds->ac = NULL;
+        redisAsyncFree(ac);
     }
 }
 
@@ -366,6 +395,10 @@ ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds, const char *reason)
 
     if (ngx_fluxgate_redis_exiting) {
         return;
+    }
+
+    if (rds->cluster != NULL) {
+        ngx_fluxgate_redis_cluster_lost(rds);
     }
 
     if (rds->backoff == 0) {
@@ -502,13 +535,36 @@ ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r, void *data)
 /*
  * Whether a new request should try this Redis at all.  After a deadline
  * passed without a reply ("stalled"), new requests fail fast until the next
- * reply arrives, instead of piling commands onto a frozen server.
+ * reply arrives, instead of piling commands onto a frozen server.  A
+ * cluster is ready once it has a slot map; ngx_fluxgate_redis_node() gives
+ * the node of a key, to ask the same of it.
  */
 
 ngx_int_t
 ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds)
 {
+    if (rds == NULL) {
+        return 0;
+    }
+
+    if (rds->front) {
+        return ngx_fluxgate_redis_cluster_ready(rds);
+    }
+
     return rds->ac != NULL && !rds->stalled;
+}
+
+
+/* the connection a command on this key goes to: NULL when none is known */
+
+ngx_fluxgate_redis_t *
+ngx_fluxgate_redis_node(ngx_fluxgate_redis_t *rds, ngx_str_t *key)
+{
+    if (!rds->front) {
+        return rds;
+    }
+
+    return ngx_fluxgate_redis_cluster_route(rds, key->data, key->len);
 }
 
 
@@ -517,6 +573,10 @@ ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds)
 ngx_uint_t
 ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds)
 {
+    if (rds->front) {
+        return ngx_fluxgate_redis_cluster_up(rds);
+    }
+
     return rds->ac != NULL && rds->connected && !rds->stalled;
 }
 
@@ -542,6 +602,10 @@ ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf)
 void
 ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds)
 {
+    if (rds == NULL || rds->front) {
+        return;
+    }
+
     if (rds->ac != NULL && !rds->stalled) {
         ngx_log_error(NGX_LOG_WARN, rds->log, 0,
                       "fluxgate: redis %V: no reply within the deadline, "
@@ -561,6 +625,27 @@ ngx_int_t
 ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
     ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler, void *data)
+{
+    return ngx_fluxgate_redis_eval_wait(rds, script, nkeys, nargs, args, 0, 0,
+                                        handler, data);
+}
+
+
+/*
+ * EVALSHA; with wait > 0, a reply that reports a write (an array whose
+ * first element is the integer 1: order.lua's reservation) is followed by
+ * "WAIT wait wait_timeout" on the same connection and handed on only when
+ * WAIT says that many replicas have it; fewer, and the handler gets an
+ * error reply instead ("WAIT: 0 of 1 replicas ..."), which it treats like
+ * any failed command whose effect is unknown.  Every other reply is handed
+ * on at once: WAIT costs it nothing.
+ */
+
+ngx_int_t
+ngx_fluxgate_redis_eval_wait(ngx_fluxgate_redis_t *rds,
+    ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
+    ngx_str_t *args, ngx_uint_t wait, ngx_msec_t wait_timeout,
+    ngx_fluxgate_redis_handler_pt handler, void *data)
 {
     u_char       numkeys[NGX_INT_T_LEN];
     size_t       argvlen[NGX_FLUXGATE_REDIS_MAX_ARGS + 3];
@@ -583,8 +668,21 @@ ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
         argvlen[i + 3] = args[i].len;
     }
 
+    if (rds->front) {
+        /* the node of the first key: all of a product's keys share it */
+        if (nkeys == 0) {
+            return NGX_ERROR;
+        }
+
+        rds = ngx_fluxgate_redis_cluster_route(rds, args[0].data,
+                                               args[0].len);
+        if (rds == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     return ngx_fluxgate_redis_send(rds, script, nargs + 3, argv, argvlen,
-                                   handler, data);
+                                   handler, data, wait, wait_timeout);
 }
 
 
@@ -596,7 +694,7 @@ ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds, ngx_uint_t nargs,
     ngx_uint_t   i;
     const char  *argv[NGX_FLUXGATE_REDIS_MAX_ARGS];
 
-    if (nargs > NGX_FLUXGATE_REDIS_MAX_ARGS) {
+    if (nargs > NGX_FLUXGATE_REDIS_MAX_ARGS || rds->front) {
         return NGX_ERROR;
     }
 
@@ -606,14 +704,15 @@ ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds, ngx_uint_t nargs,
     }
 
     return ngx_fluxgate_redis_send(rds, NULL, nargs, argv, argvlen,
-                                   handler, data);
+                                   handler, data, 0, 0);
 }
 
 
 static ngx_int_t
 ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, int argc, const char **argv,
-    const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler, void *data)
+    const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler, void *data,
+    ngx_uint_t wait, ngx_msec_t wait_timeout)
 {
     int                         i;
     u_char                     *p;
@@ -637,7 +736,7 @@ ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
         len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
     }
 
-    call = ngx_alloc(sizeof(ngx_fluxgate_redis_call_t) + len, rds->log);
+    call = ngx_calloc(sizeof(ngx_fluxgate_redis_call_t) + len, rds->log);
     if (call == NULL) {
         return NGX_ERROR;
     }
@@ -649,7 +748,9 @@ ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
     call->handler = handler;
     call->data = data;
     call->cmd = (char *) p;
-    call->reloaded = 0;
+    call->wait = wait;
+    call->wait_timeout = wait_timeout;
+    call->clustered = (rds->cluster != NULL);
 
     p = ngx_sprintf(p, "*%d\r\n", argc);
 
@@ -662,13 +763,42 @@ ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
 
     call->len = p - (u_char *) call->cmd;
 
-    if (redisAsyncFormattedCommand(rds->ac, ngx_fluxgate_redis_reply, call,
-                                   call->cmd, call->len)
-        != REDIS_OK)
-    {
+    if (ngx_fluxgate_redis_call_send(call) != NGX_OK) {
         ngx_free(call);
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/* the call on call->rds's connection: [ASKING,] the command */
+
+ngx_int_t
+ngx_fluxgate_redis_call_send(ngx_fluxgate_redis_call_t *call)
+{
+    redisAsyncContext  *ac;
+
+    ac = call->rds->ac;
+
+    if (ac == NULL || (ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING))) {
+        return NGX_ERROR;
+    }
+
+    if (call->asking
+        && redisAsyncCommand(ac, NULL, NULL, "ASKING") != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncFormattedCommand(ac, ngx_fluxgate_redis_reply, call,
+                                   call->cmd, call->len)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    call->refs++;
 
     return NGX_OK;
 }
@@ -680,18 +810,24 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
     redisReply                 *reply = r;
     ngx_fluxgate_redis_call_t  *call = data;
 
+    u_char                  buf[64];
+    redisReply              err;
+    ngx_fluxgate_redis_t   *rds;
     ngx_fluxgate_script_t  *script;
 
+    call->refs--;
+    rds = ac->data;
+
     if (reply != NULL) {
-        if (call->rds->stalled && call->rds->timer.timer_set) {
-            ngx_del_timer(&call->rds->timer);
+        if (rds->stalled && rds->timer.timer_set) {
+            ngx_del_timer(&rds->timer);
         }
 
-        if (call->rds->stalled) {
-            call->rds->stalled = 0;
+        if (rds->stalled) {
+            rds->stalled = 0;
             ngx_fluxgate_metrics_state();
         }
-        call->rds->backoff = 0;
+        rds->backoff = 0;
     }
 
     script = call->script;
@@ -703,9 +839,9 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
         && reply->len >= 8
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
     {
-        ngx_log_error(NGX_LOG_WARN, call->rds->log, 0,
+        ngx_log_error(NGX_LOG_WARN, rds->log, 0,
                       "fluxgate: redis %V: %V.lua was not loaded, "
-                      "loading it again", &call->rds->name, &script->name);
+                      "loading it again", &rds->name, &script->name);
 
         call->reloaded = 1;
 
@@ -713,15 +849,196 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
                               "SCRIPT LOAD %b", script->body.data,
                               script->body.len)
             == REDIS_OK
-            && redisAsyncFormattedCommand(ac, ngx_fluxgate_redis_reply, call,
-                                          call->cmd, call->len)
-               == REDIS_OK)
+            && ngx_fluxgate_redis_call_send(call) == NGX_OK)
         {
             return;
         }
     }
 
-    call->handler(reply, call->data);
+    if (reply != NULL
+        && reply->type == REDIS_REPLY_ERROR
+        && call->clustered
+        && ngx_fluxgate_redis_cluster_redirect(call, reply) == NGX_OK)
+    {
+        /* on its way to the node named; another script load may be due */
+        call->reloaded = 0;
+        return;
+    }
 
-    ngx_free(call);
+    if (reply != NULL
+        && call->wait
+        && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements > 0
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[0]->integer == 1)
+    {
+        /*
+         * A write: WAIT on the same connection, now that the reply says
+         * so, and the reply handed on when WAIT answers.  Not pipelined
+         * blindly after every command: the sold-out answers, which write
+         * nothing, would pay a second command each, and WAITs sent after
+         * replies come in batches, the first one covering the writes of
+         * every command answered before it.
+         */
+
+        call->saved = ngx_fluxgate_redis_copy(reply);
+
+        if (call->saved != NULL
+            && redisAsyncCommand(ac, ngx_fluxgate_redis_waited, call,
+                                 "WAIT %u %u", (unsigned) call->wait,
+                                 (unsigned) call->wait_timeout)
+               == REDIS_OK)
+        {
+            call->refs++;
+            call->confirming = 1;
+            return;
+        }
+
+        if (call->saved != NULL) {
+            freeReplyObject(call->saved);
+            call->saved = NULL;
+        }
+
+        ngx_memzero(&err, sizeof(redisReply));
+        err.type = REDIS_REPLY_ERROR;
+        err.str = (char *) buf;
+        err.len = ngx_sprintf(buf, "WAIT could not be sent") - buf;
+
+        ngx_fluxgate_redis_deliver(call, &err);
+
+    } else {
+        ngx_fluxgate_redis_deliver(call, reply);
+    }
+
+    if (call->refs == 0) {
+        ngx_free(call);
+    }
+}
+
+
+/* WAIT's answer, on the connection that answered the command */
+
+static void
+ngx_fluxgate_redis_waited(redisAsyncContext *ac, void *r, void *data)
+{
+    redisReply                 *reply = r;
+    ngx_fluxgate_redis_call_t  *call = data;
+
+    u_char       buf[128];
+    redisReply   err;
+    redisReply  *saved;
+
+    call->refs--;
+
+    if (call->confirming && !call->delivered) {
+        saved = call->saved;
+        call->saved = NULL;
+
+        if (reply == NULL) {
+            ngx_fluxgate_redis_deliver(call, NULL);
+
+        } else if (reply->type == REDIS_REPLY_INTEGER
+                   && reply->integer >= (long long) call->wait)
+        {
+            ngx_fluxgate_redis_deliver(call, saved);
+
+        } else {
+            ngx_memzero(&err, sizeof(redisReply));
+            err.type = REDIS_REPLY_ERROR;
+            err.str = (char *) buf;
+
+            if (reply->type == REDIS_REPLY_INTEGER) {
+                err.len = ngx_sprintf(buf, "WAIT: %L of %ui replicas "
+                                      "acknowledged within %Mms",
+                                      (int64_t) reply->integer, call->wait,
+                                      call->wait_timeout)
+                          - buf;
+
+            } else {
+                err.len = ngx_snprintf(buf, sizeof(buf), "WAIT: %*s",
+                                       (size_t) (reply->str ? reply->len : 0),
+                                       reply->str ? reply->str : "")
+                          - buf;
+            }
+
+            ngx_log_error(NGX_LOG_WARN, call->rds->log, 0,
+                          "fluxgate: redis %V: %*s",
+                          &call->rds->name, err.len, err.str);
+
+            ngx_fluxgate_redis_deliver(call, &err);
+        }
+
+        freeReplyObject(saved);
+    }
+
+    if (call->refs == 0) {
+        if (call->saved != NULL) {
+            freeReplyObject(call->saved);
+        }
+
+        ngx_free(call);
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_deliver(ngx_fluxgate_redis_call_t *call,
+    redisReply *reply)
+{
+    if (call->delivered) {
+        return;
+    }
+
+    call->delivered = 1;
+    call->handler(reply, call->data);
+}
+
+
+/* a reply kept past its callback: hiredis 0.14 frees it on return */
+
+static redisReply *
+ngx_fluxgate_redis_copy(redisReply *reply)
+{
+    size_t       i;
+    redisReply  *r;
+
+    r = calloc(1, sizeof(redisReply));
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->type = reply->type;
+    r->integer = reply->integer;
+
+    if (reply->str != NULL) {
+        r->str = malloc(reply->len + 1);
+        if (r->str == NULL) {
+            freeReplyObject(r);
+            return NULL;
+        }
+
+        memcpy(r->str, reply->str, reply->len);
+        r->str[reply->len] = '\0';
+        r->len = reply->len;
+    }
+
+    if (reply->element != NULL && reply->elements > 0) {
+        r->element = calloc(reply->elements, sizeof(redisReply *));
+        if (r->element == NULL) {
+            freeReplyObject(r);
+            return NULL;
+        }
+
+        r->elements = reply->elements;
+
+        for (i = 0; i < reply->elements; i++) {
+            r->element[i] = ngx_fluxgate_redis_copy(reply->element[i]);
+            if (r->element[i] == NULL) {
+                freeReplyObject(r);
+                return NULL;
+            }
+        }
+    }
+
+    return r;
 }

@@ -10,6 +10,13 @@
  * Errors come back as -1 and *err (static storage, one line); the caller
  * drops the connection (a pipeline may be left half read) and says what
  * it will do.
+ *
+ * A Redis Cluster (--redis names any of its nodes) is found at connect:
+ * CLUSTER SLOTS gives the slot map, each master gets its own connection,
+ * a product's commands go to the master of its slot (include/
+ * fluxgate_slot.h, the module's function) and the products are scanned on
+ * every master.  A MOVED is an error like any other: the caller reconnects
+ * next round, and the map is fetched again.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,7 +26,28 @@
 #include <sys/time.h>
 
 #include "fg_lua.h"
+#include "fluxgate_slot.h"
 #include "reconcile.h"
+
+#define CLUSTER_NODES_MAX 64
+
+/* the cluster behind the context fg_rc_redis_connect() returned last */
+static struct {
+    redisContext  *seed;          /* NULL: not a cluster */
+    int            nnodes;
+    struct {
+        char           host[64];
+        int            port;
+        redisContext  *c;
+        int            master;
+    }              nodes[CLUSTER_NODES_MAX];
+    redisContext  *slots[FG_CLUSTER_SLOTS];
+} cluster;
+
+static int cluster_load(redisContext *c, const char **err);
+static redisContext *at(redisContext *c, const char *product);
+static int products_on(redisContext *c, char ***ids, size_t *n,
+    const char **err);
 
 #define REDIS_TIMEOUT_S 5
 
@@ -66,13 +94,156 @@ fg_rc_redis_connect(const char *addr, const char **err)
     }
     /* every command has the same deadline as the connect */
     redisSetTimeout(c, tv);
+    if (cluster_load(c, err) != 0) {
+        redisFree(c);
+        return NULL;
+    }
     return c;
 }
 
-/* every product with a generation: SCAN MATCH fg:{*}:gen, sorted */
+static void
+cluster_free(void)
+{
+    int  i;
+
+    for (i = 0; i < cluster.nnodes; i++) {
+        redisFree(cluster.nodes[i].c);
+    }
+    memset(&cluster, 0, sizeof(cluster));
+}
+
+/* CLUSTER SLOTS on a fresh connection: the map, or "not a cluster" */
+static int
+cluster_load(redisContext *c, const char **err)
+{
+    struct timeval   tv = { REDIS_TIMEOUT_S, 0 };
+    redisReply      *r, *range, *m;
+    long long        a, b, s;
+    size_t           i;
+    int              j;
+
+    cluster_free();
+
+    r = redisCommand(c, "CLUSTER SLOTS");
+    if (r == NULL) {
+        fail(err, "%s", c->errstr);
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        /* "ERR This instance has cluster support disabled" */
+        freeReplyObject(r);
+        return 0;
+    }
+
+    cluster.seed = c;
+    for (i = 0; i < r->elements; i++) {
+        range = r->element[i];
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+            || range->element[2]->type != REDIS_REPLY_ARRAY
+            || range->element[2]->elements < 2)
+        {
+            continue;
+        }
+        a = range->element[0]->integer;
+        b = range->element[1]->integer;
+        m = range->element[2];
+        if (a < 0 || b >= FG_CLUSTER_SLOTS || a > b
+            || m->element[0]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+        for (j = 0; j < cluster.nnodes; j++) {
+            if (cluster.nodes[j].port == (int) m->element[1]->integer
+                && strcmp(cluster.nodes[j].host, m->element[0]->str) == 0)
+            {
+                break;
+            }
+        }
+        if (j == cluster.nnodes) {
+            if (j == CLUSTER_NODES_MAX) {
+                freeReplyObject(r);
+                fail(err, "more than %d cluster masters", CLUSTER_NODES_MAX);
+                return -1;
+            }
+            snprintf(cluster.nodes[j].host, sizeof(cluster.nodes[j].host),
+                     "%s", m->element[0]->str);
+            cluster.nodes[j].port = (int) m->element[1]->integer;
+            cluster.nodes[j].c = redisConnectWithTimeout(
+                cluster.nodes[j].host, cluster.nodes[j].port, tv);
+            cluster.nnodes++;
+            if (cluster.nodes[j].c == NULL || cluster.nodes[j].c->err) {
+                fail(err, "cluster node %s:%d: %s", cluster.nodes[j].host,
+                     cluster.nodes[j].port, cluster.nodes[j].c != NULL
+                     ? cluster.nodes[j].c->errstr : "out of memory");
+                freeReplyObject(r);
+                return -1;
+            }
+            redisSetTimeout(cluster.nodes[j].c, tv);
+            cluster.nodes[j].master = 1;
+        }
+        for (s = a; s <= b; s++) {
+            cluster.slots[s] = cluster.nodes[j].c;
+        }
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* the connection for a product: its slot's master in a cluster */
+static redisContext *
+at(redisContext *c, const char *product)
+{
+    char          *k;
+    redisContext  *node;
+
+    if (cluster.seed == NULL || cluster.seed != c) {
+        return c;
+    }
+    k = product_key(product, "gen");
+    node = cluster.slots[fg_key_slot((const unsigned char *) k, strlen(k))];
+    free(k);
+    return node != NULL ? node : c;
+}
+
+/* every product with a generation, on every master of a cluster */
 int
 fg_rc_redis_products(redisContext *c, char ***ids, size_t *n,
     const char **err)
+{
+    char    **all = NULL, **some;
+    size_t    count = 0, got, i;
+    int       j;
+
+    if (cluster.seed == NULL || cluster.seed != c) {
+        return products_on(c, ids, n, err);
+    }
+    for (j = 0; j < cluster.nnodes; j++) {
+        if (products_on(cluster.nodes[j].c, &some, &got, err) != 0) {
+            for (i = 0; i < count; i++) {
+                free(all[i]);
+            }
+            free(all);
+            return -1;
+        }
+        all = realloc(all, (count + got + 1) * sizeof(*all));
+        if (all == NULL) {
+            abort();
+        }
+        memcpy(all + count, some, got * sizeof(*some));
+        count += got;
+        free(some);
+    }
+    if (count > 0) {
+        qsort(all, count, sizeof(*all), by_string);
+    }
+    *ids = all;
+    *n = count;
+    return 0;
+}
+
+/* every product with a generation: SCAN MATCH fg:{*}:gen, sorted */
+static int
+products_on(redisContext *c, char ***ids, size_t *n, const char **err)
 {
     const char  *argv[] = { "SCAN", "0", "MATCH", "fg:{*}:gen",
                             "COUNT", "1000" };
@@ -167,8 +338,9 @@ fg_rc_redis_now(redisContext *c, long long *ms, const char **err)
  * settled in between has lost them and is read as gone (quantity 0).
  */
 int
-fg_rc_redis_read(redisContext *c, struct fg_rc_product *p, const char **err)
+fg_rc_redis_read(redisContext *any, struct fg_rc_product *p, const char **err)
 {
+    redisContext *c = at(any, p->id);
     char        *gen = product_key(p->id, "gen");
     char        *stock = product_key(p->id, "stock");
     char        *pending = product_key(p->id, "pending");
@@ -221,9 +393,10 @@ out:
 
 /* the claims reserved at or before before_ms that still say pending */
 int
-fg_rc_redis_overdue(redisContext *c, struct fg_rc_product *p,
+fg_rc_redis_overdue(redisContext *any, struct fg_rc_product *p,
     long long before_ms, const char **err)
 {
+    redisContext *c = at(any, p->id);
     char         max[32];
     char        *pending = product_key(p->id, "pending");
     const char  *argv[] = { "ZRANGEBYSCORE", pending, "-inf", max,
@@ -322,9 +495,10 @@ read_claims(redisContext *c, struct fg_rc_product *p, redisReply *members,
 
 /* lua/done.lua: KEYS idem, pending; ARGV orderId, ttl ms, key */
 int
-fg_rc_redis_done(redisContext *c, const struct fg_rc_product *p,
+fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long ttl, long long *res, const char **err)
 {
+    redisContext *c = at(any, p->id);
     char        ttl_s[32];
     char       *idem = idem_key(p->id, cl->key);
     char       *pending = product_key(p->id, "pending");
@@ -345,9 +519,10 @@ fg_rc_redis_done(redisContext *c, const struct fg_rc_product *p,
 
 /* lua/release.lua: KEYS stock, buyers, idem, gen, pending; ARGV orderId, key */
 int
-fg_rc_redis_release(redisContext *c, const struct fg_rc_product *p,
+fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long long *res, const char **err)
 {
+    redisContext *c = at(any, p->id);
     char       *stock = product_key(p->id, "stock");
     char       *buyers = product_key(p->id, "buyers");
     char       *idem = idem_key(p->id, cl->key);

@@ -149,9 +149,11 @@ sub ok_orders {
 
 sub _in { "'" . join("','", @_) . "'" }
 
-# books_balance($name, \@products, \@ok_ids) -> true when everything holds
+# books_balance($name, \@products, \@ok_ids) -> true when everything holds;
+# redis => sub { ... } reads another Redis than the stack's (a cluster)
 sub books_balance {
-    my ($name, $products, $ok) = @_;
+    my ($name, $products, $ok, %o) = @_;
+    my $redis = $o{redis} || \&redis;
     my $all = 1;
     my $pl = _in(@$products);
 
@@ -174,11 +176,11 @@ sub books_balance {
     $all &= is($rejected, 0, "$name - no order of the sale was rejected");
 
     for my $p (@$products) {
-        my ($g, $s) = redis('HMGET', "fg:{$p}:gen", 'g', 's');
-        my $stock = redis('GET', "fg:{$p}:stock");
+        my ($g, $s) = $redis->('HMGET', "fg:{$p}:gen", 'g', 's');
+        my $stock = $redis->('GET', "fg:{$p}:stock");
         my $pending = 0;
-        for my $k (redis('ZRANGE', "fg:{$p}:pending", 0, -1)) {
-            $pending += redis('HGET', "fg:{$p}:idem:$k", 'q') || 0;
+        for my $k ($redis->('ZRANGE', "fg:{$p}:pending", 0, -1)) {
+            $pending += $redis->('HGET', "fg:{$p}:idem:$k", 'q') || 0;
         }
         my %rec = map { split /\|/ } psql(
             "select generation, coalesce(sum(quantity), 0) from orders"

@@ -43,9 +43,11 @@ sub _run {
 }
 
 # redis('GET', 'k') -> the reply as redis-cli --raw prints it, chomped;
-# in list context one element per line
+# in list context one element per line.  On a stack with FG_REDIS_CLUSTER
+# (REDIS_CLUSTER_NODES set) redis-cli follows MOVED and ASK (-c).
 sub redis {
     my $cmd = "redis-cli -h 127.0.0.1 -p $ENV{REDIS_PORT} --raw "
+            . ($ENV{REDIS_CLUSTER_NODES} ? '-c ' : '')
             . join(' ', map { _shell_quote($_) } @_) . ' 2>&1';
     my $out = _run($cmd);
     chomp $out;
@@ -73,7 +75,7 @@ sub set_stock {
 # as lua/order.lua leaves one whose Kafka outcome nginx never learnt (the
 # v2 contract): stock and the buyer's count taken in the current
 # generation, the idem hash pending without TTL, the key in fg:{p}:pending;
-# reserved age_ms ago by Redis TIME
+# reserved age_ms ago by Redis TIME; via => sub { ... } as for set_stock
 sub pending_claim {
     my ($p, %o) = @_;
     my %c = (key => $o{key} // uniq('k'), user => $o{user} // 'u-1',
@@ -81,7 +83,7 @@ sub pending_claim {
              orderId => $o{orderId} // sprintf('%08x-%04x-7%03x-%04x-%012x',
                  int(time * 1000) % 2**32, int(rand 2**16), int(rand 2**12),
                  0x8000 | int(rand 2**14), int(rand 2**47)));
-    my ($g, $at) = redis('EVAL', q{
+    my ($g, $at) = ($o{via} || \&redis)->('EVAL', q{
         local t = redis.call('TIME')
         local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
                    - tonumber(ARGV[5])

@@ -1,0 +1,96 @@
+
+/*
+ * Flux-Gate: what ngx_fluxgate_redis.c (the connections) and
+ * ngx_fluxgate_redis_cluster.c (the Redis Cluster router) share.  Nothing
+ * else includes this file: the other files see ngx_fluxgate_redis_t as an
+ * opaque type through ngx_fluxgate.h.
+ *
+ * A plain `fluxgate_redis host:port` is one ngx_fluxgate_redis_t with a
+ * connection.  `fluxgate_redis cluster host:port ...` is a "front": an
+ * ngx_fluxgate_redis_t without a connection of its own, whose commands the
+ * router sends to "nodes", ngx_fluxgate_redis_t's with a connection each,
+ * made in each worker process for the seeds and for every master the slot
+ * map or a MOVED/ASK names.
+ */
+
+
+#ifndef _NGX_FLUXGATE_REDIS_CLUSTER_H_INCLUDED_
+#define _NGX_FLUXGATE_REDIS_CLUSTER_H_INCLUDED_
+
+
+#include "ngx_fluxgate.h"
+
+
+typedef struct ngx_fluxgate_redis_cluster_s  ngx_fluxgate_redis_cluster_t;
+
+
+struct ngx_fluxgate_redis_s {
+    ngx_str_t                      name;
+    char                          *host;      /* an address, or a path */
+    int                            port;      /* 0: a unix socket */
+
+    redisAsyncContext             *ac;
+    ngx_event_t                    timer;     /* connect or backoff */
+    ngx_msec_t                     backoff;
+    ngx_log_t                     *log;
+
+    /* a front: the cluster it routes to; a node: the cluster it is in */
+    ngx_fluxgate_redis_cluster_t  *cluster;
+    ngx_uint_t                     slots;     /* a node: its slots now */
+
+    unsigned                       used:1;
+    unsigned                       connected:1;
+    unsigned                       stalled:1;
+    unsigned                       front:1;
+};
+
+
+/*
+ * One command on its way: what to call with the reply, and the command in
+ * RESP, kept for a resend after NOSCRIPT, MOVED or ASK; both in one
+ * allocation.  refs counts the hiredis callbacks that still point here
+ * (the command's, and then its WAIT's): freed when the last one ran.
+ */
+typedef struct {
+    ngx_fluxgate_redis_t          *rds;       /* where it was last sent */
+    ngx_fluxgate_script_t         *script;
+    ngx_fluxgate_redis_handler_pt  handler;
+    void                          *data;
+    char                          *cmd;
+    size_t                         len;
+
+    redisReply                    *saved;     /* held until WAIT answers */
+    ngx_uint_t                     refs;
+    ngx_uint_t                     wait;      /* WAIT: replicas, 0: none */
+    ngx_msec_t                     wait_timeout;
+    ngx_uint_t                     redirects;
+
+    unsigned                       reloaded:1;
+    unsigned                       clustered:1;   /* follows MOVED, ASK */
+    unsigned                       asking:1;      /* ASKING first */
+    unsigned                       confirming:1;  /* saved, WAIT sent */
+    unsigned                       delivered:1;
+} ngx_fluxgate_redis_call_t;
+
+
+/* ngx_fluxgate_redis.c, for the router */
+ngx_int_t ngx_fluxgate_redis_parse(ngx_conf_t *cf, ngx_fluxgate_redis_t *rds,
+    ngx_str_t *addr, const char *directive);
+void ngx_fluxgate_redis_start(ngx_fluxgate_redis_t *rds, ngx_log_t *log);
+void ngx_fluxgate_redis_close(ngx_fluxgate_redis_t *rds);
+ngx_int_t ngx_fluxgate_redis_call_send(ngx_fluxgate_redis_call_t *call);
+
+/* ngx_fluxgate_redis_cluster.c */
+ngx_int_t ngx_fluxgate_redis_cluster_init_process(ngx_fluxgate_redis_t *front,
+    ngx_cycle_t *cycle);
+void ngx_fluxgate_redis_cluster_exit_process(ngx_fluxgate_redis_t *front);
+ngx_fluxgate_redis_t *ngx_fluxgate_redis_cluster_route(
+    ngx_fluxgate_redis_t *front, u_char *key, size_t len);
+ngx_int_t ngx_fluxgate_redis_cluster_redirect(ngx_fluxgate_redis_call_t *call,
+    redisReply *reply);
+void ngx_fluxgate_redis_cluster_lost(ngx_fluxgate_redis_t *node);
+ngx_uint_t ngx_fluxgate_redis_cluster_ready(ngx_fluxgate_redis_t *front);
+ngx_uint_t ngx_fluxgate_redis_cluster_up(ngx_fluxgate_redis_t *front);
+
+
+#endif /* _NGX_FLUXGATE_REDIS_CLUSTER_H_INCLUDED_ */
