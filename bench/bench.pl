@@ -17,7 +17,8 @@
 #   memory       nginx worker RSS after 10,000 and after 1,000,000 orders;
 #                the worker daemon's RSS across the drain
 #   fleet        (BENCH_ONLY=fleet) the drain with one and two worker
-#                processes in one consumer group
+#                processes in one consumer group; the sold-out and accept
+#                paths on one Redis and on a Redis Cluster of 3 masters
 #
 # It prints one table and writes it, with the machine and the versions, to
 # bench/results/<date>.md (+ .tsv and a PNG chart).
@@ -411,9 +412,48 @@ sub bench_fleet {
     }
     my $r = ratio($fig{fleet_drain_2}, $fig{fleet_drain_1});
     say sprintf "fleet drain, 2 / 1 worker processes: %.2fx", $r if defined $r;
-    # Redis Cluster figures need the cluster-module branch (FG_REDIS_CLUSTER)
-    push @rows, [ 'fleet', 'sold-out / accept, 1 vs 3 Redis masters', 'n/a', '-', '-', '-',
-                  'Redis Cluster not in this tree' ];
+    bench_fleet_redis();
+}
+
+# The gate (2 nginx workers) on the stack's one Redis and on a Redis Cluster
+# of 3 masters (one replica each, FluxGate::Cluster), with the orders
+# spread over 6 products that the cluster spreads over its masters.
+# Sold-out: stock 0, the sold-out flag off, so every 409 is an order.lua
+# run in Redis; accept: every 200 acknowledged by Kafka.
+sub bench_fleet_redis {
+    require FluxGate::Cluster;
+    my $c = FluxGate::Cluster::cluster_start(masters => 3, node_timeout => 5000);
+    my $np = 6;
+    for my $v ([ '1 Redis', "127.0.0.1:$ENV{REDIS_PORT}", 1 ],
+               [ '3 masters', FluxGate::Cluster::cluster_directive($c), 3 ]) {
+        my ($label, $addr, $n) = @$v;
+        (my $http = flux_http()) =~ s/fluxgate_redis 127\.0\.0\.1:\S+;/fluxgate_redis $addr;/;
+        $http =~ s/fluxgate_sold_out_cache 1s;//;
+        my $name = "fleet-redis-$n";
+        my $port = nginx_start($name, 2, "load_module $Module;", $http, $FluxServer);
+        my %masters;
+        my $prefix = uniq('fr-soldout');
+        for my $i (0 .. $np - 1) {
+            init_at($port, "$prefix-$i", 0);
+            $masters{ FluxGate::Cluster::cluster_master_of($c, "fg:{$prefix-$i}:stock") }++
+                if $n > 1;
+        }
+        my $spread = $n > 1 ? join('/', map { $masters{$_} } sort keys %masters) : $np;
+        my $r = run_load(port => $port, product => $prefix, products => $np);
+        $fig{"fleet_soldout_$n"} = row('fleet', "sold-out path, $label, $np products", $r, 409,
+                                       "products per master: $spread; no sold-out flag");
+        $prefix = uniq('fr-accept');
+        init_at($port, "$prefix-$_", 1_000_000_000) for 0 .. $np - 1;
+        $r = run_load(port => $port, product => $prefix, products => $np, c => 2 * $CONNS);
+        $fig{"fleet_accept_$n"} = row('fleet', "accept path, $label, $np products", $r, 200,
+                                      "products per master: $spread");
+        nginx_stop($name);
+    }
+    FluxGate::Cluster::cluster_stop($c);
+    for my $k (qw(soldout accept)) {
+        my $r = ratio($fig{"fleet_${k}_3"}, $fig{"fleet_${k}_1"});
+        say sprintf "fleet %s, 3 masters / 1 Redis: %.2fx", $k, $r if defined $r;
+    }
 }
 
 sub ratio { defined $_[0] && defined $_[1] && $_[1] > 0 ? $_[0] / $_[1] : undef }

@@ -20,7 +20,7 @@ use FluxGate::FleetStack;
 fleet_or_skip(brokers => 3, gates => 2);
 
 my $Stock = 5000;
-my $p = uniq('f720');
+my $p = uniq('f750');
 my $res = http_post(admin_url() . '/init',
                     json_encode({ productId => $p, quantity => $Stock }));
 is($res->{status}, 200, "$p set to $Stock units") or diag($res->{content});

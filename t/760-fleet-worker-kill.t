@@ -16,7 +16,7 @@ use FluxGate::FleetStack;
 fleet_or_skip(workers => 2);
 
 my $Stock = 5000;
-my $p = uniq('f740');
+my $p = uniq('f760');
 my $res = http_post(admin_url() . '/init',
                     json_encode({ productId => $p, quantity => $Stock }));
 is($res->{status}, 200, "$p set to $Stock units") or diag($res->{content});
