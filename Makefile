@@ -5,7 +5,9 @@
 #   make run      start the whole stack in the foreground (Ctrl-C stops it)
 #   make up/down  the same stack in the background / stop it
 #   make test     build (with ASan+UBSan), start an isolated stack on free
-#                 ports, prove t/; SANITIZE=0 tests the plain build instead
+#                 ports, prove t/; SANITIZE=0 tests the plain build instead;
+#                 then the fleet faults (t/7xx-fleet-*.t) on a stack of 3
+#                 brokers, 2 gates and 2 workers (alone: make test-fleet)
 #   make deb      the Debian packages in build/deb/ (debian/, dh_nginx),
 #                 checked by lintian
 #
@@ -63,7 +65,7 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test clean \
+.PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test test-fleet clean \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
@@ -191,8 +193,14 @@ san: setup
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
 	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests
 
+# the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
+# Kafka brokers, two gates and two workers
 test: $(TEST_DEPS)
 	@$(TEST_ENV) bash t/run
+	@$(TEST_ENV) FG_FLEET=1 bash t/run
+
+test-fleet: $(TEST_DEPS)
+	@$(TEST_ENV) FG_FLEET=1 bash t/run
 
 clean:
 	rm -rf $(BUILD)

@@ -17,6 +17,9 @@
 #                batched against one transaction per message
 #   memory       nginx worker RSS after 10,000 and after 1,000,000 orders;
 #                the worker daemon's RSS across the drain
+#   fleet        (BENCH_ONLY=fleet) the drain with one and two worker
+#                processes in one consumer group; the sold-out and accept
+#                paths on one Redis and on a Redis Cluster of 3 masters
 #
 # It prints one table and writes it, with the machine and the versions, to
 # bench/results/<date>.md (+ .tsv and a PNG chart).
@@ -565,6 +568,71 @@ sub bench_drain {
 
 # --- the table ------------------------------------------------------------------
 
+# --- 6. the fleet: worker processes of one group, Redis masters ------------------
+#
+# On this box every process shares the same two cores, so a second worker
+# process or a second Redis master adds no CPU: what these show is the
+# shape (the partitions spread over the group, the work spread over the
+# masters, nothing serialised behind one process), not the peak a fleet of
+# machines reaches.
+
+sub bench_fleet {
+    my $n = $QUICK ? 50_000 : 200_000;
+    for my $w (1, 2) {
+        my $out = `bash $ROOT/bench/drain.sh -B -w $w -n $n $DIR 2>&1`;
+        my ($rate, $steady) = $out =~ /batched:\s+(\d+) orders\/s.*steady (\d+)/;
+        say "fleet drain with $w worker processes: " . ($rate // "failed:\n$out");
+        $fig{"fleet_drain_$w"} = $rate;
+        push @rows, [ 'fleet', "drain $n orders, $w worker process" . ($w > 1 ? 'es' : '')
+                      . ' in one group', $rate // '?', '-', '-', '-',
+                      defined $steady ? "steady $steady/s" : 'failed' ];
+    }
+    my $r = ratio($fig{fleet_drain_2}, $fig{fleet_drain_1});
+    say sprintf "fleet drain, 2 / 1 worker processes: %.2fx", $r if defined $r;
+    bench_fleet_redis();
+}
+
+# The gate (2 nginx workers) on the stack's one Redis and on a Redis Cluster
+# of 3 masters (one replica each, FluxGate::Cluster), with the orders
+# spread over 6 products that the cluster spreads over its masters.
+# Sold-out: stock 0, the sold-out flag off, so every 409 is an order.lua
+# run in Redis; accept: every 200 acknowledged by Kafka.
+sub bench_fleet_redis {
+    require FluxGate::Cluster;
+    my $c = FluxGate::Cluster::cluster_start(masters => 3, node_timeout => 5000);
+    my $np = 6;
+    for my $v ([ '1 Redis', "127.0.0.1:$ENV{REDIS_PORT}", 1 ],
+               [ '3 masters', FluxGate::Cluster::cluster_directive($c), 3 ]) {
+        my ($label, $addr, $n) = @$v;
+        (my $http = flux_http()) =~ s/fluxgate_redis 127\.0\.0\.1:\S+;/fluxgate_redis $addr;/;
+        $http =~ s/fluxgate_sold_out_cache 1s;//;
+        my $name = "fleet-redis-$n";
+        my $port = nginx_start($name, 2, "load_module $Module;", $http, $FluxServer);
+        my %masters;
+        my $prefix = uniq('fr-soldout');
+        for my $i (0 .. $np - 1) {
+            init_at($port, "$prefix-$i", 0);
+            $masters{ FluxGate::Cluster::cluster_master_of($c, "fg:{$prefix-$i}:stock") }++
+                if $n > 1;
+        }
+        my $spread = $n > 1 ? join('/', map { $masters{$_} } sort keys %masters) : $np;
+        my $r = run_load(port => $port, product => $prefix, products => $np);
+        $fig{"fleet_soldout_$n"} = row('fleet', "sold-out path, $label, $np products", $r, 409,
+                                       "products per master: $spread; no sold-out flag");
+        $prefix = uniq('fr-accept');
+        init_at($port, "$prefix-$_", 1_000_000_000) for 0 .. $np - 1;
+        $r = run_load(port => $port, product => $prefix, products => $np, c => 2 * $CONNS);
+        $fig{"fleet_accept_$n"} = row('fleet', "accept path, $label, $np products", $r, 200,
+                                      "products per master: $spread");
+        nginx_stop($name);
+    }
+    FluxGate::Cluster::cluster_stop($c);
+    for my $k (qw(soldout accept)) {
+        my $r = ratio($fig{"fleet_${k}_3"}, $fig{"fleet_${k}_1"});
+        say sprintf "fleet %s, 3 masters / 1 Redis: %.2fx", $k, $r if defined $r;
+    }
+}
+
 sub ratio { defined $_[0] && defined $_[1] && $_[1] > 0 ? $_[0] / $_[1] : undef }
 
 sub verdict {
@@ -754,6 +822,8 @@ bench_metrics() if want('metrics');
 bench_queue() if want('queue');
 bench_memory() if want('memory');
 bench_drain() if want('drain');
+# the fleet part only when asked for: BENCH_ONLY=fleet
+bench_fleet() if %Only && want('fleet');
 if (%Only && !$ENV{BENCH_WRITE}) {
     print join('', map { '| ' . join(' | ', map { $_ // '-' } @$_) . " |\n" } @rows);
     for my $flag (1, 0) {

@@ -3,13 +3,16 @@
 # into PostgreSQL, batched (the default) against one transaction per message
 # (--per-message).
 #
-#   bench/drain.sh [-n ORDERS] [-p PRODUCTS] [-t SECONDS] [-b BATCH] [STACK_DIR]
+#   bench/drain.sh [-n ORDERS] [-p PRODUCTS] [-t SECONDS] [-b BATCH]
+#                  [-w WORKERS] [-B] [STACK_DIR]
 #
 #   -n  orders per run (default 200000)
 #   -p  products the orders are spread over (default 100)
 #   -t  time limit of the per-message run; the rate is taken from the rows
 #       written by then and the total extrapolated (default 60)
 #   -b  --batch-size of the batched run (default: the worker's)
+#   -w  worker processes of the batched run, one consumer group (default 1)
+#   -B  the batched run only
 #   STACK_DIR  a running stack (`make up` or a test stack; default .run)
 #
 # Each run gets a fresh topic (4 partitions), consumer group and products:
@@ -21,14 +24,16 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-N=200000 PRODUCTS=100 LIMIT=60 BATCH=
-while getopts n:p:t:b: opt; do
+N=200000 PRODUCTS=100 LIMIT=60 BATCH= WORKERS=1 ONLY_BATCHED=0
+while getopts n:p:t:b:w:B opt; do
     case $opt in
         n) N=$OPTARG ;;
         p) PRODUCTS=$OPTARG ;;
         t) LIMIT=$OPTARG ;;
         b) BATCH=$OPTARG ;;
-        *) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 2 ;;
+        w) WORKERS=$OPTARG ;;
+        B) ONLY_BATCHED=1 ;;
+        *) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -67,11 +72,11 @@ generate() {
         }' "$N" "$PRODUCTS" "$tag"
 }
 
-# drain MODE TAG [worker flags]: prints "rows seconds steady_seconds"
+# drain TAG LIMIT PROCS [worker flags]: prints "rows seconds steady_seconds"
 drain() {
-    local tag=$1 limit=$2
-    shift 2
-    local topic=bench-$tag group=bench-$tag pid t0 t1 tfirst=0 rows=0 now
+    local tag=$1 limit=$2 procs=$3 i
+    shift 3
+    local topic=bench-$tag group=bench-$tag pid pids=() t0 t1 tfirst=0 rows=0 now
     local rss rss_first=0 rss_max=0 rss_last=0
     topic_create "$topic"
     generate "$tag" > "$TMP/$tag.msgs"
@@ -80,9 +85,12 @@ drain() {
     rm -f "$TMP/$tag.msgs"
 
     t0=$(date +%s.%N)
-    "${FG_BENCH_WORKER:-$ROOT/build/fluxgate-worker}" --brokers "$KAFKA_BOOTSTRAP" --topic "$topic" \
-        --group "$group" --pg "$PG" "$@" 2> "$TMP/$tag.log" &
-    pid=$!
+    for ((i = 1; i <= procs; i++)); do
+        "${FG_BENCH_WORKER:-$ROOT/build/fluxgate-worker}" --brokers "$KAFKA_BOOTSTRAP" --topic "$topic" \
+            --group "$group" --pg "$PG" "$@" 2>> "$TMP/$tag.log" &
+        pids+=($!)
+    done
+    pid=${pids[0]}
     while :; do
         rows=$(q "select count(*) from orders where kafka_topic = '$topic'")
         now=$(date +%s.%N)
@@ -96,13 +104,15 @@ drain() {
         fi
         [ "$rows" -ge "$N" ] && break
         if [ -n "$limit" ] && perl -e "exit !($now - $t0 >= $limit)"; then break; fi
-        kill -0 $pid 2>/dev/null || { echo "drain: worker died, see $TMP/$tag.log" >&2; exit 1; }
+        for i in "${pids[@]}"; do
+            kill -0 "$i" 2>/dev/null || { echo "drain: worker died, see $TMP/$tag.log" >&2; exit 1; }
+        done
         sleep 0.1
     done
     t1=$(date +%s.%N)
     echo "$rss_first $rss_max $rss_last" > "$TMP/$tag.rss"
-    kill -TERM $pid
-    wait $pid || true
+    kill -TERM "${pids[@]}"
+    wait "${pids[@]}" || true
     [ "$tfirst" = 0 ] && tfirst=$t1
     perl -e 'printf "%d %.3f %.3f\n", $ARGV[0], $ARGV[2] - $ARGV[1], $ARGV[2] - $ARGV[3]' \
         "$rows" "$t0" "$t1" "$tfirst"
@@ -110,12 +120,18 @@ drain() {
 
 echo "drain: $N orders over $PRODUCTS products per run, stack $DIR"
 
-read -r b_rows b_secs b_steady < <(drain "b$RUN" "" ${BATCH:+--batch-size "$BATCH"})
-echo "drain: batched:     $b_rows orders in ${b_secs}s"
+read -r b_rows b_secs b_steady < <(drain "b$RUN" "" "$WORKERS" ${BATCH:+--batch-size "$BATCH"})
+echo "drain: batched:     $b_rows orders in ${b_secs}s ($WORKERS worker processes)"
 read -r r_first r_max r_last < "$TMP/b$RUN.rss"
 rm -f "$TMP/b$RUN.rss" "$TMP/m$RUN.rss"
 echo "worker rss: ${r_first} kB at the first rows, ${r_max} kB peak, ${r_last} kB at the end of the drain"
-read -r p_rows p_secs p_steady < <(drain "m$RUN" "$LIMIT" --per-message)
+if [ "$ONLY_BATCHED" = 1 ]; then
+    perl -e 'printf "batched:      %8.0f orders/s  (%d orders in %.2f s; steady %.0f orders/s after the first row; %d worker processes)\n",
+        $ARGV[0] / $ARGV[1], $ARGV[0], $ARGV[1], $ARGV[2] > 0 ? $ARGV[0] / $ARGV[2] : 0, $ARGV[3]' \
+        "$b_rows" "$b_secs" "$b_steady" "$WORKERS"
+    exit 0
+fi
+read -r p_rows p_secs p_steady < <(drain "m$RUN" "$LIMIT" 1 --per-message)
 echo "drain: per-message: $p_rows orders in ${p_secs}s"
 
 perl -e '

@@ -33,9 +33,16 @@
  * line on stderr saying so (rc 3).  Without --expect every status is
  * accepted (and still counted per status).
  *
+ *   fg-loadgen -u 127.0.0.1:8080 -u 127.0.0.1:8090 ...
+ *                                  a load balancer's view of a fleet: the
+ *                                  connections spread over the gates, and
+ *                                  one that fails moves to the next gate
+ *
  * Output is one "key=value" line per status, easy to read from Perl and sh;
- * --log FILE writes "<status> <orderId> <body status> <latency ms>" per
- * response.
+ * --log FILE writes "<status> <orderId> <body status> <latency ms> <ms
+ * since the start>" per response; with --log-errors also
+ * "0 - <what> - <ms since the start>" per request that got no answer (the
+ * connection failed with it outstanding).
  */
 
 #include <arpa/inet.h>
@@ -57,10 +64,12 @@
 
 #define MAX_STATUS  600
 #define BUF_SIZE    8192
+#define MAX_TARGETS 16
 
 typedef struct {
     int        fd;
     int        busy;          /* a request is outstanding */
+    int        target;        /* index into opt.hosts / opt.ports */
     size_t     out_len, out_off;
     char       out[1024];
     size_t     in_len;
@@ -76,6 +85,10 @@ typedef struct {
 static struct {
     const char  *host;
     int          port;
+    const char  *hosts[MAX_TARGETS];
+    int          ports[MAX_TARGETS];
+    int          targets;
+    int          log_errors;
     const char  *path;
     const char  *product;
     int          products;
@@ -91,8 +104,8 @@ static struct {
     const char  *body;
     const char  *log;
     const char  *expect;
-} opt = { "127.0.0.1", 8080, "/order", "p1", 1, 0, "r", 50, 5, 0, 0, 1, 0, 0,
-          NULL, NULL, NULL };
+} opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1", 1, 0,
+          "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL };
 
 static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
@@ -179,7 +192,7 @@ build_request(conn_t *c)
                           "Content-Type: application/json\r\n"
                           "X-Idempotency-Key: %s\r\n"
                           "Content-Length: %d\r\n\r\n%s",
-                          opt.path, opt.host, key, blen, body);
+                          opt.path, opt.hosts[c->target], key, blen, body);
     c->out_off = 0;
 }
 
@@ -198,8 +211,8 @@ open_conn(conn_t *c, int ep)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
-    sa.sin_port = htons(opt.port);
-    inet_pton(AF_INET, opt.host, &sa.sin_addr);
+    sa.sin_port = htons(opt.ports[c->target]);
+    inet_pton(AF_INET, opt.hosts[c->target], &sa.sin_addr);
     if (connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0
         && errno != EINPROGRESS)
     {
@@ -319,6 +332,16 @@ on_readable(conn_t *c, int ep)
             if (c->busy) {
                 errors++;
                 done++;
+                if (log_file && opt.log_errors) {
+                    fprintf(log_file, "0 - %s - %.1f\n",
+                            n == 0 ? "closed" : strerrorname_np(errno),
+                            (now_us() - t0) / 1000.0);
+                }
+            }
+            /* refused, reset or closed with a request outstanding: the
+             * gate is gone, the connection goes to the next one */
+            if (n < 0 || c->busy) {
+                c->target = (c->target + 1) % opt.targets;
             }
             epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
             close(c->fd);
@@ -386,7 +409,7 @@ json_field(const char *body, size_t len, const char *name, char *out,
     out[n] = '\0';
 }
 
-/* --log: "<status> <orderId> <body status> <latency ms>" per response */
+/* --log: "<status> <orderId> <body status> <latency ms> <ms since start>" */
 static void
 log_response(int status, const char *resp, size_t len, uint64_t us)
 {
@@ -400,7 +423,8 @@ log_response(int status, const char *resp, size_t len, uint64_t us)
     body = body ? body + 4 : resp + len;
     json_field(body, resp + len - body, "orderId", id, sizeof(id));
     json_field(body, resp + len - body, "status", st, sizeof(st));
-    fprintf(log_file, "%d %s %s %.3f\n", status, id, st, us / 1000.0);
+    fprintf(log_file, "%d %s %s %.3f %.1f\n", status, id, st, us / 1000.0,
+            (now_us() - t0) / 1000.0);
 }
 
 static int
@@ -423,11 +447,11 @@ static void
 usage(int rc)
 {
     fprintf(rc ? stderr : stdout,
-        "usage: fg-loadgen [-u host:port] [-p path] [-c conns] [-d secs]\n"
+        "usage: fg-loadgen [-u host:port ...] [-p path] [-c conns] [-d secs]\n"
         "                  [-n total] [-R rate] [--product id]\n"
         "                  [--products N] [--users N] [--quantity N] [--same-key]\n"
         "                  [--once] [--body json] [--run id] [--log file]\n"
-        "                  [--expect 200,409,...]\n"
+        "                  [--expect 200,409,...] [--log-errors]\n"
         "  -R rate: open loop, latency from each request's due time\n");
     exit(rc);
 }
@@ -446,6 +470,7 @@ main(int argc, char **argv)
         { "run", required_argument, NULL, 'r' },
         { "log", required_argument, NULL, 'L' },
         { "expect", required_argument, NULL, 'E' },
+        { "log-errors", no_argument, NULL, 'X' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -462,12 +487,17 @@ main(int argc, char **argv)
     {
         switch (ch) {
         case 'u':
+            if (opt.targets == MAX_TARGETS) {
+                usage(2);
+            }
             opt.host = strdup(optarg);
             colon = strchr(opt.host, ':');
             if (colon) {
                 *colon = '\0';
                 opt.port = atoi(colon + 1);
             }
+            opt.hosts[opt.targets] = opt.host;
+            opt.ports[opt.targets++] = opt.port;
             break;
         case 'p': opt.path = optarg; break;
         case 'c': opt.conns = atoi(optarg); break;
@@ -484,13 +514,26 @@ main(int argc, char **argv)
         case 'r': opt.run = optarg; break;
         case 'L': opt.log = optarg; break;
         case 'E': opt.expect = optarg; break;
+        case 'X': opt.log_errors = 1; break;
         case 'h': usage(0); break;
         default: usage(2);
         }
     }
-    if (opt.conns < 1 || opt.port < 1) {
+    if (opt.targets == 0) {
+        opt.hosts[0] = opt.host;
+        opt.ports[0] = opt.port;
+        opt.targets = 1;
+    }
+    for (i = 0; i < opt.targets; i++) {
+        if (opt.ports[i] < 1) {
+            usage(2);
+        }
+    }
+    if (opt.conns < 1) {
         usage(2);
     }
+    /* a gate killed under us: write() to its socket fails, not kills */
+    signal(SIGPIPE, SIG_IGN);
     if (opt.once && !opt.total) {
         opt.total = opt.conns;
     }
@@ -545,6 +588,7 @@ main(int argc, char **argv)
 
     t0 = now_us();
     for (i = 0; i < opt.conns; i++) {
+        conns[i].target = i % opt.targets;
         if (open_conn(&conns[i], ep) != 0) {
             return 1;
         }

@@ -293,9 +293,13 @@ sub promtool_check {
 # loadgen(port => P, c => 200, n => 2000, product => 'p', log => 1, ...)
 # runs build/fg-loadgen and returns {rps, total, errors, unexpected, unsent,
 # p50_ms, p99_ms, p999_ms (every answer), rc (0, or 3 when the run failed),
-# status => {200 => {count, p50_ms, p99_ms, ...}}, log => [[st, id, body st, ms]]}
+# status => {200 => {count, p50_ms, p99_ms, ...}},
+# log => [[st, id, body st, latency ms, ms since the start]]}
 # rate => R is the open loop (latency from each request's due time);
-# expect => '200,409' counts any other status as a failure of the run.
+# expect => '200,409' counts any other status as a failure of the run;
+# urls => [...] instead of port spreads the connections over several gates;
+# log_errors => 1 logs each request left without an answer as
+# [0, '-', what, '-', ms since the start]
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
 sub loadgen { loadgen_wait(loadgen_start(@_)) }
 
@@ -304,7 +308,10 @@ sub loadgen_start {
     my $bin = "$ENV{FG_ROOT}/build/fg-loadgen";
     my $base = "/tmp/fg-loadgen.$$." . ++$Seq;
     my $log = $o{log} ? "$base.log" : undef;
-    my @args = ('-u', "127.0.0.1:" . ($o{port} // die "loadgen: port"));
+    # urls => [...]: several gates, as a load balancer spreads a crowd
+    my @args = $o{urls}
+        ? map { ('-u', m{^(?:http://)?([^/]+)} ? $1 : die "loadgen: url $_") } @{ $o{urls} }
+        : ('-u', "127.0.0.1:" . ($o{port} // die "loadgen: port"));
     push @args, '-c', $o{c} // 50;
     push @args, '-n', $o{n} if $o{n};
     push @args, '-d', $o{d} if $o{d};
@@ -319,6 +326,7 @@ sub loadgen_start {
     push @args, '--once' if $o{once};
     push @args, '--log', $log if $log;
     push @args, '--expect', $o{expect} if $o{expect};
+    push @args, '--log-errors' if $log && $o{log_errors};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', "$base.out" or die;
