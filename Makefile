@@ -195,9 +195,12 @@ san: setup
 
 # the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers
+# two prove runs: t/ on a single stack (the t/7xx-fleet-*.t files skip
+# there), then the fleet faults on a fleet stack; the last line says both ran
 test: $(TEST_DEPS)
 	@$(TEST_ENV) bash t/run
 	@$(TEST_ENV) FG_FLEET=1 bash t/run
+	@echo "make test: PASS: the selected t/ files on a single stack, then t/7xx-fleet-*.t on a fleet stack (prove's two summaries above)"
 
 test-fleet: $(TEST_DEPS)
 	@$(TEST_ENV) FG_FLEET=1 bash t/run

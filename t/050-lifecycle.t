@@ -12,6 +12,8 @@ use FluxGate::Test;
 
 my $stack = "$ENV{FG_ROOT}/scripts/stack";
 my $dir = tempdir('/tmp/fluxgate-t050.XXXXXX', CLEANUP => 1);
+# a stack directory must be reachable by nobody and postgres (tempdir is 0700)
+chmod 0755, $dir;
 
 sub free_port {
     IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
