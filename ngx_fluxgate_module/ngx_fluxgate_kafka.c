@@ -96,6 +96,14 @@ ngx_fluxgate_kafka_conf_new(ngx_conf_t *cf)
         { "client.id", "fluxgate-nginx" },
         { "log.queue", "true" },
         { "statistics.interval.ms", "1000" },
+        /*
+         * While no broker is up, orders are refused at once, so nothing
+         * makes librdkafka hurry: with its default backoff (up to 10 s) a
+         * worker process could go on refusing for seconds after the
+         * broker is back.  Retrying every second at most keeps every
+         * process within about two seconds of the broker's return.
+         */
+        { "reconnect.backoff.max.ms", "1000" },
         { NULL, NULL }
     };
 
