@@ -824,6 +824,12 @@ bench_memory() if want('memory');
 bench_drain() if want('drain');
 # the fleet part only when asked for: BENCH_ONLY=fleet
 bench_fleet() if %Only && want('fleet');
+# the cost of fluxgate_redis_wait on a Redis Cluster: BENCH_ONLY=wait
+if (%Only && want('wait')) {
+    my $out = `perl $ROOT/bench/redis-wait.pl 2>&1`;
+    print $out;
+    say "redis-wait failed: $?" if $?;
+}
 if (%Only && !$ENV{BENCH_WRITE}) {
     print join('', map { '| ' . join(' | ', map { $_ // '-' } @$_) . " |\n" } @rows);
     for my $flag (1, 0) {
