@@ -78,6 +78,9 @@ sub kafka_frozen {
 {
     my $name = 'Kafka failures across an /init';
     my $p = uniq('f610b');
+    # every process found the broker again after the block before (each
+    # refuses at once while it has none)
+    ok(wait_until(15, sub { gate_kafka_up($g) }), "$name - every gate process has Kafka");
     is(init_stock($g, $p, 10, key => "a-$p")->{status}, 200, "$name - generation 1 of 10");
 
     my (@res, $init);

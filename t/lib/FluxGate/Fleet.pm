@@ -20,7 +20,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use FluxGate::Test;
 
-our @EXPORT = qw(gate_start gate_stop gate_workers gate_workers_by_load gate_url gate_log
+our @EXPORT = qw(gate_start gate_stop gate_workers gate_workers_by_load gate_kafka_up gate_url gate_log
                  init_stock sale_start sale_wait ok_orders books_balance
                  wait_settled reconcile);
 
@@ -121,6 +121,18 @@ sub gate_workers_by_load {
         while (/pid=(\d+)/g) { $n{$1}++ if exists $n{$1} }
     }
     return map { [$_, $n{$_}] } sort { $n{$b} <=> $n{$a} } keys %n;
+}
+
+# whether every worker process of the gate has a Kafka broker up: the last
+# word of each on it ("no broker is up" / "broker(s) up again") is not down
+sub gate_kafka_up {
+    my ($g) = @_;
+    my %down;
+    for (split /\n/, gate_log($g)) {
+        next unless /\s(\d+)#\d+: fluxgate: kafka: (?:(no broker is up)|\d+ broker\(s\) up again)/;
+        $down{$1} = $2 ? 1 : 0;
+    }
+    return !grep { $down{$_} } gate_workers($g);
 }
 
 sub gate_log {
