@@ -45,12 +45,6 @@ our %fig;        # named figures for the ratios
 
 sub say { print "bench: @_\n" }
 
-sub free_port {
-    require IO::Socket::INET;
-    IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                          LocalPort => 0)->sockport;
-}
-
 # --- nginx instances of our own ----------------------------------------------
 
 our %Nginx;     # name -> {root, port}

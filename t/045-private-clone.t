@@ -29,11 +29,6 @@ ok(system('runuser', '-u', 'nobody', '--', 'test', '-r',
           "$clone/conf/waiting-room/index.html") != 0,
    'nobody cannot read the waiting room in the private clone (what nginx met)');
 
-sub free_port {
-    IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0)
-        ->sockport;
-}
-
 # stack: run scripts/stack of the clone -> (exit status, output)
 sub stack {
     my ($cmd, $dir, %env) = @_;

@@ -15,10 +15,6 @@ my $dir = tempdir('/tmp/fluxgate-t050.XXXXXX', CLEANUP => 1);
 # a stack directory must be reachable by nobody and postgres (tempdir is 0700)
 chmod 0755, $dir;
 
-sub free_port {
-    IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                          LocalPort => 0)->sockport;
-}
 my %ports;
 $ports{$_} = free_port() for qw(FG_HTTP_PORT FG_ADMIN_PORT FG_REDIS_PORT
                                 FG_PG_PORT FG_KAFKA_PORT FG_KAFKA_CONTROLLER_PORT

@@ -216,10 +216,6 @@ is(-x '/usr/bin/fluxgate-reconcile' ? 1 : 0,
 
 # --- the system's nginx with the packaged module and site -----------------
 
-sub free_port {
-    IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0)->sockport;
-}
-
 $tmp = tempdir('/tmp/fluxgate-t800.XXXXXX', CLEANUP => 1);
 chmod 0755, $tmp;
 mkdir "$tmp/body";

@@ -37,13 +37,6 @@ our @EXPORT = qw(cluster_start cluster_stop cluster_redis cluster_directive
 my $Seq = 0;
 my @Started;
 
-sub _free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    return $s->sockport;
-}
-
 sub cluster_start {
     my (%o) = @_;
     my $n = $o{masters} // 3;
@@ -51,7 +44,7 @@ sub cluster_start {
     my (%taken, @ports);
     my @bus;
     while (@bus < 2 * $n) {
-        my $p = _free_port();
+        my $p = free_port();
         next if $taken{$p}++;
         if (@ports < 2 * $n) { push @ports, $p } else { push @bus, $p }
     }

@@ -28,15 +28,6 @@ my $Module = $ENV{FG_MODULE} || abs_path('build/ngx_fluxgate_module.so');
 my $Nginx  = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $Seq    = 0;
 
-sub _free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
-
 # gate_start(workers => 4, extra => "fluxgate_... ;", main => "env ...;",
 #            topic => 'another', redis => 'host:port',
 #            server => "location ... { ... }") -> {dir, port}
@@ -45,7 +36,7 @@ sub gate_start {
     my (%o) = @_;
     my $workers = $o{workers} // 4;
     my $dir = "$ENV{FG_RUN_DIR}/fleet-$$-" . ++$Seq;
-    my $port = _free_port();
+    my $port = free_port();
     my $topic = $o{topic} || $ENV{KAFKA_TOPIC} || 'orders';
     my $user = $> == 0 ? 'user nobody nogroup;' : '';
     make_path("$dir/logs", "$dir/tmp");

@@ -8,6 +8,7 @@ package FluxGate::Test;
 use strict;
 use warnings;
 use Exporter 'import';
+use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use JSON::PP ();
 
@@ -17,7 +18,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  nginx_workers set_stock pending_claim claim_state
                  run_reconcile metrics_scrape promtool_check
                  queue_secret ticket_decode ticket_forge redis_snapshot
-                 queue_order queue_status);
+                 queue_order queue_status free_port);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -431,6 +432,16 @@ sub ticket_forge {
 
 # redis_snapshot($product) -> every key of the product with its DUMP, as
 # one string: equal snapshots mean Redis did not change for it
+# a TCP port on 127.0.0.1 nothing listens on now
+sub free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
+        or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
 sub redis_snapshot {
     my ($p) = @_;
     my @keys = sort grep { length } redis('KEYS', "fg:{$p}:*");
