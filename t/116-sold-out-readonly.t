@@ -40,9 +40,7 @@ sub write_stats {
 
 sub order {
     my ($key, $user) = @_;
-    my $res = http_post("http://127.0.0.1:" . server_port() . "/order",
-        qq({"productId":"$ENV{TEST_NGINX_PRODUCT}","userId":"$user"}),
-        { 'X-Idempotency-Key' => $key });
+    my $res = queue_order(server_port(), $ENV{TEST_NGINX_PRODUCT}, $key, user => $user);
     $res->{json} = eval { json_decode($res->{content}) } || {};
     return $res;
 }
