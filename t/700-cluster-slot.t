@@ -30,15 +30,21 @@ subtest 'test_slot (C unit test)' => sub {
 
 # a private cluster-enabled Redis
 my $tmp = tempdir(CLEANUP => 1);
-my $port = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                 LocalPort => 0)->sockport;
+my $port = free_port();
+my $bus;
+do { $bus = free_port() } while $bus == $port;
 system('redis-server', '--port', $port, '--bind', '127.0.0.1',
        '--cluster-enabled', 'yes', '--cluster-config-file', "$tmp/nodes.conf",
+       # the bus port is not port + 10000: that may be over 65535, and then
+       # Redis refuses to start
+       '--cluster-port', $bus,
        '--dir', $tmp, '--daemonize', 'yes', '--save', '', '--appendonly', 'no',
        '--logfile', "$tmp/redis.log") == 0 or BAIL_OUT('redis-server');
 my $s;
-wait_until(10, sub { $s = IO::Socket::INET->new("127.0.0.1:$port") })
-    or BAIL_OUT('no cluster-enabled redis');
+unless (wait_until(10, sub { $s = IO::Socket::INET->new("127.0.0.1:$port") })) {
+    diag(do { local (@ARGV, $/) = "$tmp/redis.log"; <> } // 'no redis.log');
+    BAIL_OUT("no cluster-enabled redis on port $port (bus $bus)");
+}
 
 my @keys = ('', '{', '}', '{}', '}{', 'a{}{b}', '{}{b}', 'a{b}c', '{a}{b}',
             'foo{{bar}}zap', 'foo{bar}{zap}', '{héllo}wörld', 'héllo',

@@ -430,8 +430,6 @@ sub ticket_forge {
                                             interval)}) . ".$mac";
 }
 
-# redis_snapshot($product) -> every key of the product with its DUMP, as
-# one string: equal snapshots mean Redis did not change for it
 # a TCP port on 127.0.0.1 nothing listens on now
 sub free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
@@ -442,6 +440,8 @@ sub free_port {
     return $p;
 }
 
+# redis_snapshot($product) -> every key of the product with its DUMP, as
+# one string: equal snapshots mean Redis did not change for it
 sub redis_snapshot {
     my ($p) = @_;
     my @keys = sort grep { length } redis('KEYS', "fg:{$p}:*");
