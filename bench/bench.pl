@@ -40,6 +40,48 @@ our $CONNS   = $ENV{BENCH_CONNS} // 100;
 
 our @rows;       # [variant, what, rps, p50, p99, p999, note]
 our $Load_start; # /proc/loadavg when the run began
+our @Others_start; # other_stacks() then
+
+# the Kafka brokers and PostgreSQL servers on this machine that are not the
+# bench stack's (their command lines name their own directories): another
+# stack sharing the CPUs, which load average alone cannot tell from ours
+sub other_stacks {
+    my @found;
+    for my $cmd (glob '/proc/[0-9]*/cmdline') {
+        open my $fh, '<', $cmd or next;
+        my $line = do { local $/; <$fh> } // '';
+        $line =~ tr/\0/ /;
+        next unless $line =~ /kafka\.Kafka |bin\/postgres -D /;
+        next if index($line, $DIR) >= 0;
+        push @found, $line =~ /kafka/ ? 'kafka' : 'postgres';
+    }
+    return @found;
+}
+
+# the machine line's verdict: quiet, or shared and with what
+sub machine_share {
+    my ($load_end) = @_;
+    my @end = other_stacks();
+    my $before = $ENV{BENCH_LOAD_BEFORE} // '?';
+    my %n;
+    $n{$_}++ for @Others_start, @end;
+    if (!%n && $before ne '?' && $before < 1) {
+        return "quiet: no other stack's Kafka or PostgreSQL on the machine at "
+             . "the start or the end, load average $before before the bench stack "
+             . "started ($Load_start once it was up, $load_end at the end, "
+             . "the bench's own)";
+    }
+    my $what = %n ? sprintf('%d other Kafka and %d other PostgreSQL processes '
+                            . 'at the start, %d and %d at the end',
+                            scalar(grep { $_ eq 'kafka' } @Others_start),
+                            scalar(grep { $_ eq 'postgres' } @Others_start),
+                            scalar(grep { $_ eq 'kafka' } @end),
+                            scalar(grep { $_ eq 'postgres' } @end))
+                  : 'no other stack seen';
+    return "SHARED: load average $before before the bench stack started, $what "
+         . "($Load_start once it was up, $load_end at the end), so absolute figures "
+         . "are noisy; the ratios compare runs made minutes apart in this one run";
+}
 our (@curves, @stages, @flash);   # filled by bench/questions.pl
 our %fig;        # named figures for the ratios
 
@@ -730,10 +772,8 @@ sub report {
                 . join('', map { '| ' . join(' | ', @$_) . " |\n" } @main::curves);
     }
     my $md = "# Flux-Gate benchmark, $date\n\n"
-           . "Machine: $nproc CPUs, $cpu, SHARED: other engineers' test stacks ran on "
-           . "the same CPUs during this run (load average $Load_start at the start, "
-           . "$load_end at the end), so absolute figures are noisy; the ratios "
-           . "compare runs made minutes apart in this one run. Versions: $versions.\n"
+           . "Machine: $nproc CPUs, $cpu, " . machine_share($load_end)
+           . ". Versions: $versions.\n"
            . "Client: build/fg-loadgen on the same machine (loopback), "
            . "$CONNS keep-alive connections, ${SECONDS}s per run unless noted "
            . "(sold-out variants: median of $ENV{BENCH_ROUNDS_SHOWN} alternating rounds); "
@@ -798,6 +838,7 @@ EOF
 
 say "stack in $DIR; ${SECONDS}s per run, $CONNS connections";
 $Load_start = (split ' ', `cat /proc/loadavg`)[0];
+@Others_start = other_stacks();
 $ENV{BENCH_ROUNDS_SHOWN} = $ENV{BENCH_ROUNDS} // 2;
 # BENCH_ONLY="soldout accept": only these, printed and not written to
 # results/.  The default is the questions of issue 12 (soldout accept

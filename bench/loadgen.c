@@ -43,6 +43,19 @@
  * since the start>" per response; with --log-errors also
  * "0 - <what> - <ms since the start>" per request that got no answer (the
  * connection failed with it outstanding).
+ *
+ *   fg-loadgen ... --queue /queue/status
+ *                                  a crowd that follows the waiting room
+ *                                  (closed loop only): a connection is a
+ *                                  shopper; a 302 keeps its ticket, the
+ *                                  shopper polls the status path as the
+ *                                  shipped waiting-room page does (at once,
+ *                                  then every max(1, eta/4) s up to 5 s,
+ *                                  spread by up to half again, never before
+ *                                  Retry-After), and when admitted sends the
+ *                                  same order again with X-Queue-Ticket.
+ *                                  Polls are counted apart ("queue ..."
+ *                                  line), not as answers to orders.
  */
 
 #include <arpa/inet.h>
@@ -66,9 +79,25 @@
 #define BUF_SIZE    8192
 #define MAX_TARGETS 16
 
+/* --queue: where a shopper is */
+enum {
+    SHOPPER_NEW = 0,          /* the next request is a new shopper's order */
+    SHOPPER_WAITING,          /* queued: polls when wake_at comes */
+    SHOPPER_ADMITTED          /* sends its order again with its ticket */
+};
+
+#define TICKET_MAX  512
+#define POLL_MAX_S  5         /* as conf/waiting-room/waiting-room.js */
+
 typedef struct {
     int        fd;
     int        busy;          /* a request is outstanding */
+    int        polling;       /* the outstanding request is a status poll */
+    int        shopper;       /* SHOPPER_* */
+    long       user;          /* the shopper's number: userId and key */
+    uint64_t   wake_at;       /* SHOPPER_WAITING: when to poll */
+    int        failures;      /* polls in a row that got no status */
+    char       ticket[TICKET_MAX];
     int        target;        /* index into opt.hosts / opt.ports */
     size_t     out_len, out_off;
     char       out[1024];
@@ -104,8 +133,9 @@ static struct {
     const char  *body;
     const char  *log;
     const char  *expect;
+    const char  *queue;
 } opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1", 1, 0,
-          "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL };
+          "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL };
 
 static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
@@ -113,10 +143,14 @@ static series_t   all;            /* every answer, whatever its status */
 static char       expected[MAX_STATUS];
 static long       seq, sent, done, errors, unexpected, unsent;
 static uint64_t   t0, last_200, max_behind;
+static series_t   polls;          /* --queue: the status polls' latency */
+static long       queued, admitted, queue_sold_out, queue_lost;
 static char       run_id[64];
 
 static void log_response(int status, const char *resp, size_t len,
     uint64_t us);
+static void on_order(conn_t *c, int status, size_t len, uint64_t now);
+static void on_poll(conn_t *c, int status, size_t len, uint64_t now);
 
 static uint64_t
 now_us(void)
@@ -159,10 +193,30 @@ record(int status, uint64_t us)
 static void
 build_request(conn_t *c)
 {
-    char  body[512], key[128];
-    long  n = seq++;
+    char  body[512], key[128], ticket[TICKET_MAX + 32];
+    long  n;
     long  u;
     int   blen;
+
+    if (c->shopper == SHOPPER_WAITING) {
+        c->polling = 1;
+        c->out_len = snprintf(c->out, sizeof(c->out),
+                              "GET %s?productId=%s&ticket=%s HTTP/1.1\r\n"
+                              "Host: %s\r\n\r\n", opt.queue, opt.product,
+                              c->ticket, opt.hosts[c->target]);
+        c->out_off = 0;
+        return;
+    }
+    c->polling = 0;
+    ticket[0] = '\0';
+    if (c->shopper == SHOPPER_ADMITTED) {
+        /* the same shopper, order and key as before the queue */
+        n = c->user;
+        snprintf(ticket, sizeof(ticket), "X-Queue-Ticket: %s\r\n",
+                 c->ticket);
+    } else {
+        n = c->user = seq++;
+    }
 
     /* --same-key: one body for one key, or the gate answers 422 */
     u = opt.same_key ? 0 : opt.users > 0 ? n % opt.users : n;
@@ -190,9 +244,10 @@ build_request(conn_t *c)
     c->out_len = snprintf(c->out, sizeof(c->out),
                           "POST %s HTTP/1.1\r\nHost: %s\r\n"
                           "Content-Type: application/json\r\n"
-                          "X-Idempotency-Key: %s\r\n"
+                          "X-Idempotency-Key: %s\r\n%s"
                           "Content-Length: %d\r\n\r\n%s",
-                          opt.path, opt.hosts[c->target], key, blen, body);
+                          opt.path, opt.hosts[c->target], key, ticket, blen,
+                          body);
     c->out_off = 0;
 }
 
@@ -265,6 +320,9 @@ try_send(conn_t *c)
     if (!c->busy) {
         now = now_us();
         if (!may_send(now)) {
+            return;
+        }
+        if (c->shopper == SHOPPER_WAITING && now < c->wake_at) {
             return;
         }
         build_request(c);
@@ -358,10 +416,18 @@ on_readable(conn_t *c, int ep)
         while ((len = complete_response(c, &status, &close_after)) > 0) {
             uint64_t  t = now_us();
 
-            record(status, t - c->sent_at);
-            log_response(status, c->in, len, t - c->sent_at);
-            if (status == 200) {
-                last_200 = t - t0;
+            if (c->polling) {
+                push(&polls, t - c->sent_at);
+                on_poll(c, status, len, t);
+            } else {
+                record(status, t - c->sent_at);
+                log_response(status, c->in, len, t - c->sent_at);
+                if (status == 200) {
+                    last_200 = t - t0;
+                }
+                if (opt.queue) {
+                    on_order(c, status, len, t);
+                }
             }
             done++;
             c->busy = 0;
@@ -427,6 +493,118 @@ log_response(int status, const char *resp, size_t len, uint64_t us)
             (now_us() - t0) / 1000.0);
 }
 
+/* the value of "name" in a JSON body when it is a number or true/false */
+static const char *
+json_raw(const char *body, size_t len, const char *name)
+{
+    char  pat[64];
+
+    snprintf(pat, sizeof(pat), "\"%s\":", name);
+    body = memmem(body, len, pat, strlen(pat));
+    return body ? body + strlen(pat) : NULL;
+}
+
+static const char *
+body_of(conn_t *c, size_t len, size_t *blen)
+{
+    const char  *b = memmem(c->in, len, "\r\n\r\n", 4);
+
+    b = b ? b + 4 : c->in + len;
+    *blen = c->in + len - b;
+    return b;
+}
+
+/* Retry-After of the response in c->in, in seconds, 0 if none */
+static double
+retry_after(conn_t *c)
+{
+    const char  *h = strcasestr(c->in, "\r\nRetry-After:");
+    const char  *end = strstr(c->in, "\r\n\r\n");
+
+    return h && end && h < end ? atof(h + 15) : 0;
+}
+
+/* as the waiting-room page: never sooner than asked, spread by up to
+ * half again so shoppers that arrived together do not poll together */
+static void
+poll_later(conn_t *c, double seconds, double floor, uint64_t now)
+{
+    double  s = seconds > floor ? seconds : floor;
+
+    if (s < 0.5) {
+        s = 0.5;
+    }
+    s *= 1 + (double) rand() / RAND_MAX * 0.5;
+    if (floor > 0 && s < floor) {
+        s = floor;
+    }
+    c->shopper = SHOPPER_WAITING;
+    c->wake_at = now + (uint64_t) (s * 1e6);
+}
+
+/* --queue: the answer to an order */
+static void
+on_order(conn_t *c, int status, size_t len, uint64_t now)
+{
+    const char  *b;
+    size_t       blen;
+
+    c->shopper = SHOPPER_NEW;
+    if (status != 302) {
+        return;
+    }
+    b = body_of(c, len, &blen);
+    json_field(b, blen, "ticket", c->ticket, sizeof(c->ticket));
+    if (strcmp(c->ticket, "-") == 0) {
+        return;            /* a plain 302: no line to wait in */
+    }
+    queued++;
+    c->failures = 0;
+    /* the page polls as soon as it opens */
+    c->shopper = SHOPPER_WAITING;
+    c->wake_at = now;
+}
+
+/* --queue: the answer to a status poll */
+static void
+on_poll(conn_t *c, int status, size_t len, uint64_t now)
+{
+    const char  *b, *v;
+    size_t       blen;
+    double       ra = retry_after(c), eta, wait;
+
+    if (status == 400) {
+        /* the gate no longer knows the ticket: the shopper leaves */
+        queue_lost++;
+        c->shopper = SHOPPER_NEW;
+        return;
+    }
+    if (status != 200) {
+        c->failures++;
+        poll_later(c, ra > 0 ? ra : c->failures < POLL_MAX_S
+                   ? c->failures : POLL_MAX_S, ra, now);
+        return;
+    }
+    c->failures = 0;
+    b = body_of(c, len, &blen);
+    v = json_raw(b, blen, "soldOut");
+    if (v && strncmp(v, "true", 4) == 0) {
+        queue_sold_out++;
+        c->shopper = SHOPPER_NEW;
+        return;
+    }
+    v = json_raw(b, blen, "admitted");
+    if (v && strncmp(v, "true", 4) == 0) {
+        admitted++;
+        c->shopper = SHOPPER_ADMITTED;
+        return;
+    }
+    v = json_raw(b, blen, "etaSeconds");
+    eta = v ? atof(v) : 0;
+    wait = eta / 4 > 1 ? eta / 4 : 1;
+    poll_later(c, wait < POLL_MAX_S ? wait : POLL_MAX_S, ra, now);
+}
+
 static int
 cmp_u64(const void *a, const void *b)
 {
@@ -452,6 +630,7 @@ usage(int rc)
         "                  [--products N] [--users N] [--quantity N] [--same-key]\n"
         "                  [--once] [--body json] [--run id] [--log file]\n"
         "                  [--expect 200,409,...] [--log-errors]\n"
+        "                  [--queue /queue/status]\n"
         "  -R rate: open loop, latency from each request's due time\n");
     exit(rc);
 }
@@ -471,6 +650,7 @@ main(int argc, char **argv)
         { "log", required_argument, NULL, 'L' },
         { "expect", required_argument, NULL, 'E' },
         { "log-errors", no_argument, NULL, 'X' },
+        { "queue", required_argument, NULL, 'Q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -515,6 +695,7 @@ main(int argc, char **argv)
         case 'L': opt.log = optarg; break;
         case 'E': opt.expect = optarg; break;
         case 'X': opt.log_errors = 1; break;
+        case 'Q': opt.queue = optarg; break;
         case 'h': usage(0); break;
         default: usage(2);
         }
@@ -531,6 +712,11 @@ main(int argc, char **argv)
     }
     if (opt.conns < 1) {
         usage(2);
+    }
+    if (opt.queue && (opt.rate > 0 || opt.once || opt.same_key)) {
+        fprintf(stderr, "fg-loadgen: --queue follows shoppers in a closed "
+                "loop: not with -R, --once or --same-key\n");
+        return 2;
     }
     /* a gate killed under us: write() to its socket fails, not kills */
     signal(SIGPIPE, SIG_IGN);
@@ -598,7 +784,7 @@ main(int argc, char **argv)
         if (finished() && done >= sent) {
             break;
         }
-        n = epoll_wait(ep, evs, 256, opt.rate > 0 ? 1 : 100);
+        n = epoll_wait(ep, evs, 256, opt.rate > 0 ? 1 : opt.queue ? 5 : 100);
         for (i = 0; i < n; i++) {
             conn_t  *c = evs[i].data.ptr;
 
@@ -616,7 +802,8 @@ main(int argc, char **argv)
                     try_send(&conns[i]);
                 }
             }
-        } else if (n == 0) {
+        } else if (n == 0 || opt.queue) {
+            /* an idle connection, or a queued shopper whose poll is due */
             for (i = 0; i < opt.conns; i++) {
                 if (!conns[i].busy && !(opt.once && sent >= opt.total)) {
                     try_send(&conns[i]);
@@ -660,6 +847,15 @@ main(int argc, char **argv)
            all.n ? pct(&all, 0.99) : 0,
            all.n ? pct(&all, 0.999) : 0,
            all.n ? all.lat[all.n - 1] / 1000.0 : 0);
+    if (opt.queue) {
+        if (polls.n) {
+            qsort(polls.lat, polls.n, sizeof(uint64_t), cmp_u64);
+        }
+        printf("queue queued=%ld polls=%zu admitted=%ld sold_out=%ld lost=%ld"
+               " p50_ms=%.3f p99_ms=%.3f\n", queued, polls.n, admitted,
+               queue_sold_out, queue_lost, polls.n ? pct(&polls, 0.50) : 0,
+               polls.n ? pct(&polls, 0.99) : 0);
+    }
     for (s = 0; s < MAX_STATUS; s++) {
         series_t  *ser = &by_status[s];
 

@@ -287,10 +287,16 @@ sub bench_flash {
     for my $stock (1000, 10_000) {
         my $p = uniq("flash$stock");
         init_stock(shipped_admin(), $p, $stock);
-        # the shipped threshold (1000/s per product, burst 200) paces it
+        # the shipped threshold (1000/s per product, burst 200) paces it;
+        # each connection is a shopper that follows the waiting room as
+        # the shipped page does (polls /queue/status, comes back with its
+        # ticket when admitted): a crowd that gave up at the 302 would
+        # never buy, since while anyone is queued new arrivals queue
         my $d = 3 + $stock / 1000 * 1.5;
         my $r = loadgen(port => $port, c => 500, d => $d, product => $p,
-                        log => 1, expect => '200,302,409');
+                        log => 1, expect => '200,302,409',
+                        queue => '/queue/status');
+        my $q = $r->{queue} || {};
         my $total = @{ $r->{log} } || 1;
         my ($ok, $fast, $sold) = (0, 0, 0);
         for (@{ $r->{log} }) {
@@ -304,16 +310,21 @@ sub bench_flash {
                  share_fast => 100 * $fast / $total,
                  share_fast_of_sold_out => $sold ? 100 * $fast / $sold : 0,
                  ack_rps => $t ? $ok / $t : 0, rps => $r->{rps},
-                 rc => $r->{rc}, p302 => $r->{status}{302}{count} // 0);
+                 rc => $r->{rc}, p302 => $r->{status}{302}{count} // 0,
+                 admitted => $q->{admitted} // 0, polls => $q->{polls} // 0,
+                 queue_sold_out => $q->{sold_out} // 0);
         push @flash, \%f;
         $fig{"flash_$stock"} = \%f;
         $f{sold_out} = $ok >= $stock;
         my $note = ($f{sold_out} ? 'sold out: ' : sprintf('NOT SOLD OUT in the %.0f s run: ', $d))
                  . sprintf('%d sold in %.2f s; %.1f%% of all answers were sold_out '
                            . 'within 10 ms (%.1f%% of the sold_out ones); '
-                           . '%.0f acknowledged orders/s; %d redirected (302)%s',
+                           . '%.0f acknowledged orders/s; %d queued (302), of them '
+                           . '%d admitted and %d told sold out while waiting '
+                           . '(%d status polls)%s',
                            $ok, $t, $f{share_fast}, $f{share_fast_of_sold_out},
-                           $f{ack_rps}, $f{p302}, $r->{rc} ? '; RUN FAILED: '
+                           $f{ack_rps}, $f{p302}, $f{admitted}, $f{queue_sold_out},
+                           $f{polls}, $r->{rc} ? '; RUN FAILED: '
                            . join(', ', map { "$r->{status}{$_}{count}x$_" }
                                   grep { !/^(200|302|409)$/ } sort keys %{ $r->{status} }) : '');
         push @rows, [ 'flash', "stock $stock, 500 conns", sprintf('%.0f', $r->{rps}),

@@ -5,7 +5,9 @@
 #    every request that fell due during it, not only in the few that were
 #    on the wire (no coordinated omission), and every due request is sent;
 #  - --expect: an answer with another status fails the run (rc 3, a line
-#    on stderr), and a run with only expected answers passes.
+#    on stderr), and a run with only expected answers passes;
+#  - --queue: a crowd that follows the waiting room (polls, comes back with
+#    its ticket) buys the whole stock exactly once, polls counted apart.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -111,3 +113,52 @@ my $dead = do {
 };
 $r = loadgen(port => $dead, c => 2, n => 10, d => 2, product => $p);
 isnt($r->{rc}, 0, "$name - nobody listening: the run fails ($r->{rc})");
+
+=== TEST 3: --queue: a crowd that follows the waiting room buys the whole stock, and nothing more
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('lg-queue');
+$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
+--- http_config
+    fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    fluxgate_redis_timeout 5s;
+    fluxgate_kafka_brokers $TEST_NGINX_KAFKA_BROKERS;
+    fluxgate_kafka_topic orders;
+    fluxgate_queue_secret $TEST_NGINX_QUEUE_SECRET;
+    fluxgate_threshold 100 burst=20;
+    fluxgate_waiting_room /waiting-room/;
+    keepalive_requests 100000;
+--- config
+    location = /order { fluxgate_order; }
+    location = /init { fluxgate_stock_admin; }
+    location = /queue/status { fluxgate_queue_status; }
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":150}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- timeout: 60
+--- check
+my $p = $ENV{TEST_NGINX_PRODUCT};
+# 100 shoppers at 100 admissions/s after a burst of 20: 150 units take
+# about 1.3 s of admissions plus the shoppers' polling
+my $r = loadgen(port => server_port(), c => 100, d => 5, product => $p,
+                expect => '200,302,409', queue => '/queue/status', log => 1);
+is($r->{rc}, 0, "$name - the run passed") or diag($r->{raw});
+my $q = $r->{queue} || {};
+ok(($q->{queued} // 0) > 0, "$name - shoppers were queued ($q->{queued})")
+    or diag($r->{raw});
+ok(($q->{admitted} // 0) > 0, "$name - and admitted ($q->{admitted})");
+ok(($q->{polls} // 0) >= $q->{queued}, "$name - each queued shopper polled");
+is($r->{status}{200}{count}, 150, "$name - the whole stock sold, once");
+# a 200 only for an order sent with its ticket or inside the burst: more
+# 200s than admissions plus the burst would mean the line was jumped
+ok($r->{status}{200}{count} <= $q->{admitted} + 20 + 100,
+   "$name - no more 200s than admissions, the burst and the first second");
+my %ids;
+$ids{$_->[1]}++ for grep { $_->[0] == 200 } @{ $r->{log} };
+is(scalar(grep { $ids{$_} > 1 } keys %ids), 0, "$name - no orderId twice");
+# no poll is logged or counted as an answer to an order
+is(scalar(grep { $_->[0] == 200 && $_->[1] eq '-' } @{ $r->{log} }), 0,
+   "$name - polls are not answers");
+ok($r->{status}{409}{count} > 0, "$name - then the crowd is told sold_out");

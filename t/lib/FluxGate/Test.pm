@@ -300,7 +300,9 @@ sub promtool_check {
 # expect => '200,409' counts any other status as a failure of the run;
 # urls => [...] instead of port spreads the connections over several gates;
 # log_errors => 1 logs each request left without an answer as
-# [0, '-', what, '-', ms since the start]
+# [0, '-', what, '-', ms since the start]; queue => '/queue/status' makes
+# each connection a shopper that follows the waiting room (polls counted
+# in {queue} => {queued, polls, admitted, sold_out, lost, p50_ms, p99_ms})
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
 sub loadgen { loadgen_wait(loadgen_start(@_)) }
 
@@ -328,6 +330,7 @@ sub loadgen_start {
     push @args, '--log', $log if $log;
     push @args, '--expect', $o{expect} if $o{expect};
     push @args, '--log-errors' if $log && $o{log_errors};
+    push @args, '--queue', $o{queue} if $o{queue};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', "$base.out" or die;
@@ -348,6 +351,8 @@ sub loadgen_wait {
         my %kv = $line =~ /(\w+)=(\S+)/g;
         if (defined $kv{status}) {
             $r{status}{$kv{status}} = \%kv;
+        } elsif ($line =~ /^queue /) {
+            $r{queue} = \%kv;
         } elsif (defined $kv{requests}) {
             %r = (%r, %kv);
         }
