@@ -88,11 +88,15 @@ ngx_fluxgate_kafka_conf_new(ngx_conf_t *cf)
         { "acks", "all" },
         { "message.timeout.ms", NGX_FLUXGATE_KAFKA_MESSAGE_TIMEOUT },
         /*
-         * librdkafka waits 5 ms for a batch to fill; every client waits
-         * with it.  1 ms halves the latency of the accept path at
-         * moderate rates, and under load batches fill anyway.
+         * How long a batch waits to fill (librdkafka's own default, set
+         * here so a reader sees it).  1 ms gave a lower median on an idle
+         * machine, but at half the accept path's maximum on 2 cores each
+         * message became its own produce request and the broker's extra
+         * work came back as the tail: over 8 and 12 runs 1 ms had p99
+         * 27-132 ms (median 67 ms), 5 ms 24-68 ms (median 36 ms), for a
+         * p50 of about 5 against 7.5 ms (bench/results/2026-11-26-linger.md).
          */
-        { "linger.ms", "1" },
+        { "linger.ms", "5" },
         { "client.id", "fluxgate-nginx" },
         { "log.queue", "true" },
         { "statistics.interval.ms", "1000" },
