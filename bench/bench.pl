@@ -58,18 +58,34 @@ sub other_stacks {
     return @found;
 }
 
+# the "cpu" line of /proc/stat: user nice system idle iowait irq softirq steal
+our @Stat_start;
+sub cpu_stat { return (split ' ', `head -1 /proc/stat`)[1 .. 8] }
+
+# the share of the machine's CPU time the host took (steal) since the start
+sub steal_share {
+    my @end = cpu_stat();
+    my @d = map { $end[$_] - ($Stat_start[$_] // 0) } 0 .. 7;
+    my $total = 0;
+    $total += $_ for @d;
+    return $total ? 100 * $d[7] / $total : 0;
+}
+
 # the machine line's verdict: quiet, or shared and with what
 sub machine_share {
     my ($load_end) = @_;
     my @end = other_stacks();
     my $before = $ENV{BENCH_LOAD_BEFORE} // '?';
+    my $nproc = `nproc`; chomp $nproc;
+    my $steal = sprintf('the host took %.1f%% of the CPU time as steal during '
+                        . 'the run', steal_share());
     my %n;
     $n{$_}++ for @Others_start, @end;
-    if (!%n && $before ne '?' && $before < 1) {
+    if (!%n && $before ne '?' && $before < $nproc) {
         return "quiet: no other stack's Kafka or PostgreSQL on the machine at "
              . "the start or the end, load average $before before the bench stack "
-             . "started ($Load_start once it was up, $load_end at the end, "
-             . "the bench's own)";
+             . "started (the build's), $Load_start once it was up, $load_end at the "
+             . "end (the bench's own); $steal";
     }
     my $what = %n ? sprintf('%d other Kafka and %d other PostgreSQL processes '
                             . 'at the start, %d and %d at the end',
@@ -80,7 +96,8 @@ sub machine_share {
                   : 'no other stack seen';
     return "SHARED: load average $before before the bench stack started, $what "
          . "($Load_start once it was up, $load_end at the end), so absolute figures "
-         . "are noisy; the ratios compare runs made minutes apart in this one run";
+         . "are noisy; the ratios compare runs made minutes apart in this one run; "
+         . $steal;
 }
 our (@curves, @stages, @flash);   # filled by bench/questions.pl
 our %fig;        # named figures for the ratios
@@ -691,8 +708,10 @@ sub report {
                           . 'Flux-Gate (fluxgate_sold_out_cache) / peer (lua_shared_dict) = %.2fx (%.0f vs %.0f/s)',
                           $r // 0, $fig{so_flag} // 0, $fig{so_peer_dict} // 0) if defined $r;
     $r = ratio($fig{so_shipped}, $fig{so_redis});
+    my $rounds = join ', ', map { sprintf '%.2f', $_ } @{ $fig{so_redis_rounds} || [] };
     push @ratios, verdict($r, '>= 0.9', 'Flux-Gate as shipped / Redis capacity for the same script '
-                          . "(redis-benchmark EVALSHA, $CONNS connections): %.2f",
+                          . "(redis-benchmark EVALSHA, $CONNS connections): %.2f "
+                          . "(medians; round by round $rounds)",
                           defined $r && $r >= 0.9) if defined $r;
     $r = ratio($fig{so_shipped}, $fig{so_ceiling});
     push @ratios, sprintf('Flux-Gate as shipped / nginx return 409 with the same settings: %.0f%%; '
@@ -839,7 +858,8 @@ EOF
 say "stack in $DIR; ${SECONDS}s per run, $CONNS connections";
 $Load_start = (split ' ', `cat /proc/loadavg`)[0];
 @Others_start = other_stacks();
-$ENV{BENCH_ROUNDS_SHOWN} = $ENV{BENCH_ROUNDS} // 2;
+@Stat_start = cpu_stat();
+$ENV{BENCH_ROUNDS_SHOWN} = $ENV{BENCH_ROUNDS} // 3;
 # BENCH_ONLY="soldout accept": only these, printed and not written to
 # results/.  The default is the questions of issue 12 (soldout accept
 # flash); the older parts (flux wrk metrics memory drain) run when named.

@@ -24,7 +24,7 @@ use Time::HiRes qw(sleep time);
 our ($DIR, $ROOT, %fig, $SECONDS, $CONNS, @rows);
 our (@curves, @accept_runs, @soldout_bars, @stages, @flash);
 
-my $ROUNDS = $ENV{BENCH_ROUNDS} // 2;
+my $ROUNDS = $ENV{BENCH_ROUNDS} // 3;
 my $BUFFERED = 'buffer=64k flush=1s';
 
 sub shipped_port { ($ENV{FLUXGATE_URL} =~ /:(\d+)$/)[0] }
@@ -77,7 +77,9 @@ sub init_stock {
 
 sub median_of {
     my @v = sort { $a <=> $b } grep { defined } @_;
-    return @v ? $v[$#v / 2] : undef;
+    return undef unless @v;
+    # an even count: the mean of the middle two, not the lower one
+    return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
 }
 
 # --- the sold-out path, like for like ------------------------------------------
@@ -164,6 +166,9 @@ sub bench_soldout {
                   join(' ', map { sprintf '%.0f', $_ } @{ $rps{$key} }));
     }
     my $m = $fig{so_redis} = median_of(@{ $rps{redis} });
+    # the gate against Redis round by round: each pair ran a minute apart
+    $fig{so_redis_rounds} = [ map { $rps{redis}[$_] ? $rps{shipped}[$_] / $rps{redis}[$_] : 0 }
+                              0 .. $#{ $rps{redis} } ];
     push @rows, [ 'sold-out', "redis-benchmark EVALSHA order.lua, $CONNS conns",
                   sprintf('%.0f', $m), '-', '-', '-',
                   'runs: ' . join(' ', map { sprintf '%.0f', $_ } @{ $rps{redis} }) ];
