@@ -367,11 +367,14 @@ sub chart_questions {
         fl => @flash ? 'plot $fl using 2:xtic(1) title "time to sold out (s)" lc rgb "#3070b0", '
                 . '$fl using 3 axes x1y2 title "% of crowd sold_out within 10 ms" lc rgb "#b05030"' : $none,
     );
+    my $nproc = `nproc`; chomp $nproc;
+    my $machine = main::machine_share(0) =~ /^quiet/
+        ? "a quiet $nproc-CPU machine" : "a shared $nproc-CPU machine (ratios, not absolutes)";
     print $gp <<"EOF";
 set terminal png size 1600,1100 font ",10" noenhanced
 set output "$base.png"
 set yrange [0:*]
-set multiplot layout 2,2 title "Flux-Gate, one make bench run on a shared 2-CPU machine (ratios, not absolutes)"
+set multiplot layout 2,2 title "Flux-Gate, one make bench run on $machine"
 \$bars << EOD
 $bars
 EOD
