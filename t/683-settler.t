@@ -10,15 +10,22 @@ use FluxGate::Worker;
 
 my $log = "$ENV{FG_RUN_DIR}/logs/settler.log";
 
-svc('start', 'settler');
-like(svc('status', 'settler'), qr/RUNNING/, 'the settler runs under supervisord');
-
+# The claims below are made 60 s old at once, and the message of one of
+# them is produced after that.  A real claim's message is in Kafka before
+# its deadline (message.timeout.ms), which the settler relies on: a round
+# between the claim and this late message would rightly find it "not in
+# PostgreSQL".  So the settler is started only once the message is in
+# Kafka (kcat returns after delivery).
+svc('stop', 'settler');
 my $p = uniq('p683');
 set_stock($p, 10);
 my $mark = -s $log || 0;
 my $sent = pending_claim($p, user => 'u1', quantity => 1, age_ms => 60_000);
 my $lost = pending_claim($p, user => 'u2', quantity => 2, age_ms => 60_000);
 produce_claim($p, $sent, 10);
+
+svc('start', 'settler');
+like(svc('status', 'settler'), qr/RUNNING/, 'the settler runs under supervisord');
 
 ok(wait_until(15, sub { claim_state($p, $sent) eq '200' && claim_state($p, $lost) eq 'gone' }),
    'within 15 s the settler made the recorded claim done and released the other');
