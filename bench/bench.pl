@@ -41,6 +41,7 @@ our $CONNS   = $ENV{BENCH_CONNS} // 100;
 our @rows;       # [variant, what, rps, p50, p99, p999, note]
 our $Load_start; # /proc/loadavg when the run began
 our @Others_start; # other_stacks() then
+our $Machine = '';  # machine_share()'s verdict, once report() made it
 
 # the Kafka brokers and PostgreSQL servers on this machine that are not the
 # bench stack's (their command lines name their own directories): another
@@ -791,7 +792,7 @@ sub report {
                 . join('', map { '| ' . join(' | ', @$_) . " |\n" } @main::curves);
     }
     my $md = "# Flux-Gate benchmark, $date\n\n"
-           . "Machine: $nproc CPUs, $cpu, " . machine_share($load_end)
+           . "Machine: $nproc CPUs, $cpu, " . ($Machine = machine_share($load_end))
            . ". Versions: $versions.\n"
            . "Client: build/fg-loadgen on the same machine (loopback), "
            . "$CONNS keep-alive connections, ${SECONDS}s per run unless noted "

@@ -475,20 +475,31 @@ json_field(const char *body, size_t len, const char *name, char *out,
     out[n] = '\0';
 }
 
+/* the body of a complete response of len bytes */
+static const char *
+body_of(const char *resp, size_t len, size_t *blen)
+{
+    const char  *b = memmem(resp, len, "\r\n\r\n", 4);
+
+    b = b ? b + 4 : resp + len;
+    *blen = resp + len - b;
+    return b;
+}
+
 /* --log: "<status> <orderId> <body status> <latency ms> <ms since start>" */
 static void
 log_response(int status, const char *resp, size_t len, uint64_t us)
 {
     const char  *body;
+    size_t       blen;
     char         id[80], st[40];
 
     if (log_file == NULL) {
         return;
     }
-    body = memmem(resp, len, "\r\n\r\n", 4);
-    body = body ? body + 4 : resp + len;
-    json_field(body, resp + len - body, "orderId", id, sizeof(id));
-    json_field(body, resp + len - body, "status", st, sizeof(st));
+    body = body_of(resp, len, &blen);
+    json_field(body, blen, "orderId", id, sizeof(id));
+    json_field(body, blen, "status", st, sizeof(st));
     fprintf(log_file, "%d %s %s %.3f %.1f\n", status, id, st, us / 1000.0,
             (now_us() - t0) / 1000.0);
 }
@@ -504,15 +515,6 @@ json_raw(const char *body, size_t len, const char *name)
     return body ? body + strlen(pat) : NULL;
 }
 
-static const char *
-body_of(conn_t *c, size_t len, size_t *blen)
-{
-    const char  *b = memmem(c->in, len, "\r\n\r\n", 4);
-
-    b = b ? b + 4 : c->in + len;
-    *blen = c->in + len - b;
-    return b;
-}
 
 /* Retry-After of the response in c->in, in seconds, 0 if none */
 static double
@@ -553,7 +555,7 @@ on_order(conn_t *c, int status, size_t len, uint64_t now)
     if (status != 302) {
         return;
     }
-    b = body_of(c, len, &blen);
+    b = body_of(c->in, len, &blen);
     json_field(b, blen, "ticket", c->ticket, sizeof(c->ticket));
     if (strcmp(c->ticket, "-") == 0) {
         return;            /* a plain 302: no line to wait in */
@@ -586,7 +588,7 @@ on_poll(conn_t *c, int status, size_t len, uint64_t now)
         return;
     }
     c->failures = 0;
-    b = body_of(c, len, &blen);
+    b = body_of(c->in, len, &blen);
     v = json_raw(b, blen, "soldOut");
     if (v && strncmp(v, "true", 4) == 0) {
         queue_sold_out++;

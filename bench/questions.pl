@@ -368,7 +368,7 @@ sub chart_questions {
                 . '$fl using 3 axes x1y2 title "% of crowd sold_out within 10 ms" lc rgb "#b05030"' : $none,
     );
     my $nproc = `nproc`; chomp $nproc;
-    my $machine = main::machine_share(0) =~ /^quiet/
+    my $machine = $main::Machine =~ /^quiet/
         ? "a quiet $nproc-CPU machine" : "a shared $nproc-CPU machine (ratios, not absolutes)";
     print $gp <<"EOF";
 set terminal png size 1600,1100 font ",10" noenhanced
