@@ -80,15 +80,14 @@ sub machine_share {
     my $nproc = `nproc`; chomp $nproc;
     my $steal = sprintf('the host took %.1f%% of the CPU time as steal during '
                         . 'the run', steal_share());
-    my %n;
-    $n{$_}++ for @Others_start, @end;
-    if (!%n && $before ne '?' && $before < $nproc) {
+    my $others = @Others_start + @end;
+    if (!$others && $before ne '?' && $before < $nproc) {
         return "quiet: no other stack's Kafka or PostgreSQL on the machine at "
              . "the start or the end, load average $before before the bench stack "
              . "started (the build's), $Load_start once it was up, $load_end at the "
              . "end (the bench's own); $steal";
     }
-    my $what = %n ? sprintf('%d other Kafka and %d other PostgreSQL processes '
+    my $what = $others ? sprintf('%d other Kafka and %d other PostgreSQL processes '
                             . 'at the start, %d and %d at the end',
                             scalar(grep { $_ eq 'kafka' } @Others_start),
                             scalar(grep { $_ eq 'postgres' } @Others_start),
