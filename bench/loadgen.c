@@ -515,7 +515,6 @@ json_raw(const char *body, size_t len, const char *name)
     return body ? body + strlen(pat) : NULL;
 }
 
-
 /* Retry-After of the response in c->in, in seconds, 0 if none */
 static double
 retry_after(conn_t *c)
@@ -537,9 +536,6 @@ poll_later(conn_t *c, double seconds, double floor, uint64_t now)
         s = 0.5;
     }
     s *= 1 + (double) rand() / RAND_MAX * 0.5;
-    if (floor > 0 && s < floor) {
-        s = floor;
-    }
     c->shopper = SHOPPER_WAITING;
     c->wake_at = now + (uint64_t) (s * 1e6);
 }
