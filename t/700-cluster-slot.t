@@ -30,9 +30,7 @@ subtest 'test_slot (C unit test)' => sub {
 
 # a private cluster-enabled Redis
 my $tmp = tempdir(CLEANUP => 1);
-my $port = free_port();
-my $bus;
-do { $bus = free_port() } while $bus == $port;
+my ($port, $bus) = free_ports(2);
 system('redis-server', '--port', $port, '--bind', '127.0.0.1',
        '--cluster-enabled', 'yes', '--cluster-config-file', "$tmp/nodes.conf",
        # the bus port is not port + 10000: that may be over 65535, and then

@@ -41,13 +41,8 @@ sub cluster_start {
     my (%o) = @_;
     my $n = $o{masters} // 3;
     my $dir = "$ENV{FG_RUN_DIR}/cluster-$$-" . ++$Seq;
-    my (%taken, @ports);
-    my @bus;
-    while (@bus < 2 * $n) {
-        my $p = free_port();
-        next if $taken{$p}++;
-        if (@ports < 2 * $n) { push @ports, $p } else { push @bus, $p }
-    }
+    my @ports = free_ports(4 * $n);
+    my @bus = splice @ports, 2 * $n;
     my %bus = map { $ports[$_] => $bus[$_] } 0 .. $#ports;
     my $c = { dir => $dir, ports => \@ports, pids => {} };
     for my $p (@ports) {

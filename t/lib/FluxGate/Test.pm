@@ -18,7 +18,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  nginx_workers set_stock pending_claim claim_state
                  run_reconcile metrics_scrape promtool_check
                  queue_secret ticket_decode ticket_forge redis_snapshot
-                 queue_order queue_status free_port);
+                 queue_order queue_status free_port free_ports);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -443,6 +443,17 @@ sub free_port {
     my $p = $s->sockport;
     close $s;
     return $p;
+}
+
+# free_ports($n) -> $n distinct such ports (two asked at once may repeat)
+sub free_ports {
+    my ($n) = @_;
+    my (%taken, @ports);
+    while (@ports < $n) {
+        my $p = free_port();
+        push @ports, $p unless $taken{$p}++;
+    }
+    return @ports;
 }
 
 # redis_snapshot($product) -> every key of the product with its DUMP, as
