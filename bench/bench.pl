@@ -721,7 +721,7 @@ sub report {
                           $fig{accept_max}) if defined $fig{accept_max};
     push @ratios, verdict($fig{accept_half_p99}, '< 10 ms',
                           "accept path p99 at half that rate ($fig{accept_half_rate}/s, open loop, "
-                          . 'from each request\'s due time): %s ms',
+                          . 'from each request\'s due time to its answer\'s arrival): %s ms',
                           defined $fig{accept_half_p99} && $fig{accept_half_p99} < 10
                           && $fig{accept_half_ok})
         if defined $fig{accept_half_p99};

@@ -27,6 +27,21 @@
  * the last two milliseconds' worth) are counted as "unsent" and fail the
  * run: the offered rate was not offered.
  *
+ * An answer is timed to when it ARRIVED, not to when this process read
+ * it: each socket has SO_TIMESTAMPNS on, and the kernel's receive time of
+ * the response's last bytes ends its latency.  On a box the client
+ * shares with the stack, the client is one more process waiting for a
+ * core; a reply that sits 100 ms in the socket while the client waits is
+ * the client's delay, not the gate's (measured on 2 cores against the
+ * wire: client-side p99 116-132 ms, wire p99 22-32 ms, in the same runs).
+ * How long answers waited to be read is reported as client_lag_* so the
+ * instrument's own error is on the page.  In open loop the client also
+ * asks for SCHED_FIFO (root or CAP_SYS_NICE), so that it WRITES each
+ * request when due and is not itself the cause of a late send; sched=
+ * says whether it got it.  The load is bounded by the rate, so a
+ * real-time client cannot take the cores from the server; a closed-loop
+ * client would, and keeps the normal policy.
+ *
  * Errors (the server closed a connection with a request outstanding, a
  * response never came, an unparsable answer) and answers whose status is
  * not in --expect are counted; either makes the run exit non-zero with a
@@ -69,6 +84,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -104,6 +120,9 @@ typedef struct {
     size_t     in_len;
     char       in[BUF_SIZE];
     uint64_t   sent_at;       /* when it was due (open loop) or written */
+    uint64_t   written_at;    /* when its first byte was written */
+    uint64_t   rx_at;         /* the kernel's receive time of the bytes
+                               * read last (CLOCK_MONOTONIC us), 0: none */
 } conn_t;
 
 typedef struct {
@@ -144,9 +163,13 @@ static char       expected[MAX_STATUS];
 static long       seq, sent, done, errors, unexpected, unsent;
 static uint64_t   t0, last_200, max_behind;
 static series_t   polls;          /* --queue: the status polls' latency */
+static series_t   lag;            /* answers' wait in the socket for us */
+static int64_t    real_minus_mono;    /* us: kernel stamps -> monotonic */
+static const char *sched_policy = "other";
 static long       queued, admitted, queue_sold_out, queue_lost;
 static char       run_id[64];
 
+static void push(series_t *s, uint64_t us);
 static void log_response(int status, const char *resp, size_t len,
     uint64_t us);
 static void on_order(conn_t *c, int status, size_t len, uint64_t now);
@@ -159,6 +182,69 @@ now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* CLOCK_REALTIME - CLOCK_MONOTONIC now, in us: the kernel stamps packets
+ * with the first, the schedule runs on the second */
+static int64_t
+clock_offset_us(void)
+{
+    struct timespec  r, m;
+
+    clock_gettime(CLOCK_MONOTONIC, &m);
+    clock_gettime(CLOCK_REALTIME, &r);
+    return ((int64_t) r.tv_sec - m.tv_sec) * 1000000
+           + (r.tv_nsec - m.tv_nsec) / 1000;
+}
+
+/*
+ * read() that also keeps the kernel's receive time of what it read in
+ * c->rx_at (SO_TIMESTAMPNS: for TCP, the stamp of the last segment read)
+ */
+static ssize_t
+read_stamped(conn_t *c, char *buf, size_t len)
+{
+    ssize_t          n;
+    struct iovec     iov = { buf, len };
+    struct msghdr    msg;
+    struct cmsghdr  *cm;
+    struct timespec  ts;
+    union {
+        char            buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr  align;
+    } ctl;
+
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+
+    n = recvmsg(c->fd, &msg, 0);
+    if (n <= 0) {
+        return n;
+    }
+    c->rx_at = 0;
+    for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+            c->rx_at = (uint64_t) ((int64_t) ts.tv_sec * 1000000
+                                   + ts.tv_nsec / 1000 - real_minus_mono);
+        }
+    }
+    return n;
+}
+
+/* when the answer read at `now` arrived: the kernel's stamp when it is
+ * one (after the request went out, not after now), else now */
+static uint64_t
+arrived_at(conn_t *c, uint64_t now)
+{
+    if (c->rx_at && c->rx_at <= now && c->rx_at >= c->written_at) {
+        push(&lag, now - c->rx_at);
+        return c->rx_at;
+    }
+    return now;
 }
 
 static void
@@ -264,6 +350,7 @@ open_conn(conn_t *c, int ep)
         return -1;
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons(opt.ports[c->target]);
@@ -327,6 +414,7 @@ try_send(conn_t *c)
         }
         build_request(c);
         c->busy = 1;
+        c->written_at = now;
         if (opt.rate > 0) {
             /* timed from when it was due, however late it goes out */
             c->sent_at = due_at(sent);
@@ -384,7 +472,7 @@ on_readable(conn_t *c, int ep)
     int      status, close_after;
 
     for ( ;; ) {
-        n = read(c->fd, c->in + c->in_len, BUF_SIZE - 1 - c->in_len);
+        n = read_stamped(c, c->in + c->in_len, BUF_SIZE - 1 - c->in_len);
         if (n == 0 || (n < 0 && errno != EAGAIN)) {
             /* server closed: count an outstanding request as an error */
             if (c->busy) {
@@ -414,7 +502,7 @@ on_readable(conn_t *c, int ep)
         c->in_len += n;
 
         while ((len = complete_response(c, &status, &close_after)) > 0) {
-            uint64_t  t = now_us();
+            uint64_t  t = arrived_at(c, now_us());
 
             if (c->polling) {
                 push(&polls, t - c->sent_at);
@@ -751,6 +839,19 @@ main(int argc, char **argv)
 
     snprintf(run_id, sizeof(run_id), "%s%ld", opt.run, (long) getpid());
 
+    if (opt.rate > 0) {
+        struct sched_param  sp = { .sched_priority = 10 };
+
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) == 0) {
+            sched_policy = "fifo";
+        } else {
+            fprintf(stderr, "fg-loadgen: SCHED_FIFO refused (%s): waits of "
+                    "this client for a core can make requests late\n",
+                    strerror(errno));
+        }
+    }
+    real_minus_mono = clock_offset_us();
+
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0
         && rl.rlim_cur < (rlim_t) opt.conns + 64)
     {
@@ -834,17 +935,25 @@ main(int argc, char **argv)
     if (all.n) {
         qsort(all.lat, all.n, sizeof(uint64_t), cmp_u64);
     }
+    if (lag.n) {
+        qsort(lag.lat, lag.n, sizeof(uint64_t), cmp_u64);
+    }
     printf("total requests=%ld responses=%ld errors=%ld unexpected=%ld"
            " unsent=%ld seconds=%.3f rps=%.0f last_200_ms=%.1f mode=%s"
            " rate=%.0f max_behind_ms=%.1f p50_ms=%.3f p90_ms=%.3f"
-           " p99_ms=%.3f p999_ms=%.3f max_ms=%.3f\n",
+           " p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sched=%s stamped=%zu"
+           " client_lag_p50_ms=%.3f client_lag_p99_ms=%.3f"
+           " client_lag_max_ms=%.3f\n",
            sent, total_ok, errors, unexpected, unsent, secs, total_ok / secs,
            last_200 / 1000.0, opt.rate > 0 ? "open" : "closed", opt.rate,
            max_behind / 1000.0,
            all.n ? pct(&all, 0.50) : 0, all.n ? pct(&all, 0.90) : 0,
            all.n ? pct(&all, 0.99) : 0,
            all.n ? pct(&all, 0.999) : 0,
-           all.n ? all.lat[all.n - 1] / 1000.0 : 0);
+           all.n ? all.lat[all.n - 1] / 1000.0 : 0,
+           sched_policy, lag.n, lag.n ? pct(&lag, 0.50) : 0,
+           lag.n ? pct(&lag, 0.99) : 0,
+           lag.n ? lag.lat[lag.n - 1] / 1000.0 : 0);
     if (opt.queue) {
         if (polls.n) {
             qsort(polls.lat, polls.n, sizeof(uint64_t), cmp_u64);

@@ -162,3 +162,42 @@ is(scalar(grep { $ids{$_} > 1 } keys %ids), 0, "$name - no orderId twice");
 is(scalar(grep { $_->[0] == 200 && $_->[1] eq '-' } @{ $r->{log} }), 0,
    "$name - polls are not answers");
 ok($r->{status}{409}{count} > 0, "$name - then the crowd is told sold_out");
+
+=== TEST 4: an answer is timed to its arrival: a client that reads it 300 ms late says so and does not charge the server
+--- config
+    location = /t { return 200; }
+--- request
+GET /t
+--- error_code: 200
+--- timeout: 30
+--- check
+# a server of our own, so the answer is written while the client is
+# stopped (SIGSTOP, as a client starved of a core would be)
+require IO::Socket::INET;
+my $srv = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                LocalPort => 0, ReuseAddr => 1)
+    or die "listen: $!";
+my $h = loadgen_start(port => $srv->sockport, c => 1, n => 1, rate => 10,
+                      d => 2, product => 'lg-arrival', expect => '409');
+my $c = $srv->accept or die "accept: $!";
+my $req = '';
+until ($req =~ /\r\n\r\n/ && length($req) >= length($`) + 4
+                              + ($req =~ /Content-Length: (\d+)/i ? $1 : 0)) {
+    sysread($c, $req, 4096, length $req) or die "read: $!";
+}
+kill 'STOP', $h->{pid};
+my $body = '{"status":"sold_out"}';
+syswrite($c, "HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n$body");
+sleep 0.3;
+kill 'CONT', $h->{pid};
+my $r = loadgen_wait($h);
+is($r->{rc}, 0, "$name - the run passed") or diag($r->{raw});
+is($r->{sched}, 'fifo', "$name - open loop runs SCHED_FIFO (as root)");
+is($r->{stamped}, 1, "$name - the answer carried the kernel's receive time");
+ok($r->{client_lag_max_ms} >= 250,
+   "$name - the client read it late and says so ($r->{client_lag_max_ms} ms)")
+    or diag($r->{raw});
+ok($r->{status}{409}{max_ms} < 150,
+   "$name - the latency ends when it arrived ($r->{status}{409}{max_ms} ms)")
+    or diag($r->{raw});
