@@ -208,6 +208,13 @@ create_kafka(struct consumer *c)
          * the restarted one wait the default 45 s for them */
         { "session.timeout.ms", "10000" },
         { "client.id", "fluxgate-worker" },
+        /* a fetch waits for 64 KB or 100 ms instead of coming back with
+         * each produce batch: at 2,000 orders/s on 2 cores the broker
+         * went from 39% to 28% of a core and the worker from 8% to 3%,
+         * CPU the acknowledgment path (nginx, Redis, the broker) gets
+         * back; an order reaches PostgreSQL up to 100 ms later */
+        { "fetch.min.bytes", "65536" },
+        { "fetch.wait.max.ms", "100" },
         /* the consumer lag of /metrics; only asked for when it is served */
         { "statistics.interval.ms", c->cfg->metrics_listen ? "1000" : "0" },
     };
