@@ -786,7 +786,7 @@ sub report {
     }
     my $curves = '';
     if (@main::curves) {
-        $curves = "\n## Accept path latency percentiles (open loop, ms from due time)\n\n"
+        $curves = "\n## Accept path latency percentiles (open loop, ms from due time to arrival)\n\n"
                 . "| offered | p50 | p90 | p99 | p99.9 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
                 . join('', map { '| ' . join(' | ', @$_) . " |\n" } @main::curves);
     }

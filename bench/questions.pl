@@ -10,7 +10,7 @@
 #            of connections (Redis's own capacity); nginx `return 200`
 #   accept   the accept path of the shipped gate (Kafka acks=all): its
 #            closed-loop maximum, then open-loop runs at 25/50/75% of it
-#            (latency from each request's due time), and where the time of
+#            (latency from each request's due time to its answer's arrival), and where the time of
 #            the 50% run went, from the access log's $request_time,
 #            $fluxgate_redis_time and $fluxgate_kafka_time
 #   flash    flash sales of stock 1,000 and 10,000 under 500 connections on
@@ -367,7 +367,7 @@ sub chart_questions {
     my %plot = (
         bars => @soldout_bars ? 'plot $bars using 0:2:xtic(1) with boxes notitle lc rgb "#3070b0", '
                 . '$bars using 0:2:(sprintf("%.0f", $2)) with labels offset 0,0.7 notitle' : $none,
-        acc => @accept_runs ? 'plot $acc using 1:3 with linespoints lw 2 title "p99 (from due time)", '
+        acc => @accept_runs ? 'plot $acc using 1:3 with linespoints lw 2 title "p99 (due time to arrival)", '
                 . '$acc using 1:2 axes x1y2 with linespoints lw 2 title "achieved 200s/s", '
                 . '10 with lines dt 2 lc rgb "red" title "goal: p99 10 ms"' : $none,
         cur => @curves ? "plot $curve_plot" : $none,
@@ -412,7 +412,7 @@ set bmargin 4
 $plot{acc}
 unset y2tics
 unset y2label
-set title "Accept path latency percentiles (open loop, from each request's due time)"
+set title "Accept path latency percentiles (open loop, from each request's due time to the answer's arrival)"
 set xlabel "percentile"
 set ylabel "ms (log)"
 set logscale y
