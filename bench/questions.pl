@@ -10,8 +10,9 @@
 #            of connections (Redis's own capacity); nginx `return 200`
 #   accept   the accept path of the shipped gate (Kafka acks=all): its
 #            closed-loop maximum, then open-loop runs at 25/50/75% of it
-#            (latency from each request's due time to its answer's arrival), and where the time of
-#            the 50% run went, from the access log's $request_time,
+#            (latency from each request's due time to its answer's
+#            arrival), and where the time of the 50% run went, from the
+#            access log's $request_time,
 #            $fluxgate_redis_time and $fluxgate_kafka_time
 #   flash    flash sales of stock 1,000 and 10,000 under 500 connections on
 #            the shipped gate: time to sold out, the share of the crowd
