@@ -92,6 +92,9 @@ typedef struct {
 } ngx_fluxgate_script_t;
 
 
+/* the replies of a script that WAIT follows: their first integers */
+#define ngx_fluxgate_redis_wait_code(n)  ((ngx_uint_t) 1 << (n))
+
 /* reply is NULL when the connection went away before the reply came */
 typedef void (*ngx_fluxgate_redis_handler_pt)(redisReply *reply, void *data);
 
@@ -293,7 +296,7 @@ ngx_int_t ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
 ngx_int_t ngx_fluxgate_redis_eval_wait(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
     ngx_str_t *args, ngx_uint_t wait, ngx_msec_t wait_timeout,
-    ngx_fluxgate_redis_handler_pt handler, void *data);
+    ngx_uint_t codes, ngx_fluxgate_redis_handler_pt handler, void *data);
 ngx_int_t ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds,
     ngx_uint_t nargs, ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler,
     void *data);
@@ -301,6 +304,9 @@ ngx_int_t ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds);
 ngx_uint_t ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds);
 ngx_uint_t ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf);
 void ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds);
+const char *ngx_fluxgate_redis_refusal(redisReply *reply);
+ngx_uint_t ngx_fluxgate_redis_error_is(redisReply *reply, const char *code);
+ngx_uint_t ngx_fluxgate_redis_not_run(redisReply *reply);
 
 /* ngx_fluxgate_kafka.c */
 char *ngx_fluxgate_kafka_option(ngx_conf_t *cf, ngx_fluxgate_main_conf_t *fmcf,

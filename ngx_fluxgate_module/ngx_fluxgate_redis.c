@@ -13,6 +13,16 @@
  * hiredis calls every outstanding callback exactly once, with NULL when the
  * connection went away first; the callers rely on that to free their state.
  *
+ * Health asks instead of waiting to be told: each connection sends PING
+ * and ROLE every NGX_FLUXGATE_REDIS_HEARTBEAT ms, traffic or not.  A
+ * connection is "up" only once a heartbeat was answered since it was
+ * (re)made, with PONG and ROLE "master"; a heartbeat still unanswered when
+ * the next is due goes through the stall path below, like a request's
+ * deadline; and a server that refuses commands (LOADING, READONLY,
+ * MASTERDOWN, BUSY, whether a heartbeat or a request learns it) is down
+ * until a heartbeat finds it serving again.  New requests are not sent to
+ * a refusing server: they fail fast.
+ *
  * `fluxgate_redis cluster ...` puts ngx_fluxgate_redis_cluster.c between a
  * caller and these connections: it picks the node of each command's first
  * key and follows MOVED and ASK.  fluxgate_redis_wait pipelines WAIT after
@@ -41,6 +51,9 @@
  */
 #define NGX_FLUXGATE_REDIS_STALL_MAX        1000
 
+/* PING and ROLE this often; unanswered when the next is due: a stall */
+#define NGX_FLUXGATE_REDIS_HEARTBEAT        1000
+
 
 static void ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds);
 static void ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds,
@@ -52,10 +65,19 @@ static void ngx_fluxgate_redis_disconnected(const redisAsyncContext *ac,
     int status);
 static void ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r,
     void *data);
+static void ngx_fluxgate_redis_heartbeat(ngx_event_t *ev);
+static void ngx_fluxgate_redis_probe(ngx_fluxgate_redis_t *rds);
+static void ngx_fluxgate_redis_pinged(redisAsyncContext *ac, void *r,
+    void *data);
+static void ngx_fluxgate_redis_role(redisAsyncContext *ac, void *r,
+    void *data);
+static void ngx_fluxgate_redis_refusing(ngx_fluxgate_redis_t *rds,
+    const char *why);
+static void ngx_fluxgate_redis_serving(ngx_fluxgate_redis_t *rds);
 static ngx_int_t ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, int argc, const char **argv,
     const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler,
-    void *data, ngx_uint_t wait, ngx_msec_t wait_timeout);
+    void *data, ngx_uint_t wait, ngx_msec_t wait_timeout, ngx_uint_t codes);
 static void ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r,
     void *data);
 static void ngx_fluxgate_redis_waited(redisAsyncContext *ac, void *r,
@@ -271,6 +293,11 @@ ngx_fluxgate_redis_start(ngx_fluxgate_redis_t *rds, ngx_log_t *log)
     rds->timer.log = log;
     rds->timer.cancelable = 1;
 
+    rds->heartbeat.handler = ngx_fluxgate_redis_heartbeat;
+    rds->heartbeat.data = rds;
+    rds->heartbeat.log = log;
+    rds->heartbeat.cancelable = 1;
+
     ngx_fluxgate_redis_connect(rds);
 }
 
@@ -309,6 +336,10 @@ ngx_fluxgate_redis_close(ngx_fluxgate_redis_t *rds)
 
     if (rds->timer.timer_set) {
         ngx_del_timer(&rds->timer);
+    }
+
+    if (rds->heartbeat.timer_set) {
+        ngx_del_timer(&rds->heartbeat);
     }
 
     ac = rds->ac;
@@ -368,6 +399,9 @@ ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds)
     rds->ac = ac;
     rds->connected = 0;
     rds->stalled = 0;
+    rds->answered = 0;
+    rds->probing = 0;
+    rds->refused = NULL;
 
     (void) redisAsyncSetConnectCallback(ac, ngx_fluxgate_redis_connected);
     (void) redisAsyncSetDisconnectCallback(ac,
@@ -382,6 +416,9 @@ ngx_fluxgate_redis_connect(ngx_fluxgate_redis_t *rds)
                                  "SCRIPT LOAD %b", script->body.data,
                                  script->body.len);
     }
+
+    /* and the first heartbeat: "up" waits for its answer */
+    ngx_fluxgate_redis_probe(rds);
 
     ngx_add_timer(&rds->timer, NGX_FLUXGATE_REDIS_CONNECT_TIMEOUT);
 }
@@ -399,7 +436,13 @@ ngx_fluxgate_redis_retry(ngx_fluxgate_redis_t *rds, const char *reason)
     rds->ac = NULL;
     rds->connected = 0;
     rds->stalled = 0;
+    rds->answered = 0;
+    rds->probing = 0;
     ngx_fluxgate_metrics_state();
+
+    if (rds->heartbeat.timer_set) {
+        ngx_del_timer(&rds->heartbeat);
+    }
 
     if (ngx_fluxgate_redis_exiting) {
         return;
@@ -538,6 +581,263 @@ ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r, void *data)
 }
 
 
+/* the heartbeat */
+
+static void
+ngx_fluxgate_redis_heartbeat(ngx_event_t *ev)
+{
+    ngx_fluxgate_redis_t  *rds = ev->data;
+
+    if (rds->ac == NULL) {
+        /* a new connection probes at once and arms the timer again */
+        return;
+    }
+
+    if (rds->probing) {
+        if (!rds->stalled) {
+            ngx_log_error(NGX_LOG_WARN, rds->log, 0,
+                          "fluxgate: redis %V: no answer to the heartbeat "
+                          "within %Mms", &rds->name,
+                          (ngx_msec_t) NGX_FLUXGATE_REDIS_HEARTBEAT);
+        }
+
+        /* the stall path: failing fast, then a new connection */
+        ngx_fluxgate_redis_timed_out(rds);
+
+    } else {
+        ngx_fluxgate_redis_probe(rds);
+    }
+
+    if (!ngx_fluxgate_redis_exiting && !ev->timer_set) {
+        ngx_add_timer(ev, NGX_FLUXGATE_REDIS_HEARTBEAT);
+    }
+}
+
+
+/*
+ * PING proves the server serves commands (it answers LOADING or BUSY when
+ * it does not), ROLE that it is a master: both on the connection every
+ * request uses, so a reply means the requests' replies can come too
+ */
+
+static void
+ngx_fluxgate_redis_probe(ngx_fluxgate_redis_t *rds)
+{
+    redisAsyncContext  *ac;
+
+    ac = rds->ac;
+
+    if (ac == NULL
+        || (ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING))
+        || redisAsyncCommand(ac, ngx_fluxgate_redis_pinged, rds, "PING")
+           != REDIS_OK
+        || redisAsyncCommand(ac, ngx_fluxgate_redis_role, rds, "ROLE")
+           != REDIS_OK)
+    {
+        return;
+    }
+
+    rds->probing = 1;
+    rds->pong = 0;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rds->log, 0,
+                   "fluxgate: redis %V: heartbeat sent", &rds->name);
+
+    if (!ngx_fluxgate_redis_exiting && !rds->heartbeat.timer_set) {
+        ngx_add_timer(&rds->heartbeat, NGX_FLUXGATE_REDIS_HEARTBEAT);
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_pinged(redisAsyncContext *ac, void *r, void *data)
+{
+    redisReply            *reply = r;
+    ngx_fluxgate_redis_t  *rds = data;
+
+    const char  *why;
+
+    if (reply == NULL || ac->data != rds || rds->ac != ac) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        why = ngx_fluxgate_redis_refusal(reply);
+        ngx_fluxgate_redis_refusing(rds, why ? why : "PING failed");
+        return;
+    }
+
+    rds->pong = 1;
+}
+
+
+/* ROLE: ["master", offset, [replicas]] or ["slave", ...]: the verdict */
+
+static void
+ngx_fluxgate_redis_role(redisAsyncContext *ac, void *r, void *data)
+{
+    redisReply            *reply = r;
+    ngx_fluxgate_redis_t  *rds = data;
+
+    redisReply  *role;
+
+    if (reply == NULL || rds->ac != ac) {
+        return;
+    }
+
+    rds->probing = 0;
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        ngx_fluxgate_redis_refusing(rds, "ROLE failed");
+        return;
+    }
+
+    role = reply->element[0];
+
+    if (role->len != sizeof("master") - 1
+        || ngx_strncmp(role->str, "master", role->len) != 0)
+    {
+        ngx_fluxgate_redis_refusing(rds, "not a master (ROLE)");
+        return;
+    }
+
+    /* PING's error, a moment ago on the same connection, stands */
+    if (!rds->pong) {
+        return;
+    }
+
+    ngx_fluxgate_redis_serving(rds);
+}
+
+
+/*
+ * The server answers but does not serve: down for health, and new
+ * requests fail fast, until a heartbeat finds it serving.  In a cluster a
+ * node that refuses may have lost its slots: the map is fetched again.
+ */
+
+static void
+ngx_fluxgate_redis_refusing(ngx_fluxgate_redis_t *rds, const char *why)
+{
+    if (rds->refused != why) {
+        ngx_log_error(NGX_LOG_WARN, rds->log, 0,
+                      "fluxgate: redis %V: refusing commands (%s): "
+                      "down until a heartbeat finds it serving",
+                      &rds->name, why);
+    }
+
+    rds->refused = why;
+    rds->answered = 0;
+    ngx_fluxgate_metrics_state();
+
+    if (rds->cluster != NULL && !rds->front) {
+        ngx_fluxgate_redis_cluster_lost(rds);
+    }
+}
+
+
+static void
+ngx_fluxgate_redis_serving(ngx_fluxgate_redis_t *rds)
+{
+    if (rds->answered && rds->refused == NULL) {
+        return;
+    }
+
+    if (rds->refused != NULL) {
+        ngx_log_error(NGX_LOG_NOTICE, rds->log, 0,
+                      "fluxgate: redis %V: serving again", &rds->name);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rds->log, 0,
+                   "fluxgate: redis %V: state up (heartbeat answered)",
+                   &rds->name);
+
+    rds->refused = NULL;
+    rds->answered = 1;
+    ngx_fluxgate_metrics_state();
+}
+
+
+/*
+ * An error reply that says the server refuses to serve (so a script sent
+ * with the command never ran): the static name of the refusal, else NULL
+ */
+
+const char *
+ngx_fluxgate_redis_refusal(redisReply *reply)
+{
+    ngx_uint_t   i;
+
+    static const char  *refusals[] = {
+        "LOADING", "READONLY", "MASTERDOWN", "BUSY", NULL
+    };
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return NULL;
+    }
+
+    for (i = 0; refusals[i]; i++) {
+        if (ngx_fluxgate_redis_error_is(reply, refusals[i])) {
+            return refusals[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* an error reply whose first word is this error code */
+
+ngx_uint_t
+ngx_fluxgate_redis_error_is(redisReply *reply, const char *code)
+{
+    size_t  len;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return 0;
+    }
+
+    len = ngx_strlen(code);
+
+    return reply->len >= len
+           && ngx_strncmp(reply->str, code, len) == 0
+           && (reply->len == len || reply->str[len] == ' ');
+}
+
+
+/*
+ * Errors that prove a command was refused before it ran (nothing it would
+ * write was written): the refusals above, and OOM (a script is refused
+ * before its first write), TRYAGAIN, CLUSTERDOWN, NOSCRIPT, and MOVED or
+ * ASK left over when the redirections ran out
+ */
+
+ngx_uint_t
+ngx_fluxgate_redis_not_run(redisReply *reply)
+{
+    ngx_uint_t   i;
+
+    static const char  *codes[] = {
+        "OOM", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "MOVED", "ASK", NULL
+    };
+
+    if (ngx_fluxgate_redis_refusal(reply) != NULL) {
+        return 1;
+    }
+
+    for (i = 0; codes[i]; i++) {
+        if (ngx_fluxgate_redis_error_is(reply, codes[i])) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* commands */
 
 /*
@@ -559,7 +859,7 @@ ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds)
         return ngx_fluxgate_redis_cluster_ready(rds);
     }
 
-    return rds->ac != NULL && !rds->stalled;
+    return rds->ac != NULL && !rds->stalled && rds->refused == NULL;
 }
 
 
@@ -576,7 +876,10 @@ ngx_fluxgate_redis_node(ngx_fluxgate_redis_t *rds, ngx_str_t *key)
 }
 
 
-/* for fluxgate_health and fluxgate_redis_up: connected and answering */
+/*
+ * For fluxgate_health and fluxgate_redis_up: connected, a heartbeat
+ * answered since, no deadline passed unanswered, and not refusing
+ */
 
 ngx_uint_t
 ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds)
@@ -585,7 +888,8 @@ ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds)
         return ngx_fluxgate_redis_cluster_up(rds);
     }
 
-    return rds->ac != NULL && rds->connected && !rds->stalled;
+    return rds->ac != NULL && rds->connected && rds->answered
+           && !rds->stalled && rds->refused == NULL;
 }
 
 
@@ -635,13 +939,14 @@ ngx_fluxgate_redis_eval(ngx_fluxgate_redis_t *rds,
     ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler, void *data)
 {
     return ngx_fluxgate_redis_eval_wait(rds, script, nkeys, nargs, args, 0, 0,
-                                        handler, data);
+                                        0, handler, data);
 }
 
 
 /*
  * EVALSHA; with wait > 0, a reply that reports a write (an array whose
- * first element is the integer 1: order.lua's reservation) is followed by
+ * first element is an integer among codes: order.lua's reservation,
+ * init.lua's generation set or replayed) is followed by
  * "WAIT wait wait_timeout" on the same connection and handed on only when
  * WAIT says that many replicas have it; fewer, and the handler gets an
  * error reply instead ("WAIT: 0 of 1 replicas ..."), which it treats like
@@ -653,7 +958,7 @@ ngx_int_t
 ngx_fluxgate_redis_eval_wait(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, ngx_uint_t nkeys, ngx_uint_t nargs,
     ngx_str_t *args, ngx_uint_t wait, ngx_msec_t wait_timeout,
-    ngx_fluxgate_redis_handler_pt handler, void *data)
+    ngx_uint_t codes, ngx_fluxgate_redis_handler_pt handler, void *data)
 {
     u_char       numkeys[NGX_INT_T_LEN];
     size_t       argvlen[NGX_FLUXGATE_REDIS_MAX_ARGS + 3];
@@ -690,7 +995,7 @@ ngx_fluxgate_redis_eval_wait(ngx_fluxgate_redis_t *rds,
     }
 
     return ngx_fluxgate_redis_send(rds, script, nargs + 3, argv, argvlen,
-                                   handler, data, wait, wait_timeout);
+                                   handler, data, wait, wait_timeout, codes);
 }
 
 
@@ -712,7 +1017,7 @@ ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds, ngx_uint_t nargs,
     }
 
     return ngx_fluxgate_redis_send(rds, NULL, nargs, argv, argvlen,
-                                   handler, data, 0, 0);
+                                   handler, data, 0, 0, 0);
 }
 
 
@@ -720,7 +1025,7 @@ static ngx_int_t
 ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
     ngx_fluxgate_script_t *script, int argc, const char **argv,
     const size_t *argvlen, ngx_fluxgate_redis_handler_pt handler, void *data,
-    ngx_uint_t wait, ngx_msec_t wait_timeout)
+    ngx_uint_t wait, ngx_msec_t wait_timeout, ngx_uint_t codes)
 {
     int                         i;
     u_char                     *p;
@@ -758,6 +1063,7 @@ ngx_fluxgate_redis_send(ngx_fluxgate_redis_t *rds,
     call->cmd = (char *) p;
     call->wait = wait;
     call->wait_timeout = wait_timeout;
+    call->wait_codes = codes;
     call->clustered = (rds->cluster != NULL);
 
     p = ngx_sprintf(p, "*%d\r\n", argc);
@@ -836,6 +1142,12 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
             ngx_fluxgate_metrics_state();
         }
         rds->backoff = 0;
+
+        /* an answer, but not service: the heartbeat says when it is back */
+        if (ngx_fluxgate_redis_refusal(reply) != NULL) {
+            ngx_fluxgate_redis_refusing(rds,
+                                        ngx_fluxgate_redis_refusal(reply));
+        }
     }
 
     script = call->script;
@@ -878,7 +1190,10 @@ ngx_fluxgate_redis_reply(redisAsyncContext *ac, void *r, void *data)
         && reply->type == REDIS_REPLY_ARRAY
         && reply->elements > 0
         && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && reply->element[0]->integer == 1)
+        && reply->element[0]->integer >= 0
+        && reply->element[0]->integer < (long long) NGX_PTR_SIZE * 8
+        && (call->wait_codes
+            & ngx_fluxgate_redis_wait_code(reply->element[0]->integer)))
     {
         /*
          * A write: WAIT on the same connection, now that the reply says

@@ -31,8 +31,10 @@ struct ngx_fluxgate_redis_s {
 
     redisAsyncContext             *ac;
     ngx_event_t                    timer;     /* connect or backoff */
+    ngx_event_t                    heartbeat; /* PING and ROLE, each second */
     ngx_msec_t                     backoff;
     ngx_log_t                     *log;
+    const char                    *refused;   /* why it refuses: LOADING.. */
 
     /* a front: the cluster it routes to; a node: the cluster it is in */
     ngx_fluxgate_redis_cluster_t  *cluster;
@@ -42,6 +44,11 @@ struct ngx_fluxgate_redis_s {
     unsigned                       connected:1;
     unsigned                       stalled:1;
     unsigned                       front:1;
+
+    /* a heartbeat answered since (re)connect: PONG, and ROLE "master" */
+    unsigned                       answered:1;
+    unsigned                       probing:1;     /* its replies are due */
+    unsigned                       pong:1;        /* this one's PING: PONG */
 };
 
 
@@ -63,6 +70,7 @@ typedef struct {
     ngx_uint_t                     refs;
     ngx_uint_t                     wait;      /* WAIT: replicas, 0: none */
     ngx_msec_t                     wait_timeout;
+    ngx_uint_t                     wait_codes;
     ngx_uint_t                     redirects;
 
     unsigned                       reloaded:1;
