@@ -45,6 +45,9 @@
 --                                  nothing written
 --   {11, wait_ms}                  the line is longer than a ticket lives;
 --                                  nothing written
+--   {12}                           this order was released before it ran
+--                                  (release.lua's tombstone): nothing
+--                                  written
 --
 -- A pending claim has no TTL and is listed in fg:{p}:pending (score: when
 -- it was reserved): done.lua or release.lua end it, and a claim whose
@@ -64,6 +67,14 @@ local ticket = (ARGV[13] or '') ~= '' and {
     expires = tonumber(ARGV[16]), interval = tonumber(ARGV[17]) }
 
 local idem = redis.call('HMGET', idem_key, 's', 'f', 'r', 'o')
+local tombstone = idem[1] == 'released'
+if tombstone then
+    if idem[4] == order_id then
+        return {12}
+    end
+    -- another order of this key was released: decide this one anew
+    idem = {}
+end
 if idem[1] then
     if idem[2] ~= fp then
         return {4}
@@ -141,6 +152,9 @@ end
 if per_user > 0 then
     local bought = tonumber(redis.call('HGET', buyers_key, user)) or 0
     if bought + qty > per_user then
+        if tombstone then
+            redis.call('DEL', idem_key)
+        end
         redis.call('HSET', idem_key, 's', 409, 'f', fp, 'r', 'limit_reached')
         redis.call('PEXPIRE', idem_key, ttl)
         return {7}
@@ -149,6 +163,9 @@ end
 
 local at = math.floor(now / 1000)
 
+if tombstone then
+    redis.call('DEL', idem_key)
+end
 redis.call('DECRBY', stock_key, qty)
 redis.call('HINCRBY', buyers_key, user, qty)
 redis.call('HSET', idem_key, 's', 'pending', 'f', fp, 'o', order_id,

@@ -3,7 +3,7 @@
 --
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:buyers   KEYS[3] fg:{p}:idem:<key>
 -- KEYS[4] fg:{p}:gen     KEYS[5] fg:{p}:pending
--- ARGV    orderId, idempotency key
+-- ARGV    orderId, idempotency key[, idempotency ttl (ms): the gate's]
 --
 -- Only while the key is still this order's pending claim: then order.lua
 -- took exactly what the claim records, and nothing else gave it back yet.
@@ -14,13 +14,24 @@
 -- the new generation would sell them twice.  The buyer's count goes back
 -- in any case.  Returns 1 (stock given back), 2 (released, its generation
 -- is over), 0 (not this order's pending claim: nothing done).
+--
+-- The gate also releases when it does not know whether order.lua ran (its
+-- connection was replaced with the script in flight).  If the key holds
+-- nothing yet, that order.lua may still be on its way, in a frozen
+-- server's socket: the key gets a tombstone naming the order (with the
+-- gate's ttl), and order.lua, finding it, reserves nothing.  Another order
+-- of the same key (a retry) is decided as if the tombstone were not there.
 
 local stock_key, buyers_key, idem_key, gen_key, pending_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local order_id, key = ARGV[1], ARGV[2]
+local order_id, key, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local c = redis.call('HMGET', idem_key, 's', 'o', 'g', 'u', 'q')
 if c[1] ~= 'pending' or c[2] ~= order_id then
+    if not c[1] and ttl then
+        redis.call('HSET', idem_key, 's', 'released', 'o', order_id)
+        redis.call('PEXPIRE', idem_key, ttl)
+    end
     return 0
 end
 

@@ -49,6 +49,7 @@ typedef struct {
 
     ngx_msec_t                  kafka_wait;
     ngx_shm_zone_t             *sold_out;
+    ngx_fluxgate_redis_t       *node;         /* the product's Redis */
 
     int64_t                     generation;
 
@@ -220,8 +221,30 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
         ngx_str_set(&args[7], "0");
     }
 
-    return ngx_fluxgate_redis_eval(flcf->redis, &ngx_fluxgate_script_init, 3,
-                                   8, args, ngx_fluxgate_admin_decided, op);
+    /* a cluster: the product's own node must be up too */
+
+    op->node = ngx_fluxgate_redis_node(flcf->redis, &args[0]);
+
+    if (!ngx_fluxgate_redis_ready(op->node)) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * fluxgate_redis_wait: a generation is published once replicas have
+     * it (set now, or replayed: a retry publishes it), or a failover could
+     * lose it after its event went out, and the next /init reuse its
+     * number for another stock
+     */
+
+    return ngx_fluxgate_redis_eval_wait(flcf->redis,
+                                        &ngx_fluxgate_script_init, 3, 8, args,
+                                        flcf->redis_wait,
+                                        flcf->redis_wait_timeout,
+                                        ngx_fluxgate_redis_wait_code(
+                                            NGX_FLUXGATE_INIT_SET)
+                                        | ngx_fluxgate_redis_wait_code(
+                                            NGX_FLUXGATE_INIT_REPLAY),
+                                        ngx_fluxgate_admin_decided, op);
 }
 
 
@@ -242,8 +265,9 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "fluxgate: stock of \"%s\" not set in redis: %s",
-                      op->req.product_id,
+                      "fluxgate: stock of \"%s\" not confirmed by redis "
+                      "(%s): its stock_set event is not published; retry "
+                      "the same request", op->req.product_id,
                       reply && reply->str ? reply->str : "connection lost");
 
         ngx_fluxgate_op_fail(&op->op, "redis failed");
@@ -450,6 +474,10 @@ ngx_fluxgate_admin_timeout(ngx_event_t *ev)
 
     if (op->op.answered) {
         return;
+    }
+
+    if (!op->producing) {
+        ngx_fluxgate_redis_timed_out(op->node);
     }
 
     ngx_fluxgate_op_fail(&op->op, op->producing ? "kafka timed out"

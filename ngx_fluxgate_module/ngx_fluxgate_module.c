@@ -388,6 +388,22 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->redis_wait_timeout,
                               prev->redis_wait_timeout, 0);
 
+    /*
+     * WAIT holds the reply: a WAIT timeout at or past the deadline turns
+     * every missing replica into a 503 of unknown outcome instead of a
+     * known "fewer replicas" (and the reservation released at once)
+     */
+
+    if (conf->redis_wait
+        && conf->redis_wait_timeout >= conf->redis_timeout)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fluxgate_redis_wait\" timeout %Mms must be "
+                           "shorter than \"fluxgate_redis_timeout\" %Mms",
+                           conf->redis_wait_timeout, conf->redis_timeout);
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->rate == NGX_CONF_UNSET_UINT) {
         conf->rate = (prev->rate == NGX_CONF_UNSET_UINT) ? 0 : prev->rate;
         conf->burst = (prev->burst == NGX_CONF_UNSET_UINT) ? 0 : prev->burst;

@@ -66,6 +66,7 @@
 #define NGX_FLUXGATE_ORDER_QUEUED         9
 #define NGX_FLUXGATE_ORDER_BAD_TICKET     10
 #define NGX_FLUXGATE_ORDER_QUEUE_FULL     11
+#define NGX_FLUXGATE_ORDER_CANCELED       12  /* released before it ran */
 
 /* release.lua's: units given back to the stock of their generation */
 #define NGX_FLUXGATE_RELEASE_GIVEN        1
@@ -504,6 +505,8 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     return ngx_fluxgate_redis_eval_wait(op->redis, &ngx_fluxgate_script_order,
                                         8, 25, args, flcf->redis_wait,
                                         flcf->redis_wait_timeout,
+                                        ngx_fluxgate_redis_wait_code(
+                                            NGX_FLUXGATE_ORDER_RESERVED),
                                         ngx_fluxgate_order_decided, op);
 }
 
@@ -522,6 +525,20 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
 
     if (reply != NULL) {
         ngx_fluxgate_order_timed(op, NGX_FLUXGATE_HISTOGRAM_REDIS);
+    }
+
+    if (ngx_fluxgate_redis_not_run(reply)) {
+        /* refused before it ran: nothing to release */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "fluxgate: order %*s for \"%s\": order.lua refused: "
+                      "%*s", (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
+                      op->req.product_id,
+                      (size_t) ngx_min(reply->len, 200), reply->str);
+
+        ngx_fluxgate_op_fail(&op->op, "redis unavailable");
+        ngx_fluxgate_order_free(op);
+        return;
     }
 
     if (reply == NULL
@@ -778,6 +795,10 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
 
     case NGX_FLUXGATE_ORDER_QUEUED:
         return ngx_fluxgate_order_queued(r, op, reply);
+
+    case NGX_FLUXGATE_ORDER_CANCELED:
+        /* a release ran first: this late order.lua reserved nothing */
+        return ngx_fluxgate_send_unavailable(r, "redis failed");
 
     case NGX_FLUXGATE_ORDER_BAD_TICKET:
         return ngx_fluxgate_order_bad_ticket(r, reply);
@@ -1037,7 +1058,7 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
 {
     u_char      ttl[NGX_INT64_LEN];
     ngx_int_t   rc;
-    ngx_str_t   args[7];
+    ngx_str_t   args[8];
     ngx_msec_t  now;
 
     if (op->op.timer.timer_set) {
@@ -1054,8 +1075,12 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
         args[5].len = NGX_FLUXGATE_UUID_LEN;
         args[6] = op->key;
 
+        /* the tombstone's life, should order.lua still be on its way */
+        args[7].data = ttl;
+        args[7].len = ngx_sprintf(ttl, "%M", op->ttl) - ttl;
+
         rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_release,
-                                     5, 7, args, ngx_fluxgate_order_finished,
+                                     5, 8, args, ngx_fluxgate_order_finished,
                                      op);
 
     } else {

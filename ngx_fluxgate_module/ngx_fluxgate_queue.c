@@ -761,7 +761,8 @@ ngx_fluxgate_queue_timeout(ngx_event_t *ev)
 
     /* the reply still comes (or the connection's end): it frees the poll */
 
-    ngx_fluxgate_redis_timed_out(poll->redis);
+    ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_node(poll->redis,
+                                                         &poll->stock_key));
     ngx_fluxgate_op_fail(&poll->op, "redis timed out");
 }
 

@@ -18,7 +18,9 @@
  * connection.  The map is fetched again when a node's connection is lost,
  * and when a command finds its slot's node unknown or down (at most every
  * NGX_FLUXGATE_CLUSTER_REFRESH ms), which is how a promoted replica is
- * found after a failover.
+ * found after a failover.  CLUSTER SLOTS has a deadline: a node that does
+ * not answer it in time is marked stalled and another node is asked (a
+ * late reply is ignored), so one hung node never stops the map's refresh.
  */
 
 
@@ -30,6 +32,7 @@
 #define NGX_FLUXGATE_CLUSTER_REFRESH     100    /* ms between two fetches */
 #define NGX_FLUXGATE_CLUSTER_REDIRECTS   5      /* per command */
 #define NGX_FLUXGATE_CLUSTER_INCOMPLETE  1000   /* ms: refetch a partial map */
+#define NGX_FLUXGATE_CLUSTER_DEADLINE    1000   /* ms: CLUSTER SLOTS's reply */
 
 
 struct ngx_fluxgate_redis_cluster_s {
@@ -45,6 +48,7 @@ struct ngx_fluxgate_redis_cluster_s {
     ngx_msec_t                     fetched;   /* when the last one left */
     ngx_uint_t                     next;      /* the node asked next */
     ngx_uint_t                     covered;   /* slots the map has */
+    ngx_uint_t                     asks;      /* CLUSTER SLOTS sent */
     ngx_fluxgate_redis_t          *asked;
 
     unsigned                       loaded:1;  /* a map came once */
@@ -58,6 +62,13 @@ static void ngx_fluxgate_redis_cluster_timer(ngx_event_t *ev);
 static void ngx_fluxgate_redis_cluster_map(redisReply *reply, void *data);
 static ngx_fluxgate_redis_t *ngx_fluxgate_redis_cluster_node(
     ngx_fluxgate_redis_cluster_t *cl, u_char *host, size_t len, int port);
+
+
+/* one CLUSTER SLOTS: its reply counts only while it is the last one sent */
+typedef struct {
+    ngx_fluxgate_redis_cluster_t  *cl;
+    ngx_uint_t                     ask;
+} ngx_fluxgate_redis_cluster_ask_t;
 
 
 /* configuration: `fluxgate_redis cluster host:port [host:port ...]` */
@@ -248,7 +259,7 @@ ngx_fluxgate_redis_cluster_route(ngx_fluxgate_redis_t *front, u_char *key,
 
     node = cl->slots[fg_key_slot(key, len)];
 
-    if (node == NULL || node->ac == NULL) {
+    if (node == NULL || node->ac == NULL || node->refused || node->stalled) {
         /* not known yet, or down: perhaps failed over since */
         ngx_fluxgate_redis_cluster_fetch(cl);
     }
@@ -403,10 +414,11 @@ ngx_fluxgate_redis_cluster_up(ngx_fluxgate_redis_t *front)
 static void
 ngx_fluxgate_redis_cluster_fetch(ngx_fluxgate_redis_cluster_t *cl)
 {
-    ngx_str_t               args[2];
-    ngx_msec_t              since;
-    ngx_uint_t              i, n;
-    ngx_fluxgate_redis_t  **node, *asked;
+    ngx_str_t                          args[2];
+    ngx_msec_t                         since;
+    ngx_uint_t                         i, n;
+    ngx_fluxgate_redis_t             **node, *asked;
+    ngx_fluxgate_redis_cluster_ask_t  *ask;
 
     if (cl->fetching || cl->exiting || ngx_fluxgate_exiting) {
         return;
@@ -444,11 +456,22 @@ ngx_fluxgate_redis_cluster_fetch(ngx_fluxgate_redis_cluster_t *cl)
     ngx_str_set(&args[0], "CLUSTER");
     ngx_str_set(&args[1], "SLOTS");
 
-    if (asked == NULL
+    ask = (asked != NULL) ? ngx_alloc(sizeof(*ask), cl->log) : NULL;
+
+    if (ask != NULL) {
+        ask->cl = cl;
+        ask->ask = ++cl->asks;
+    }
+
+    if (ask == NULL
         || ngx_fluxgate_redis_command(asked, 2, args,
-                                      ngx_fluxgate_redis_cluster_map, cl)
+                                      ngx_fluxgate_redis_cluster_map, ask)
            != NGX_OK)
     {
+        if (ask != NULL) {
+            ngx_free(ask);
+        }
+
         /* nothing reachable now: again soon */
         if (!cl->timer.timer_set) {
             ngx_add_timer(&cl->timer, NGX_FLUXGATE_CLUSTER_REFRESH);
@@ -459,6 +482,17 @@ ngx_fluxgate_redis_cluster_fetch(ngx_fluxgate_redis_cluster_t *cl)
 
     cl->fetching = 1;
     cl->asked = asked;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cl->log, 0,
+                   "fluxgate: redis cluster: CLUSTER SLOTS to %V",
+                   &asked->name);
+
+    /* the timer is now the reply's deadline */
+    if (cl->timer.timer_set) {
+        ngx_del_timer(&cl->timer);
+    }
+
+    ngx_add_timer(&cl->timer, NGX_FLUXGATE_CLUSTER_DEADLINE);
 }
 
 
@@ -466,6 +500,19 @@ static void
 ngx_fluxgate_redis_cluster_timer(ngx_event_t *ev)
 {
     ngx_fluxgate_redis_cluster_t  *cl = ev->data;
+
+    if (cl->fetching) {
+        /* the deadline: whatever that node answers later is ignored */
+
+        ngx_log_error(NGX_LOG_WARN, cl->log, 0,
+                      "fluxgate: redis cluster: no reply to CLUSTER SLOTS "
+                      "from %V within %dms, asking another node",
+                      &cl->asked->name, NGX_FLUXGATE_CLUSTER_DEADLINE);
+
+        cl->fetching = 0;
+        cl->asks++;
+        ngx_fluxgate_redis_timed_out(cl->asked);
+    }
 
     cl->fetched = ngx_current_msec - NGX_FLUXGATE_CLUSTER_REFRESH;
     ngx_fluxgate_redis_cluster_fetch(cl);
@@ -480,16 +527,30 @@ ngx_fluxgate_redis_cluster_timer(ngx_event_t *ev)
 static void
 ngx_fluxgate_redis_cluster_map(redisReply *reply, void *data)
 {
-    ngx_fluxgate_redis_cluster_t  *cl = data;
+    ngx_fluxgate_redis_cluster_ask_t  *ask = data;
 
-    u_char                 *host;
-    size_t                  len;
-    ngx_uint_t              i, n, covered;
-    long long               start, end, s;
-    redisReply             *range, *master;
-    ngx_fluxgate_redis_t  **node, *owner;
+    u_char                         *host;
+    size_t                          len;
+    ngx_uint_t                      i, n, covered, last;
+    long long                       start, end, s;
+    redisReply                     *range, *master;
+    ngx_fluxgate_redis_t          **node, *owner;
+    ngx_fluxgate_redis_cluster_t   *cl;
+
+    cl = ask->cl;
+    last = (ask->ask == cl->asks);
+    ngx_free(ask);
+
+    if (!last || !cl->fetching) {
+        /* its deadline passed: another node was asked since */
+        return;
+    }
 
     cl->fetching = 0;
+
+    if (cl->timer.timer_set) {
+        ngx_del_timer(&cl->timer);
+    }
 
     if (cl->exiting || cl->slots == NULL) {
         return;

@@ -124,3 +124,13 @@ a cluster node is host:port, not "unix:/tmp/redis.sock"
 --- must_die
 --- error_log
 "fluxgate_redis_wait" directive wants a positive timeout
+
+
+
+=== TEST 10: fluxgate_redis_wait: a timeout at or past fluxgate_redis_timeout
+--- http_config
+    fluxgate_redis_timeout 200ms;
+    fluxgate_redis_wait 1 200ms;
+--- must_die
+--- error_log
+"fluxgate_redis_wait" timeout 200ms must be shorter than "fluxgate_redis_timeout" 200ms

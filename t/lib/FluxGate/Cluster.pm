@@ -86,7 +86,11 @@ sub cluster_start {
 # whatever a test leaves running when it dies is killed with it
 END { cluster_stop($_) for grep { $_->{dir} && -d $_->{dir} } @Started }
 
-sub cluster_alive { my ($c) = @_; grep { kill 0, $c->{pids}{$_} } @{ $c->{ports} } }
+# the nodes that answer: alive, and not frozen by a test ($c->{frozen}{$port})
+sub cluster_alive {
+    my ($c) = @_;
+    grep { !$c->{frozen}{$_} && kill 0, $c->{pids}{$_} } @{ $c->{ports} };
+}
 
 # every live node says cluster_state:ok and agrees on the masters
 sub cluster_wait_ok {

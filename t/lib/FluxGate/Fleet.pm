@@ -29,7 +29,7 @@ my $Nginx  = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $Seq    = 0;
 
 # gate_start(workers => 4, extra => "fluxgate_... ;", main => "env ...;",
-#            topic => 'another', redis => 'host:port',
+#            topic => 'another', redis => 'host:port', log_level => 'debug',
 #            server => "location ... { ... }") -> {dir, port}
 # server: more of the server block (the waiting room, the shop's pages)
 sub gate_start {
@@ -45,13 +45,14 @@ sub gate_start {
     my $redis = $o{redis} // "127.0.0.1:$ENV{REDIS_PORT}";
     my $main = $o{main} // '';
     my $server = $o{server} // '';
+    my $level = $o{log_level} // 'info';
     open my $fh, '>', "$dir/nginx.conf" or die $!;
     print $fh <<"EOF";
 load_module $Module;
 worker_processes $workers;
 $user
 pid $dir/nginx.pid;
-error_log $dir/logs/error.log info;
+error_log $dir/logs/error.log $level;
 $main
 worker_rlimit_nofile 20000;
 events { worker_connections 8192; }

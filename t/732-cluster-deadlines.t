@@ -1,0 +1,103 @@
+# Deadlines on a Redis Cluster, so one hung node never holds the gate:
+#   - a master frozen (SIGSTOP): the first /init of one of its products
+#     times out, and that deadline marks the node stalled at once: the
+#     next /init fails fast, never sent to it (the product's own node is
+#     checked, not only the cluster's map);
+#   - CLUSTER SLOTS has a deadline: with a replica node frozen (the gate
+#     asks nodes for the map in turn, and would wait for that one forever),
+#     a master killed is still replaced in the map by its promoted replica,
+#     and its products sell again.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Time::HiRes qw(time sleep);
+use FluxGate::Test;
+use FluxGate::Fleet;
+use FluxGate::Cluster;
+
+my $c = cluster_start(masters => 3, node_timeout => 2000);
+my $g = gate_start(workers => 1, redis => cluster_directive($c), log_level => ($ENV{T732_DEBUG} ? "debug" : "info"),
+                   extra => "fluxgate_redis_timeout 300ms;");
+my @frozen;
+END { kill 'CONT', @frozen if @frozen }
+
+# two products on two different masters
+my ($prefix, @m);
+for my $try (1 .. 100) {
+    $prefix = uniq('c732');
+    @m = map { cluster_master_of($c, "fg:{$prefix-$_}:stock") } 0 .. 1;
+    last if $m[0] ne $m[1];
+}
+isnt($m[0], $m[1], 'two products on two masters');
+my @products = map { "$prefix-$_" } 0 .. 1;
+is(init_stock($g, $_, 1000)->{status}, 200, "/init $_") for @products;
+my %pid = %{ $c->{pids} };
+
+sub order {
+    my ($p) = @_;
+    return http_post(gate_url($g) . '/order',
+                     json_encode({ productId => $p, userId => uniq('u') }),
+                     { 'X-Idempotency-Key' => uniq('k') });
+}
+
+# 1. a timed-out /init marks its node stalled
+{
+    my ($port) = $m[0] =~ /:(\d+)$/;
+    kill 'STOP', $pid{$port};
+    push @frozen, $pid{$port};
+    $c->{frozen}{$port} = 1;
+    my $first = init_stock($g, $products[0], 500);
+    my $second = init_stock($g, $products[0], 500);
+    is($first->{status}, 503, 'frozen master: the first /init gets 503');
+    like($first->{content}, qr/redis timed out/, '... when its deadline passed');
+    is($second->{status}, 503, 'the next /init: 503');
+    like($second->{content}, qr/redis unavailable/,
+         '... at once: the deadline marked the node stalled, nothing was sent');
+    is(init_stock($g, $products[1], 1000, key => uniq('i'))->{status}, 200,
+       'a product on another master is set meanwhile');
+    kill 'CONT', $pid{$port};
+    @frozen = ();
+    delete $c->{frozen}{$port};
+    ok(wait_until(15, sub { order($products[0])->{status} == 200 }),
+       'thawed: its orders sell again');
+}
+
+# 2. a frozen replica does not stop the map's refresh
+{
+    my ($victim) = $m[0] =~ /:(\d+)$/;
+    my ($other) = $m[1] =~ /:(\d+)$/;
+    my %masters = map { $_->{port} => $_ } @{ cluster_masters($c) };
+    my $nodes = cluster_nodes($c);
+    my ($replica) = map { $_->{port} } grep {
+        $_->{flags} =~ /slave/ && $_->{master} eq $masters{$other}{id}
+    } @$nodes;
+    ok($replica, "a replica of $m[1] to freeze: $replica");
+    kill 'STOP', $pid{$replica};
+    push @frozen, $pid{$replica};
+    $c->{frozen}{$replica} = 1;
+
+    my $t0 = time;
+    cluster_kill($c, $victim);
+    my $new;
+    ok(wait_until(30, sub {
+        $new = cluster_master_of($c, "fg:{$products[0]}:stock");
+        $new && $new ne $m[0];
+    }), "the killed master's replica is promoted ($new)");
+    # orders on its products keep asking, and so the map is fetched again
+    # and again, from each node in turn, the frozen one among them
+    my $res;
+    ok(wait_until(40, sub { $res = order($products[0]); $res->{status} == 200 }),
+       'its products sell again with a node frozen: the map was refreshed')
+        or diag("the last answer: $res->{status} $res->{content}");
+    diag(sprintf 'first 200 on the promoted master %.1f s after kill -9', time - $t0);
+    like(gate_log($g), qr/no reply to CLUSTER SLOTS from 127\.0\.0\.1:$replica within 1000ms/,
+         'the frozen node missed its deadline and another was asked');
+    kill 'CONT', $pid{$replica};
+    @frozen = ();
+    delete $c->{frozen}{$replica};
+}
+
+unlike(gate_log($g), qr/\[(alert|crit|emerg)\]/, 'no alert in the log');
+gate_stop($g);
+done_testing();
