@@ -34,7 +34,7 @@ FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
 
 MODULE_SRCS := $(wildcard ngx_fluxgate_module/*.c ngx_fluxgate_module/*.h) \
                $(wildcard include/*.h) \
-               $(wildcard lua/*.lua) config
+               $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh config
 
 # make test runs the suite against the module and the worker built with
 # AddressSanitizer and UndefinedBehaviorSanitizer in build/san.  Debian's
@@ -92,7 +92,8 @@ worker-tests: setup
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the
 # packaged binary.  We configure a private copy so nothing under /usr changes.
-$(NGX_BUILD)/Makefile: config $(wildcard lua/*.lua) | $(NGX_SRC)/configure
+$(NGX_BUILD)/Makefile: config $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh \
+        | $(NGX_SRC)/configure
 	@rm -rf $(NGX_BUILD)
 	@mkdir -p $(BUILD)
 	@cp -a $(NGX_SRC) $(NGX_BUILD)

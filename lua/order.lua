@@ -1,60 +1,88 @@
 -- Flux-Gate: one order, decided atomically in one round trip.
 --
--- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:rate   KEYS[3] fg:{p}:buyers
+-- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:q (the line)   KEYS[3] fg:{p}:buyers
 -- KEYS[4] fg:{p}:idem:<key>   KEYS[5] fg:{p}:gen   KEYS[6] fg:{p}:pending
--- KEYS[7] fg:{p}:q:seq   KEYS[8] fg:{p}:q:used:<ticket seq, 0: none>
+-- KEYS[7] fg:{p}:q: (the prefix of the line's keys of each epoch: buyers'
+--         places, clients' counts, spent turns, booking times)
 -- ARGV    userId, quantity, fingerprint, orderId, idempotency ttl (ms),
 --         rate (orders/s, 0 = off), burst, per-user limit (0 = off),
---         idempotency key,
---         queue ('1': over the rate books a place in line, else 302 as
---         before), admission window (us), ticket lifetime (us),
---         the ticket sent (its seq, '' = none; admitted from, window end,
---         expiry, interval: us, Redis TIME; checked by nginx's HMAC)
+--         idempotency key, queue ('1': over the rate books a place in
+--         line, else 302 as before), admission window (us), ticket
+--         lifetime (us), buyer, client key ('' = no cap), places per
+--         client (0 = off), proof ('0' none needed, '1' needed and
+--         missing, '2' a valid one), a seed (hex) should this call open
+--         the sale, the ticket sent (epoch, kind, seq, expiry in s; ''
+--         = none; checked by nginx's HMAC)
 --
 -- In this order: idempotency (a known key replays, or is in flight, or
 -- was used with another body), the product (never set by /init: nothing
--- is written), stock (sold out: nothing is written, so a flood of fresh
--- keys on a sold-out product costs Redis no memory and a retry after a
--- restock is decided again), rate (GCRA on Redis TIME) or the ticket that
--- stands for it, per-user limit, then the reservation.
+-- is written), a closed line, stock (sold out: nothing is written, so a
+-- flood of fresh keys on a sold-out product costs Redis no memory and a
+-- retry after a restock is decided again), the line (the ticket's turn,
+-- the buyer's own place, or the rate), per-user limit, the reservation.
 --
--- The waiting room is the GCRA itself.  An order over the rate is not
--- refused but booked: it gets the time the GCRA would next let an order
--- through (A), and the GCRA's clock moves one interval on, exactly as if
--- the order had passed.  So tickets are admitted in the order they were
--- issued, one interval apart, never faster than the threshold; a new
--- arrival passes only when every booked time is behind it (nobody
--- overtakes the line by retrying); and a ticket that is not used in
--- [A, A + window] just loses its turn: the line never waits for it.
+-- The line.  Every admission is a turn: turns are numbered in the order
+-- they were handed out (n so far), and the head H counts the turns
+-- admitted by now: it grows at the product's rate, from h at time t, up
+-- to n + burst (capacity saved up, as the GCRA's burst), and stands still
+-- while paused or closed.  A turn k is admitted once k < floor(H), and is
+-- usable until W more turns were admitted (W: the admission window at the
+-- rate).  An arrival passes at once when a turn is free (H >= n + 1: the
+-- line is empty), taking it; otherwise, over the rate, it gets a place:
+-- the next turn, a ticket naming it, and 302.  So the line is FIFO at the
+-- rate, a retry never overtakes it, and an unused turn is a no-show.
+-- Before the sale opens (fg:{p}:q o, set by /init opensAt) arrivals get a
+-- place in the pre-queue (seq k in arrival order); the first script run
+-- at or after the opening freezes their number P, stores a seed, and
+-- from then on place k's turn is shuffle(seed, k, P), a keyed permutation
+-- (include/fluxgate_shuffle.h is the same in C): nothing per buyer is
+-- rewritten, and arriving early gains nothing.  Later arrivals queue
+-- behind, FIFO (turn = seq >= P).
+--
+-- One place per buyer: a buyer holding a live place (not expired, not
+-- spent, its window not passed) is answered from it, whatever key or body
+-- they send: 302 with the same ticket, or, once admitted, the order goes
+-- on.  A turn is spent by the first order it admits, whatever the answer
+-- (release.lua gives it back with the reservation after a 503).
+--
 -- Replies:
 --   {1, orderId, generation, generationStock}
 --                                  reserved; the key is a pending claim
 --   {2, status, outcome, orderId}  replay of a finished first request
 --   {3}                            first request still in flight
 --   {4}                            key used with another body
---   {5, retry_after_ms}            over the rate; nothing claimed
+--   {5, retry_after_ms}            over the rate (queue off); nothing
+--                                  claimed
 --   {6, stock}                     sold out; the stock left, less than
 --                                  quantity; nothing stored
 --   {7}                            per-user limit reached (stored)
 --   {8}                            unknown product; nothing stored
---   {9, seq, admit, until, expires, interval, position, wait_ms}
---                                  queued: a ticket booked (or the one
---                                  sent, not admitted yet: nothing written)
+--   {9, epoch, kind, seq, expires_s, position, wait_ms, opens_at_s}
+--                                  a place: booked now or held already
+--                                  (kind 'q': in line, position >= 1;
+--                                  'p': the pre-queue, position -1)
 --   {10, reason}                   the ticket sent is expired, its window
---                                  passed, or spent by another key;
---                                  nothing written
+--                                  passed, or spent; nothing written
 --   {11, wait_ms}                  the line is longer than a ticket lives;
 --                                  nothing written
 --   {12}                           this order was released before it ran
 --                                  (release.lua's tombstone): nothing
 --                                  written
+--   {13}                           a place is due but no proof of work
+--                                  came with the request: nothing written
+--   {14}                           the client holds its share of places:
+--                                  nothing written
+--   {15}                           the sale is closed: nothing written
 --
 -- A pending claim has no TTL and is listed in fg:{p}:pending (score: when
 -- it was reserved): done.lua or release.lua end it, and a claim whose
 -- Kafka outcome is unknown is settled by fluxgate-reconcile, never left
 -- to expire into a second sale.
 
-local stock_key, rate_key, buyers_key, idem_key, gen_key, pending_key =
+-- #include line.lua
+-- #include shuffle.lua
+
+local stock_key, line_key, buyers_key, idem_key, gen_key, pending_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user, qty, fp, order_id = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local ttl, rate, burst, per_user =
@@ -62,9 +90,12 @@ local ttl, rate, burst, per_user =
 local key = ARGV[9]
 local queue, window, ticket_ttl =
     ARGV[10] == '1', tonumber(ARGV[11]), tonumber(ARGV[12])
-local ticket = (ARGV[13] or '') ~= '' and {
-    seq = ARGV[13], admit = tonumber(ARGV[14]), till = tonumber(ARGV[15]),
-    expires = tonumber(ARGV[16]), interval = tonumber(ARGV[17]) }
+local buyer, client, per_client, proof =
+    ARGV[13], ARGV[14], tonumber(ARGV[15]), ARGV[16]
+local seed = ARGV[17]
+local ticket = (ARGV[18] or '') ~= '' and {
+    e = tonumber(ARGV[18]), kind = ARGV[19], seq = tonumber(ARGV[20]),
+    expires = tonumber(ARGV[21]) }
 
 local idem = redis.call('HMGET', idem_key, 's', 'f', 'r', 'o')
 local tombstone = idem[1] == 'released'
@@ -90,64 +121,244 @@ if not gen[1] then
     return {8}
 end
 
+local line = line_load(line_key)
+
+if line.st == 'closed' then
+    return {15}
+end
+
 local stock = tonumber(redis.call('GET', stock_key)) or 0
 if stock < qty then
     return {6, stock}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now, now_s = line_clock()
 
-local function queued(seq, admit, till, expires, interval)
-    -- the booked times ahead of admit are one interval apart
-    return {9, seq, admit, till, expires, interval,
-            math.ceil((admit - now) / interval), math.ceil((admit - now) / 1000)}
+rate = line_rate(line, rate)
+line_open(line, line_key, now, seed)
+
+local scheduled = line_scheduled(line)
+local dirty = {}          -- line fields to write back
+
+local function head()
+    return line_head(line, now, rate, burst)
+end
+
+local H = head()
+local admitted = math.floor(H)
+
+local W = line_window(window, rate)
+
+local prefix = KEYS[7] .. line.e
+local spent_key = prefix .. ':spent'
+local ttl_s = math.floor(ticket_ttl / 1000000)
+local bucket = math.floor(now_s / ttl_s)
+
+local function turn_of(kind, seq)
+    if kind == 'p' then
+        return shuffle(line.s, seq, line.P)
+    end
+    return seq
+end
+
+-- the place of a buyer, or nil: {kind, seq, expires}
+local function place_of(b)
+    local v
+    if line.o then
+        v = redis.call('HGET', prefix .. ':pb', b)
+        if v then
+            local seq, exp = string.match(v, '^(%d+):(%d+)$')
+            return {kind = 'p', seq = tonumber(seq), expires = tonumber(exp)}
+        end
+    end
+    for back = 0, 1 do
+        v = redis.call('HGET', prefix .. ':b:' .. (bucket - back), b)
+        if v then
+            local seq, exp = string.match(v, '^(%d+):(%d+)$')
+            return {kind = 'q', seq = tonumber(seq), expires = tonumber(exp)}
+        end
+    end
+    return nil
+end
+
+-- 302 with a place: where it stands
+local function answer(kind, seq, expires)
+    local opens = line.o and math.floor(line.o / 1000000) or 0
+    if kind == 'p' and scheduled then
+        return {9, line.e, 'p', seq, expires, -1,
+                math.ceil((line.o - now) / 1000), opens}
+    end
+    local turn = turn_of(kind, seq)
+    local wait = 0
+    if line.st == 'paused' or rate == 0 then
+        wait = -1
+    else
+        wait = math.ceil((turn + 1 - H) / rate * 1000)
+    end
+    return {9, line.e, kind, seq, expires, turn - admitted + 1, wait, opens}
+end
+
+-- is a place (the ticket's or the buyer's own) usable now?  nil: yes;
+-- else its reason ('expired', 'window', 'spent') or the 302 to answer
+local function check(kind, seq, expires)
+    if now_s >= expires then
+        return 'expired'
+    end
+    if kind == 'p' and scheduled then
+        return answer(kind, seq, expires)
+    end
+    local turn = turn_of(kind, seq)
+    if turn >= admitted then
+        return answer(kind, seq, expires)
+    end
+    if admitted - turn > W then
+        return 'window'
+    end
+    if redis.call('GETBIT', spent_key, turn) == 1 then
+        return 'spent'
+    end
+    return nil
+end
+
+local spend       -- the turn this order spends
+local placed      -- ... and it was a place in line (a ticket's)
+
+local function write_line()
+    local args = {}
+    for f, v in pairs(dirty) do
+        args[#args + 1] = f
+        args[#args + 1] = type(v) == 'number' and line_num(v) or v
+    end
+    if #args > 0 then
+        redis.call('HSET', line_key, unpack(args))
+    end
+end
+
+-- a new turn at the end of the line: H stays where it is (rebased), the
+-- count of turns grows
+local function take_turn()
+    local turn = line.n
+    line.h, line.t, line.n = H, now, line.n + 1
+    dirty.h, dirty.t, dirty.n = H, now, line.n
+    return turn
+end
+
+-- the per-client cap: places booked in this and the last ticket lifetime
+local function client_full()
+    if per_client == 0 or client == '' then
+        return false
+    end
+    local held = 0
+    for back = 0, 1 do
+        held = held + (tonumber(redis.call('HGET', prefix .. ':c:'
+                                           .. (bucket - back), client)) or 0)
+    end
+    return held >= per_client
+end
+
+local function book(kind, seq, expires)
+    local v = seq .. ':' .. expires
+    if kind == 'p' then
+        redis.call('HSET', prefix .. ':pb', buyer, v)
+        redis.call('PEXPIREAT', prefix .. ':pb',
+                   math.floor(line.o / 1000) + math.floor(ticket_ttl / 1000))
+    else
+        local b = prefix .. ':b:' .. bucket
+        redis.call('HSET', b, buyer, v)
+        redis.call('EXPIREAT', b, (bucket + 2) * ttl_s)
+    end
+    if per_client > 0 and client ~= '' then
+        local c = prefix .. ':c:' .. bucket
+        redis.call('HINCRBY', c, client, 1)
+        redis.call('EXPIREAT', c, (bucket + 2) * ttl_s)
+    end
+    -- a booking time now and then: the oldest wait, for the statistics
+    if now - line.mt >= 1000000 then
+        redis.call('ZADD', prefix .. ':marks', seq,
+                   string.format('%d:%d', seq, now))
+        redis.call('PEXPIRE', prefix .. ':marks', 2 * ticket_ttl / 1000)
+        dirty.mt = now
+    end
 end
 
 if ticket then
-    if now >= ticket.expires then
+    if ticket.e ~= line.e then
         return {10, 'expired'}
     end
-    if now < ticket.admit then
-        return queued(tonumber(ticket.seq), ticket.admit, ticket.till,
-                      ticket.expires, ticket.interval)
+    local why = check(ticket.kind, ticket.seq, ticket.expires)
+    if type(why) == 'table' then
+        return why
     end
-    if now > ticket.till then
-        return {10, 'window'}
+    if why then
+        return {10, why}
     end
-    local used = redis.call('GET', KEYS[8])
-    -- the same key may come back: its first try was released (503)
-    if used and used ~= key then
-        return {10, 'spent'}
+    spend = turn_of(ticket.kind, ticket.seq)
+    placed = true
+
+else
+    local place = queue and place_of(buyer)
+    local why = place and check(place.kind, place.seq, place.expires)
+
+    if type(why) == 'table' then
+        -- not admitted yet: the same place again
+        write_line()
+        return why
     end
 
-elseif rate > 0 then
-    -- GCRA: tat is when the bucket is empty again, in microseconds
-    local interval = 1000000 / rate
-    local tat = tonumber(redis.call('GET', rate_key)) or now
-    if tat < now then
-        tat = now
-    end
-    local allow_at = tat - burst * interval
-    if now < allow_at then
+    if place and not why then
+        spend = turn_of(place.kind, place.seq)
+        placed = true
+
+    elseif scheduled then
         if not queue then
-            return {5, math.ceil((allow_at - now) / 1000)}
+            return {5, math.ceil((line.o - now) / 1000)}
         end
-        local admit = math.ceil(allow_at)
-        if admit + window > now + ticket_ttl then
-            return {11, math.ceil((admit + window - now - ticket_ttl) / 1000)}
+        if client_full() then
+            return {14}
         end
-        local seq = redis.call('INCR', KEYS[7])
-        tat = tat + interval
-        redis.call('SET', rate_key, string.format('%.0f', tat),
-                   'PX', math.ceil((tat - now) / 1000) + 1000)
-        return queued(seq, admit, admit + window, now + ticket_ttl,
-                      math.max(1, math.floor(interval)))
+        if proof == '1' then
+            return {13}
+        end
+        local k = line.n
+        line.n = line.n + 1
+        dirty.n = line.n
+        local expires = math.floor(line.o / 1000000) + ttl_s
+        book('p', k, expires)
+        write_line()
+        return answer('p', k, expires)
+
+    elseif line.st ~= 'paused' and H >= line.n + 1 then
+        -- a free turn: taken at once
+        spend = take_turn()
+
+    else
+        local wait = rate > 0 and (line.n + 1 - H) / rate * 1000000 or 0
+        if not queue then
+            return {5, math.ceil(wait / 1000)}
+        end
+        if client_full() then
+            return {14}
+        end
+        if proof == '1' then
+            return {13}
+        end
+        if line.st ~= 'paused' and wait + window > ticket_ttl then
+            return {11, math.ceil((wait + window - ticket_ttl) / 1000)}
+        end
+        local k = take_turn()
+        local expires = now_s + ttl_s
+        book('q', k, expires)
+        write_line()
+        return answer('q', k, expires)
     end
-    tat = tat + interval
-    redis.call('SET', rate_key, string.format('%.0f', tat),
-               'PX', math.ceil((tat - now) / 1000) + 1000)
 end
+
+-- admitted: the turn is spent, whatever this order's answer
+if spend then
+    redis.call('SETBIT', spent_key, spend, 1)
+    redis.call('PEXPIRE', spent_key, 2 * ticket_ttl / 1000)
+end
+write_line()
 
 if per_user > 0 then
     local bought = tonumber(redis.call('HGET', buyers_key, user)) or 0
@@ -170,12 +381,10 @@ redis.call('DECRBY', stock_key, qty)
 redis.call('HINCRBY', buyers_key, user, qty)
 redis.call('HSET', idem_key, 's', 'pending', 'f', fp, 'o', order_id,
            'g', gen[1], 'u', user, 'q', qty, 't', at)
-redis.call('ZADD', pending_key, at, key)
-
-if ticket then
-    -- spent; after its window the ticket is refused anyway
-    redis.call('SET', KEYS[8], key,
-               'PX', math.ceil((ticket.till - now) / 1000) + 1000)
+if placed then
+    -- release.lua gives a place's turn back with the reservation
+    redis.call('HSET', idem_key, 'k', spend, 'e', line.e)
 end
+redis.call('ZADD', pending_key, at, key)
 
 return {1, order_id, tonumber(gen[1]), tonumber(gen[2])}

@@ -3,6 +3,7 @@
 --
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:buyers   KEYS[3] fg:{p}:idem:<key>
 -- KEYS[4] fg:{p}:gen     KEYS[5] fg:{p}:pending
+-- [KEYS[6] fg:{p}:q: (the gate's: the turn the order spent is given back)]
 -- ARGV    orderId, idempotency key[, idempotency ttl (ms): the gate's]
 --
 -- Only while the key is still this order's pending claim: then order.lua
@@ -26,7 +27,7 @@ local stock_key, buyers_key, idem_key, gen_key, pending_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local order_id, key, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
-local c = redis.call('HMGET', idem_key, 's', 'o', 'g', 'u', 'q')
+local c = redis.call('HMGET', idem_key, 's', 'o', 'g', 'u', 'q', 'k', 'e')
 if c[1] ~= 'pending' or c[2] ~= order_id then
     if not c[1] and ttl then
         redis.call('HSET', idem_key, 's', 'released', 'o', order_id)
@@ -45,6 +46,12 @@ end
 
 if redis.call('HINCRBY', buyers_key, c[4], -qty) <= 0 then
     redis.call('HDEL', buyers_key, c[4])
+end
+
+-- a turn of the waiting room: usable again, by its own ticket (the order
+-- got 503, it never happened)
+if c[6] and KEYS[6] then
+    redis.call('SETBIT', KEYS[6] .. c[7] .. ':spent', c[6], 0)
 end
 
 redis.call('DEL', idem_key)

@@ -57,11 +57,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char                 *s;
     ngx_fluxgate_order_req_t    order;
     ngx_fluxgate_stock_req_t    stock;
+    ngx_fluxgate_control_req_t  control;
     ngx_fluxgate_parse_error_t  err;
 
     s = (const char *) data;
 
-    rc = ngx_fluxgate_parse_order(s, size, 10, &order, &err);
+    rc = ngx_fluxgate_parse_order(s, size, 10, 0, &order, &err);
     check_error(rc, &err);
 
     if (rc == 0) {
@@ -73,13 +74,48 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
+    /* with a verified user, userId may be missing: never half there */
+    rc = ngx_fluxgate_parse_order(s, size, 10, 1, &order, &err);
+    check_error(rc, &err);
+
+    if (rc == 0) {
+        check_id(order.product_id, order.product_id_len);
+
+        if (order.user_id_len) {
+            check_id(order.user_id, order.user_id_len);
+
+        } else if (order.user_id[0] != '\0') {
+            abort();
+        }
+    }
+
+    rc = ngx_fluxgate_parse_control(s, size, &control, &err);
+    check_error(rc, &err);
+
+    if (rc == 0) {
+        check_id(control.product_id, control.product_id_len);
+
+        if ((unsigned) control.action > NGX_FLUXGATE_CONTROL_RATE
+            || (control.action == NGX_FLUXGATE_CONTROL_RATE
+                && (control.rate < 1
+                    || control.rate > NGX_FLUXGATE_RATE_MAX))
+            || (control.action != NGX_FLUXGATE_CONTROL_RATE
+                && control.rate != 0))
+        {
+            abort();
+        }
+    }
+
     rc = ngx_fluxgate_parse_stock(s, size, &stock, &err);
     check_error(rc, &err);
 
     if (rc == 0) {
         check_id(stock.product_id, stock.product_id_len);
 
-        if (stock.stock < 0 || stock.stock > NGX_FLUXGATE_STOCK_MAX) {
+        if (stock.stock < 0 || stock.stock > NGX_FLUXGATE_STOCK_MAX
+            || stock.opens_at < -1
+            || stock.opens_at > NGX_FLUXGATE_OPENS_AT_MAX)
+        {
             abort();
         }
     }

@@ -11,7 +11,12 @@
  * ngx_fluxgate_admin.c   POST /init (stock administration)
  * ngx_fluxgate_sold_out.c the sold-out flag in shared memory
  * ngx_fluxgate_metrics.c  fluxgate_metrics and fluxgate_health
- * ngx_fluxgate_queue.c   the waiting room: tickets, 302, fluxgate_queue_status
+ * ngx_fluxgate_queue.c   the waiting room's answers: 302s, polls, statistics,
+ *                        live controls
+ * ngx_fluxgate_ticket.c  tickets, challenges and proofs (signed, checked)
+ * ngx_fluxgate_line.c    each product's line in shared memory (polls need
+ *                        no Redis), proofs taken
+ * ngx_fluxgate_jwt.c     fluxgate_user_token's JWTs (pure C, fuzzable)
  * ngx_fluxgate_parse.c   request bodies and keys (pure C, fuzzable)
  * ngx_fluxgate_uuid.c    order ids (UUIDv7)
  */
@@ -31,6 +36,9 @@
 
 
 #define NGX_FLUXGATE_UUID_LEN        36
+
+/* a challenge's random nonce, in bytes */
+#define NGX_FLUXGATE_NONCE_LEN       16
 
 /* what a Redis address defaults to, and how long Retry-After says on 503 */
 #define NGX_FLUXGATE_REDIS_DEFAULT   "127.0.0.1:6379"
@@ -57,10 +65,12 @@ typedef enum {
     NGX_FLUXGATE_LIMIT_REACHED,
     NGX_FLUXGATE_INVALID,
     NGX_FLUXGATE_ERROR,
-    NGX_FLUXGATE_UNKNOWN_PRODUCT
+    NGX_FLUXGATE_UNKNOWN_PRODUCT,
+    NGX_FLUXGATE_CHALLENGED,          /* a proof of work asked */
+    NGX_FLUXGATE_REFUSED,             /* too many places, closed, 401, 403 */
 } ngx_fluxgate_outcome_e;
 
-#define NGX_FLUXGATE_OUTCOMES  (NGX_FLUXGATE_UNKNOWN_PRODUCT + 1)
+#define NGX_FLUXGATE_OUTCOMES  (NGX_FLUXGATE_REFUSED + 1)
 
 
 /* the plain counters of fluxgate_metrics */
@@ -70,6 +80,14 @@ typedef enum {
     NGX_FLUXGATE_METRIC_RELEASED_OVER,    /* release.lua: generation over */
     NGX_FLUXGATE_METRIC_SETTLED_DONE,     /* done.lua ended a claim */
     NGX_FLUXGATE_METRIC_SETTLED_RELEASE,  /* release.lua ended a claim */
+    NGX_FLUXGATE_METRIC_CHALLENGE_ISSUED, /* fluxgate_queue_pow */
+    NGX_FLUXGATE_METRIC_CHALLENGE_SOLVED,
+    NGX_FLUXGATE_METRIC_CHALLENGE_FAILED, /* forged, weak, stale, other's */
+    NGX_FLUXGATE_METRIC_CHALLENGE_REUSED,
+    NGX_FLUXGATE_METRIC_CONTROL_PAUSE,    /* POST /queue/control */
+    NGX_FLUXGATE_METRIC_CONTROL_RESUME,
+    NGX_FLUXGATE_METRIC_CONTROL_CLOSE,
+    NGX_FLUXGATE_METRIC_CONTROL_RATE,
     NGX_FLUXGATE_METRIC_LAST
 } ngx_fluxgate_metric_e;
 
@@ -91,6 +109,16 @@ typedef struct {
     ngx_str_t                    body;
 } ngx_fluxgate_script_t;
 
+
+/* a command's arguments, built one by one (numbers printed in place) */
+#define NGX_FLUXGATE_REDIS_MAX_ARGS  32
+
+typedef struct {
+    ngx_uint_t                   n;
+    ngx_str_t                    arg[NGX_FLUXGATE_REDIS_MAX_ARGS];
+    u_char                       num[NGX_FLUXGATE_REDIS_MAX_ARGS]
+                                    [NGX_INT64_LEN];
+} ngx_fluxgate_args_t;
 
 /* the replies of a script that WAIT follows: their first integers */
 #define ngx_fluxgate_redis_wait_code(n)  ((ngx_uint_t) 1 << (n))
@@ -127,6 +155,7 @@ typedef struct {
     ngx_msec_t                   kafka_timeout;   /* message.timeout.ms */
 
     ngx_shm_zone_t              *sold_out;    /* NULL: no cache anywhere */
+    ngx_shm_zone_t              *queue_zone;  /* the lines (and proofs) */
 
     ngx_shm_zone_t              *metrics;     /* NULL: no fluxgate_metrics */
     ngx_uint_t                   metrics_products;
@@ -144,7 +173,9 @@ typedef enum {
     NGX_FLUXGATE_HANDLER_ADMIN,
     NGX_FLUXGATE_HANDLER_HEALTH,
     NGX_FLUXGATE_HANDLER_METRICS,
-    NGX_FLUXGATE_HANDLER_QUEUE_STATUS
+    NGX_FLUXGATE_HANDLER_QUEUE_STATUS,
+    NGX_FLUXGATE_HANDLER_QUEUE_STATS,
+    NGX_FLUXGATE_HANDLER_QUEUE_CONTROL
 } ngx_fluxgate_handler_e;
 
 
@@ -168,20 +199,88 @@ typedef struct {
     ngx_str_t                    queue_secret;    /* no data: no queue */
     ngx_msec_t                   queue_window;
     ngx_msec_t                   queue_ticket_ttl;
+    ngx_shm_zone_t              *queue_zone;      /* fmcf's, for handlers */
+
+    ngx_uint_t                   queue_pow;       /* bits, 0: off */
+    ngx_uint_t                   queue_per_client;    /* 0: off */
+    ngx_http_complex_value_t    *queue_client_key;
+
+    ngx_http_complex_value_t    *user_token;      /* NULL: off */
+    ngx_str_t                    user_secret;
+    ngx_flag_t                   user_required;
 } ngx_fluxgate_loc_conf_t;
 
 
 /*
- * A place in a product's line (ngx_fluxgate_queue.c, lua/order.lua): what
- * the signed ticket says.  Times are microseconds of Redis TIME.
+ * A place in a product's line (lua/order.lua, ngx_fluxgate_ticket.c): what
+ * the signed ticket says.  kind 'q': in line, its turn is seq; 'p': in the
+ * pre-queue, its turn is drawn at the opening.
  */
 typedef struct {
-    int64_t                      seq;         /* issued in this order */
-    int64_t                      admit;       /* admitted from */
-    int64_t                      until;       /* its admission window ends */
-    int64_t                      expires;     /* the ticket ends */
-    int64_t                      interval;    /* between two admissions */
+    int64_t                      epoch;       /* the sale */
+    int64_t                      seq;
+    int64_t                      expires;     /* unix seconds */
+    u_char                       kind;
 } ngx_fluxgate_ticket_t;
+
+
+typedef enum {
+    NGX_FLUXGATE_PROOF_OK = 0,
+    NGX_FLUXGATE_PROOF_FORGED,
+    NGX_FLUXGATE_PROOF_WEAK,              /* too few zero bits */
+    NGX_FLUXGATE_PROOF_STALE,
+    NGX_FLUXGATE_PROOF_OTHER,             /* another product or buyer */
+    NGX_FLUXGATE_PROOF_REUSED
+} ngx_fluxgate_proof_e;
+
+
+typedef enum {
+    NGX_FLUXGATE_LINE_OPEN = 0,
+    NGX_FLUXGATE_LINE_SCHEDULED,
+    NGX_FLUXGATE_LINE_PAUSED,
+    NGX_FLUXGATE_LINE_CLOSED
+} ngx_fluxgate_line_state_e;
+
+
+/*
+ * A product's line as lua/queue_head.lua last said it (ngx_fluxgate_line.c
+ * keeps one per product in shared memory).  Times: microseconds of Redis
+ * TIME, but fetched, the gate's ngx_current_msec when it came (0: never).
+ */
+typedef struct {
+    ngx_msec_t                   fetched;
+    int64_t                      redis_now;
+    int64_t                      stock;
+    int64_t                      epoch;
+    int64_t                      n;           /* turns handed out */
+    double                       h;           /* admitted at t */
+    int64_t                      t;
+    int64_t                      rate;
+    int64_t                      opens_at;    /* 0: none */
+    int64_t                      pre;         /* pre-queue size, -1: not yet */
+    int64_t                      window;      /* turns, 0: unbounded */
+    int64_t                      admitted;
+    int64_t                      waiting;
+    int64_t                      no_shows;
+    int64_t                      oldest;      /* the oldest wait */
+    ngx_uint_t                   burst;
+    ngx_fluxgate_line_state_e    state;
+    size_t                       seed_len;
+    u_char                       seed[40];
+    unsigned                     known:1;     /* set by /init */
+} ngx_fluxgate_line_t;
+
+
+/* where a ticket stands (ngx_fluxgate_line_standing) */
+typedef struct {
+    int64_t                      position;    /* 0: admitted */
+    int64_t                      eta_ms;      /* -1: not moving (paused) */
+    int64_t                      opens_at;    /* unix seconds */
+    ngx_fluxgate_line_state_e    state;
+    unsigned                     admitted:1;
+    unsigned                     scheduled:1;
+    unsigned                     sold_out:1;
+} ngx_fluxgate_standing_t;
 
 
 /*
@@ -230,7 +329,8 @@ extern ngx_fluxgate_script_t  ngx_fluxgate_script_order;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_release;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_done;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_init;
-extern ngx_fluxgate_script_t  ngx_fluxgate_script_queue_status;
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_queue_head;
+extern ngx_fluxgate_script_t  ngx_fluxgate_script_queue_control;
 
 
 /* ngx_fluxgate_http.c: what both handlers share */
@@ -249,6 +349,10 @@ ngx_int_t ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_fluxgate_outcome_e outcome, const char *error, const char *field);
 ngx_int_t ngx_fluxgate_send_unavailable(ngx_http_request_t *r,
     const char *error);
+ngx_int_t ngx_fluxgate_send_redirect(ngx_http_request_t *r, ngx_str_t *where,
+    ngx_uint_t retry_after, ngx_fluxgate_outcome_e outcome, ngx_str_t *body);
+ngx_int_t ngx_fluxgate_waiting_room(ngx_http_request_t *r, ngx_str_t *product,
+    ngx_str_t *extra, ngx_str_t *where);
 void ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
     ngx_fluxgate_delivery_pt delivered, ngx_event_handler_pt timeout,
@@ -269,15 +373,54 @@ ngx_int_t ngx_fluxgate_admin_handler(ngx_http_request_t *r);
 /* ngx_fluxgate_queue.c */
 char *ngx_fluxgate_queue_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_fluxgate_secret_file(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *path, ngx_str_t *secret);
 ngx_int_t ngx_fluxgate_queue_ticket(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, u_char *product, size_t len,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product, ngx_str_t *buyer,
     ngx_fluxgate_ticket_t *ticket, const char **error);
-ngx_int_t ngx_fluxgate_queue_send_queued(ngx_http_request_t *r,
-    u_char *product, size_t len, ngx_fluxgate_ticket_t *ticket,
-    int64_t position, int64_t wait_ms);
+ngx_int_t ngx_fluxgate_queue_send_place(ngx_http_request_t *r,
+    ngx_str_t *product, ngx_str_t *buyer, ngx_fluxgate_ticket_t *ticket,
+    int64_t position, int64_t wait_ms, int64_t opens_at);
+ngx_int_t ngx_fluxgate_queue_send_challenge(ngx_http_request_t *r,
+    ngx_str_t *product, ngx_str_t *buyer);
 ngx_int_t ngx_fluxgate_queue_send_refused(ngx_http_request_t *r,
     const char *reason, const char *field);
 ngx_int_t ngx_fluxgate_queue_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r);
+ngx_int_t ngx_fluxgate_queue_control_handler(ngx_http_request_t *r);
+
+/* ngx_fluxgate_ticket.c */
+ngx_int_t ngx_fluxgate_ticket_sign(ngx_pool_t *pool, ngx_str_t *secret,
+    ngx_str_t *product, ngx_str_t *buyer, ngx_fluxgate_ticket_t *t,
+    ngx_str_t *text);
+const char *ngx_fluxgate_ticket_verify(ngx_str_t *secret, ngx_str_t *text,
+    ngx_str_t *product, ngx_str_t *buyer, ngx_fluxgate_ticket_t *t);
+ngx_int_t ngx_fluxgate_challenge_make(ngx_pool_t *pool, ngx_str_t *secret,
+    ngx_str_t *product, ngx_str_t *buyer, time_t expires, ngx_str_t *text);
+ngx_fluxgate_proof_e ngx_fluxgate_proof_check(ngx_str_t *secret,
+    ngx_str_t *proof, ngx_uint_t bits, ngx_str_t *product, ngx_str_t *buyer,
+    time_t now, u_char *nonce);
+
+/* ngx_fluxgate_line.c */
+char *ngx_fluxgate_queue_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_shm_zone_t *ngx_fluxgate_line_zone(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size, ngx_msec_t refresh);
+ngx_int_t ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf,
+    ngx_str_t *product, ngx_fluxgate_line_t *line);
+ngx_int_t ngx_fluxgate_line_parse(redisReply *reply,
+    ngx_fluxgate_line_t *line);
+int64_t ngx_fluxgate_line_now(ngx_fluxgate_line_t *line);
+double ngx_fluxgate_line_head(ngx_fluxgate_line_t *line, int64_t now);
+const char *ngx_fluxgate_line_standing(ngx_fluxgate_line_t *line,
+    ngx_fluxgate_ticket_t *ticket, ngx_fluxgate_standing_t *st);
+ngx_uint_t ngx_fluxgate_line_busy(ngx_fluxgate_loc_conf_t *flcf,
+    ngx_str_t *product);
+ngx_int_t ngx_fluxgate_line_take_proof(ngx_shm_zone_t *zone, u_char *nonce,
+    time_t expires);
+ngx_uint_t ngx_fluxgate_line_each(ngx_shm_zone_t *zone,
+    ngx_fluxgate_line_t *lines, ngx_str_t *products, u_char *ids,
+    ngx_uint_t max);
 
 /* ngx_fluxgate_redis.c */
 ngx_fluxgate_redis_t *ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr);
@@ -301,6 +444,10 @@ ngx_int_t ngx_fluxgate_redis_command(ngx_fluxgate_redis_t *rds,
     ngx_uint_t nargs, ngx_str_t *args, ngx_fluxgate_redis_handler_pt handler,
     void *data);
 ngx_int_t ngx_fluxgate_redis_ready(ngx_fluxgate_redis_t *rds);
+void ngx_fluxgate_args_str(ngx_fluxgate_args_t *a, ngx_str_t *s);
+void ngx_fluxgate_args_text(ngx_fluxgate_args_t *a, u_char *data,
+    size_t len);
+void ngx_fluxgate_args_int(ngx_fluxgate_args_t *a, int64_t v);
 ngx_uint_t ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds);
 ngx_uint_t ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf);
 void ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds);

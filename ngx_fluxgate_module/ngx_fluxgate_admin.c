@@ -181,49 +181,57 @@ static ngx_int_t
 ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
     ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *key)
 {
-    u_char     keys[3][NGX_FLUXGATE_ADMIN_KEY_LEN];
-    u_char     nums[3][NGX_INT64_LEN];
-    u_char     fp[2 * NGX_INT64_LEN + 2];
-    ngx_str_t  args[8];
-    char      *p = op->req.product_id;
+    u_char               keys[5][NGX_FLUXGATE_ADMIN_KEY_LEN];
+    u_char               fp[3 * NGX_INT64_LEN + 3];
+    char                *p = op->req.product_id;
+    ngx_fluxgate_args_t  a;
 
-    args[0].data = keys[0];
-    args[0].len = ngx_sprintf(keys[0], "fg:{%s}:stock", p) - keys[0];
-    args[1].data = keys[1];
-    args[1].len = ngx_sprintf(keys[1], "fg:{%s}:gen", p) - keys[1];
+    a.n = 0;
+
+    ngx_fluxgate_args_text(&a, keys[0],
+                           ngx_sprintf(keys[0], "fg:{%s}:stock", p)
+                           - keys[0]);
+    ngx_fluxgate_args_text(&a, keys[1],
+                           ngx_sprintf(keys[1], "fg:{%s}:gen", p) - keys[1]);
 
     /* without a key the name is not used, but it keeps the script's slot */
-    args[2].data = keys[2];
-    args[2].len = ngx_sprintf(keys[2], "fg:{%s}:admin:%V", p, key) - keys[2];
+    ngx_fluxgate_args_text(&a, keys[2],
+                           ngx_sprintf(keys[2], "fg:{%s}:admin:%V", p, key)
+                           - keys[2]);
+    ngx_fluxgate_args_text(&a, keys[3],
+                           ngx_sprintf(keys[3], "fg:{%s}:q", p) - keys[3]);
+    ngx_fluxgate_args_text(&a, keys[4],
+                           ngx_sprintf(keys[4], "fg:{%s}:q:", p) - keys[4]);
 
-    args[3].data = nums[0];
-    args[3].len = ngx_sprintf(nums[0], "%L", op->req.stock) - nums[0];
+    ngx_fluxgate_args_int(&a, op->req.stock);
 
-    args[4].data = nums[1];
-    args[4].len = (op->req.if_generation < 0)
-                  ? 0
-                  : ngx_sprintf(nums[1], "%L", op->req.if_generation)
-                    - nums[1];
-
-    /* the body's fingerprint: the key is per product already */
-    args[5].data = fp;
-    args[5].len = ngx_sprintf(fp, "%L:%L", op->req.stock,
-                              op->req.if_generation)
-                  - fp;
-
-    args[6].data = nums[2];
-    args[6].len = ngx_sprintf(nums[2], "%M", flcf->idempotency_ttl) - nums[2];
-
-    if (key->len) {
-        ngx_str_set(&args[7], "1");
+    if (op->req.if_generation < 0) {
+        ngx_fluxgate_args_text(&a, NULL, 0);
 
     } else {
-        ngx_str_set(&args[7], "0");
+        ngx_fluxgate_args_int(&a, op->req.if_generation);
+    }
+
+    /* the body's fingerprint: the key is per product already */
+    ngx_fluxgate_args_text(&a, fp, ngx_sprintf(fp, "%L:%L:%L", op->req.stock,
+                                               op->req.if_generation,
+                                               op->req.opens_at)
+                                   - fp);
+
+    ngx_fluxgate_args_int(&a, flcf->idempotency_ttl);
+    ngx_fluxgate_args_text(&a, (u_char *) (key->len ? "1" : "0"), 1);
+
+    /* a sale announced: the line starts anew, opening then (Redis TIME) */
+    if (op->req.opens_at < 0) {
+        ngx_fluxgate_args_text(&a, NULL, 0);
+
+    } else {
+        ngx_fluxgate_args_int(&a, op->req.opens_at * 1000000);
     }
 
     /* a cluster: the product's own node must be up too */
 
-    op->node = ngx_fluxgate_redis_node(flcf->redis, &args[0]);
+    op->node = ngx_fluxgate_redis_node(flcf->redis, &a.arg[0]);
 
     if (!ngx_fluxgate_redis_ready(op->node)) {
         return NGX_ERROR;
@@ -237,7 +245,8 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
      */
 
     return ngx_fluxgate_redis_eval_wait(flcf->redis,
-                                        &ngx_fluxgate_script_init, 3, 8, args,
+                                        &ngx_fluxgate_script_init, 5, a.n,
+                                        a.arg,
                                         flcf->redis_wait,
                                         flcf->redis_wait_timeout,
                                         ngx_fluxgate_redis_wait_code(
@@ -377,10 +386,19 @@ ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op)
     msg.data = value;
     msg.len = ngx_snprintf(value, sizeof(value),
                            "{\"type\":\"stock_set\",\"productId\":\"%s\","
-                           "\"stock\":%L,\"generation\":%L,\"at\":%uL}",
+                           "\"stock\":%L,\"generation\":%L,\"at\":%uL",
                            op->req.product_id, op->req.stock,
                            op->generation, ngx_fluxgate_now_ms())
               - value;
+
+    /* the announced opening travels with it, for whoever reads the topic */
+    if (op->req.opens_at >= 0) {
+        msg.len = ngx_snprintf(value + msg.len, sizeof(value) - msg.len,
+                               ",\"opensAt\":%L", op->req.opens_at)
+                  - value;
+    }
+
+    value[msg.len++] = '}';
 
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -406,6 +424,7 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_admin_t  *op = (ngx_fluxgate_admin_t *) dlv;
 
     ngx_int_t            rc;
+    u_char              *p;
     ngx_str_t            body, value;
     ngx_http_request_t  *r;
 
@@ -431,8 +450,8 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
         body.data = ngx_pnalloc(r->pool,
                                 sizeof("{\"status\":\"success\","
                                        "\"productId\":\"\",\"stock\":,"
-                                       "\"generation\":}") - 1
-                                + NGX_FLUXGATE_ID_MAX + 2 * NGX_INT64_LEN);
+                                       "\"generation\":,\"opensAt\":}") - 1
+                                + NGX_FLUXGATE_ID_MAX + 3 * NGX_INT64_LEN);
 
         ngx_str_set(&value, "true");
 
@@ -444,13 +463,19 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
         } else {
-            body.len = ngx_sprintf(body.data,
-                                   "{\"status\":\"success\","
-                                   "\"productId\":\"%s\",\"stock\":%L,"
-                                   "\"generation\":%L}",
-                                   op->req.product_id, op->req.stock,
-                                   op->generation)
-                       - body.data;
+            p = ngx_sprintf(body.data,
+                            "{\"status\":\"success\","
+                            "\"productId\":\"%s\",\"stock\":%L,"
+                            "\"generation\":%L",
+                            op->req.product_id, op->req.stock,
+                            op->generation);
+
+            if (op->req.opens_at >= 0) {
+                p = ngx_sprintf(p, ",\"opensAt\":%L", op->req.opens_at);
+            }
+
+            *p++ = '}';
+            body.len = p - body.data;
 
             rc = ngx_fluxgate_send(r, NGX_HTTP_OK,
                                    op->replayed ? NGX_FLUXGATE_DUPLICATE

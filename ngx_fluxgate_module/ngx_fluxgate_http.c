@@ -306,6 +306,87 @@ ngx_fluxgate_send_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * 302 to where (an address the caller escaped), with Retry-After in
+ * seconds when not 0, and a JSON body for the clients that do not follow
+ */
+
+ngx_int_t
+ngx_fluxgate_send_redirect(ngx_http_request_t *r, ngx_str_t *where,
+    ngx_uint_t retry_after, ngx_fluxgate_outcome_e outcome, ngx_str_t *body)
+{
+    ngx_str_t         retry;
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Location");
+    h->value = *where;
+    r->headers_out.location = h;
+
+    if (retry_after) {
+        retry.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (retry.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        retry.len = ngx_sprintf(retry.data, "%ui", retry_after) - retry.data;
+
+        if (ngx_fluxgate_add_header(r, "Retry-After", &retry) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return ngx_fluxgate_send(r, NGX_HTTP_MOVED_TEMPORARILY, outcome, body);
+}
+
+
+/*
+ * The waiting room's address for a product: <fluxgate_waiting_room>
+ * ?productId=<p>, then extra (a fragment: never sent to a server, so
+ * never in an access log)
+ */
+
+ngx_int_t
+ngx_fluxgate_waiting_room(ngx_http_request_t *r, ngx_str_t *product,
+    ngx_str_t *extra, ngx_str_t *where)
+{
+    u_char                   *p;
+    ngx_fluxgate_loc_conf_t  *flcf;
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+
+    where->data = ngx_pnalloc(r->pool, flcf->waiting_room.len
+                                       + sizeof("?productId=")
+                                       + 3 * product->len
+                                       + (extra ? extra->len : 0));
+    if (where->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(where->data, flcf->waiting_room.data,
+                   flcf->waiting_room.len);
+    *p++ = ngx_strlchr(flcf->waiting_room.data,
+                       flcf->waiting_room.data + flcf->waiting_room.len, '?')
+           ? '&' : '?';
+    p = ngx_cpymem(p, "productId=", sizeof("productId=") - 1);
+    p = (u_char *) ngx_escape_uri(p, product->data, product->len,
+                                  NGX_ESCAPE_ARGS);
+
+    if (extra) {
+        p = ngx_cpymem(p, extra->data, extra->len);
+    }
+
+    where->len = p - where->data;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_fluxgate_send_unavailable(ngx_http_request_t *r, const char *error)
 {

@@ -132,6 +132,8 @@ static u_char *ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
     ngx_fluxgate_metrics_sh_t *sh);
 static u_char *ngx_fluxgate_metrics_products_text(u_char *p, u_char *last,
     ngx_fluxgate_metrics_sh_t *sh);
+static u_char *ngx_fluxgate_metrics_queue(ngx_http_request_t *r, u_char *p,
+    u_char *last, ngx_fluxgate_metrics_counts_t *c);
 
 
 static ngx_str_t  ngx_fluxgate_metrics_zone_name =
@@ -151,7 +153,8 @@ static char  *ngx_fluxgate_metrics_le[NGX_FLUXGATE_METRICS_BOUNDS + 1] = {
 /* $fluxgate_outcome's values, in the order of ngx_fluxgate_outcome_e */
 static char  *ngx_fluxgate_metrics_outcomes[NGX_FLUXGATE_OUTCOMES] = {
     NULL, "accepted", "duplicate", "in_progress", "redirected", "sold_out",
-    "limit_reached", "invalid", "error", "unknown_product"
+    "limit_reached", "invalid", "error", "unknown_product", "challenged",
+    "refused"
 };
 
 
@@ -590,7 +593,8 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
     ngx_fluxgate_metrics_state();
 
     size = 16384 + sh->nproducts * NGX_FLUXGATE_OUTCOMES
-                   * (NGX_FLUXGATE_ID_MAX + 96);
+                   * (NGX_FLUXGATE_ID_MAX + 96)
+           + ngx_max(sh->max_products, 1) * 4 * (NGX_FLUXGATE_ID_MAX + 96);
 
     body.data = ngx_pnalloc(r->pool, size);
     if (body.data == NULL) {
@@ -619,6 +623,8 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
     if (sh->max_products) {
         p = ngx_fluxgate_metrics_products_text(p, last, sh);
     }
+
+    p = ngx_fluxgate_metrics_queue(r, p, last, &total);
 
     body.len = p - body.data;
 
@@ -896,4 +902,129 @@ ngx_fluxgate_health_handler(ngx_http_request_t *r)
                                      ? NGX_HTTP_OK
                                      : NGX_HTTP_SERVICE_UNAVAILABLE,
                                   &ngx_fluxgate_health_type, &body);
+}
+
+
+/*
+ * The waiting room: its challenges and controls (counted per process), and
+ * each product's line as the gate last saw it (ngx_fluxgate_line.c keeps
+ * it while the line is polled or ordered from): labelled by product for
+ * the first fluxgate_metrics_products, summed otherwise
+ */
+
+static u_char *
+ngx_fluxgate_metrics_queue(ngx_http_request_t *r, u_char *p, u_char *last,
+    ngx_fluxgate_metrics_counts_t *c)
+{
+    u_char                    *ids;
+    ngx_str_t                 *products;
+    ngx_uint_t                 i, n, max;
+    ngx_fluxgate_line_t       *lines, sum;
+    ngx_fluxgate_metrics_sh_t *sh;
+
+    static const char  *names[] = {
+        "fluxgate_queue_waiting", "gauge",
+        "Places in line not admitted yet.",
+        "fluxgate_queue_oldest_wait_seconds", "gauge",
+        "How long the first place still waiting has waited.",
+        "fluxgate_queue_admitted_total", "counter",
+        "Turns admitted in the current sale (a new sale starts at 0).",
+        "fluxgate_queue_no_shows_total", "counter",
+        "Admitted turns whose window closed unused, in the current sale."
+    };
+
+    p = ngx_slprintf(p, last,
+            "# HELP fluxgate_queue_challenges_total Proofs of work asked "
+            "(issued) and checked: solved, failed (forged, too weak, stale, "
+            "another buyer's), reused.\n"
+            "# TYPE fluxgate_queue_challenges_total counter\n"
+            "fluxgate_queue_challenges_total{result=\"issued\"} %uA\n"
+            "fluxgate_queue_challenges_total{result=\"solved\"} %uA\n"
+            "fluxgate_queue_challenges_total{result=\"failed\"} %uA\n"
+            "fluxgate_queue_challenges_total{result=\"reused\"} %uA\n"
+            "# HELP fluxgate_queue_controls_total Live controls applied "
+            "(POST /queue/control), by action.\n"
+            "# TYPE fluxgate_queue_controls_total counter\n"
+            "fluxgate_queue_controls_total{action=\"pause\"} %uA\n"
+            "fluxgate_queue_controls_total{action=\"resume\"} %uA\n"
+            "fluxgate_queue_controls_total{action=\"close\"} %uA\n"
+            "fluxgate_queue_controls_total{action=\"rate\"} %uA\n",
+            c->counters[NGX_FLUXGATE_METRIC_CHALLENGE_ISSUED],
+            c->counters[NGX_FLUXGATE_METRIC_CHALLENGE_SOLVED],
+            c->counters[NGX_FLUXGATE_METRIC_CHALLENGE_FAILED],
+            c->counters[NGX_FLUXGATE_METRIC_CHALLENGE_REUSED],
+            c->counters[NGX_FLUXGATE_METRIC_CONTROL_PAUSE],
+            c->counters[NGX_FLUXGATE_METRIC_CONTROL_RESUME],
+            c->counters[NGX_FLUXGATE_METRIC_CONTROL_CLOSE],
+            c->counters[NGX_FLUXGATE_METRIC_CONTROL_RATE]);
+
+    if (ngx_fluxgate_metrics_fmcf == NULL
+        || ngx_fluxgate_metrics_fmcf->queue_zone == NULL)
+    {
+        return p;
+    }
+
+    sh = ngx_fluxgate_metrics_sh;
+    max = ngx_max(sh->max_products, 1);
+
+    lines = ngx_palloc(r->pool, max * sizeof(ngx_fluxgate_line_t));
+    products = ngx_palloc(r->pool, max * sizeof(ngx_str_t));
+    ids = ngx_pnalloc(r->pool, max * NGX_FLUXGATE_ID_MAX);
+
+    if (lines == NULL || products == NULL || ids == NULL) {
+        return p;
+    }
+
+    n = ngx_fluxgate_line_each(ngx_fluxgate_metrics_fmcf->queue_zone, lines,
+                               products, ids, max);
+
+    if (sh->max_products == 0) {
+        /* one line for all: the products' sum */
+        ngx_memzero(&sum, sizeof(ngx_fluxgate_line_t));
+
+        for (i = 0; i < n; i++) {
+            sum.waiting += lines[i].waiting;
+            sum.oldest = ngx_max(sum.oldest, lines[i].oldest);
+            sum.admitted += lines[i].admitted;
+            sum.no_shows += lines[i].no_shows;
+        }
+
+        lines[0] = sum;
+        n = 1;
+    }
+
+    for (i = 0; i < 4; i++) {
+        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                         names[3 * i], names[3 * i + 2], names[3 * i],
+                         names[3 * i + 1]);
+
+        for (max = 0; max < n; max++) {
+            if (sh->max_products) {
+                p = ngx_slprintf(p, last, "%s{product=\"%V\"} ",
+                                 names[3 * i], &products[max]);
+
+            } else {
+                p = ngx_slprintf(p, last, "%s ", names[3 * i]);
+            }
+
+            switch (i) {
+            case 0:
+                p = ngx_slprintf(p, last, "%L\n", lines[max].waiting);
+                break;
+            case 1:
+                p = ngx_slprintf(p, last, "%L.%06L\n",
+                                 lines[max].oldest / 1000000,
+                                 lines[max].oldest % 1000000);
+                break;
+            case 2:
+                p = ngx_slprintf(p, last, "%L\n", lines[max].admitted);
+                break;
+            default:
+                p = ngx_slprintf(p, last, "%L\n", lines[max].no_shows);
+                break;
+            }
+        }
+    }
+
+    return p;
 }

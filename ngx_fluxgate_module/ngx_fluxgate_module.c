@@ -27,6 +27,12 @@ static char *ngx_fluxgate_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_fluxgate_sold_out_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_fluxgate_queue_per_client(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_fluxgate_user_token(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_fluxgate_merge_queue(ngx_conf_t *cf,
+    ngx_fluxgate_loc_conf_t *prev, ngx_fluxgate_loc_conf_t *conf);
 static char *ngx_fluxgate_positive(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_fluxgate_positive_msec(ngx_conf_t *cf, void *post,
     void *data);
@@ -44,6 +50,11 @@ static ngx_conf_post_handler_pt  ngx_fluxgate_positive_p =
     ngx_fluxgate_positive;
 static ngx_conf_post_handler_pt  ngx_fluxgate_positive_msec_p =
     ngx_fluxgate_positive_msec;
+
+/* a phone-class browser takes about a second at 18 bits (README) */
+static ngx_conf_num_bounds_t  ngx_fluxgate_pow_bounds = {
+    ngx_conf_check_num_bounds, 0, 32
+};
 
 
 static ngx_command_t  ngx_fluxgate_commands[] = {
@@ -81,6 +92,28 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       ngx_fluxgate_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_FLUXGATE_HANDLER_QUEUE_STATUS,
+      NULL },
+
+    { ngx_string("fluxgate_queue_stats"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_QUEUE_STATS,
+      NULL },
+
+    { ngx_string("fluxgate_queue_control"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_fluxgate_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_FLUXGATE_HANDLER_QUEUE_CONTROL,
+      NULL },
+
+    /* fluxgate_queue_zone zone=name:size [refresh=time]: the lines */
+    { ngx_string("fluxgate_queue_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_fluxgate_queue_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("fluxgate_metrics_products"),
@@ -197,6 +230,30 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       offsetof(ngx_fluxgate_loc_conf_t, queue_ticket_ttl),
       &ngx_fluxgate_positive_msec_p },
 
+    /* fluxgate_queue_pow bits: a proof of work before a place, 0: off */
+    { ngx_string("fluxgate_queue_pow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_fluxgate_loc_conf_t, queue_pow),
+      &ngx_fluxgate_pow_bounds },
+
+    /* fluxgate_queue_per_client N [key=$variable]: live places per client */
+    { ngx_string("fluxgate_queue_per_client"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_fluxgate_queue_per_client,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* fluxgate_user_token $variable secret=<file> [required] */
+    { ngx_string("fluxgate_user_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      ngx_fluxgate_user_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -260,7 +317,9 @@ static ngx_str_t  ngx_fluxgate_outcomes[] = {
     ngx_string("limit_reached"),
     ngx_string("invalid"),
     ngx_string("error"),
-    ngx_string("unknown_product")
+    ngx_string("unknown_product"),
+    ngx_string("challenged"),
+    ngx_string("refused")
 };
 
 
@@ -354,6 +413,9 @@ ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
      *     flcf->handler = NGX_FLUXGATE_HANDLER_NONE;
      *     flcf->waiting_room = { 0, NULL };
      *     flcf->queue_secret = { 0, NULL };
+     *     flcf->queue_zone = NULL;
+     *     flcf->queue_client_key = NULL;
+     *     flcf->user_secret = { 0, NULL };
      */
 
     flcf->redis = NGX_CONF_UNSET_PTR;
@@ -368,6 +430,10 @@ ngx_fluxgate_create_loc_conf(ngx_conf_t *cf)
     flcf->sold_out_cache = NGX_CONF_UNSET_MSEC;
     flcf->queue_window = NGX_CONF_UNSET_MSEC;
     flcf->queue_ticket_ttl = NGX_CONF_UNSET_MSEC;
+    flcf->queue_pow = NGX_CONF_UNSET_UINT;
+    flcf->queue_per_client = NGX_CONF_UNSET_UINT;
+    flcf->user_token = NGX_CONF_UNSET_PTR;
+    flcf->user_required = NGX_CONF_UNSET;
 
     return flcf;
 }
@@ -417,29 +483,7 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->per_user_limit, prev->per_user_limit, 0);
     ngx_conf_merge_msec_value(conf->sold_out_cache, prev->sold_out_cache, 0);
 
-    if (conf->queue_secret.data == NULL) {
-        conf->queue_secret = prev->queue_secret;
-    }
-
-    ngx_conf_merge_msec_value(conf->queue_window, prev->queue_window, 30000);
-    ngx_conf_merge_msec_value(conf->queue_ticket_ttl, prev->queue_ticket_ttl,
-                              3600000);
-
-    if (conf->queue_ticket_ttl <= conf->queue_window) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"fluxgate_queue_ticket_ttl\" %Mms must be "
-                           "longer than \"fluxgate_queue_window\" %Mms: "
-                           "a ticket would end before its turn",
-                           conf->queue_ticket_ttl, conf->queue_window);
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->handler == NGX_FLUXGATE_HANDLER_QUEUE_STATUS
-        && conf->queue_secret.data == NULL)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"fluxgate_queue_status\" needs "
-                           "\"fluxgate_queue_secret\" to check tickets");
+    if (ngx_fluxgate_merge_queue(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -491,6 +535,101 @@ ngx_fluxgate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* the waiting room's directives, merged and checked together */
+
+static char *
+ngx_fluxgate_merge_queue(ngx_conf_t *cf, ngx_fluxgate_loc_conf_t *prev,
+    ngx_fluxgate_loc_conf_t *conf)
+{
+    ngx_fluxgate_main_conf_t  *fmcf;
+
+    if (conf->queue_secret.data == NULL) {
+        conf->queue_secret = prev->queue_secret;
+    }
+
+    ngx_conf_merge_msec_value(conf->queue_window, prev->queue_window, 30000);
+    ngx_conf_merge_msec_value(conf->queue_ticket_ttl, prev->queue_ticket_ttl,
+                              3600000);
+    ngx_conf_merge_uint_value(conf->queue_pow, prev->queue_pow, 0);
+
+    if (conf->queue_per_client == NGX_CONF_UNSET_UINT) {
+        conf->queue_per_client = (prev->queue_per_client
+                                  == NGX_CONF_UNSET_UINT)
+                                 ? 0 : prev->queue_per_client;
+        conf->queue_client_key = prev->queue_client_key;
+    }
+
+    ngx_conf_merge_ptr_value(conf->user_token, prev->user_token, NULL);
+
+    if (conf->user_secret.data == NULL) {
+        conf->user_secret = prev->user_secret;
+    }
+
+    ngx_conf_merge_value(conf->user_required, prev->user_required, 0);
+
+    if (conf->queue_ticket_ttl <= conf->queue_window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fluxgate_queue_ticket_ttl\" %Mms must be "
+                           "longer than \"fluxgate_queue_window\" %Mms: "
+                           "a ticket would end before its turn",
+                           conf->queue_ticket_ttl, conf->queue_window);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A ticket is spent by the order it admits, whose key replays that
+     * order; the key must outlive the ticket's use, or the same key could
+     * spend it again as a new order
+     */
+
+    if (conf->queue_secret.data != NULL
+        && conf->handler == NGX_FLUXGATE_HANDLER_ORDER
+        && conf->idempotency_ttl < conf->queue_window)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fluxgate_idempotency_ttl\" %Mms is shorter "
+                           "than \"fluxgate_queue_window\" %Mms: a ticket "
+                           "would outlive the key that spent it",
+                           conf->idempotency_ttl, conf->queue_window);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->queue_secret.data == NULL
+        && (conf->handler == NGX_FLUXGATE_HANDLER_QUEUE_STATUS
+            || (conf->handler == NGX_FLUXGATE_HANDLER_ORDER
+                && (conf->queue_pow || conf->queue_per_client))))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s needs \"fluxgate_queue_secret\" to sign "
+                           "tickets and challenges",
+                           conf->handler == NGX_FLUXGATE_HANDLER_QUEUE_STATUS
+                           ? "\"fluxgate_queue_status\""
+                           : "\"fluxgate_queue_pow\" or "
+                             "\"fluxgate_queue_per_client\"");
+        return NGX_CONF_ERROR;
+    }
+
+    /* the lines' zone: the one configured, or a default of 1m */
+
+    if (conf->queue_secret.data != NULL
+        || conf->handler == NGX_FLUXGATE_HANDLER_QUEUE_STATS)
+    {
+        fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_fluxgate_module);
+
+        if (fmcf->queue_zone == NULL) {
+            fmcf->queue_zone = ngx_fluxgate_line_zone(cf, NULL, 0, 0);
+            if (fmcf->queue_zone == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        conf->queue_zone = fmcf->queue_zone;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -527,6 +666,14 @@ ngx_fluxgate_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_FLUXGATE_HANDLER_QUEUE_STATUS:
         clcf->handler = ngx_fluxgate_queue_status_handler;
+        break;
+
+    case NGX_FLUXGATE_HANDLER_QUEUE_STATS:
+        clcf->handler = ngx_fluxgate_queue_stats_handler;
+        break;
+
+    case NGX_FLUXGATE_HANDLER_QUEUE_CONTROL:
+        clcf->handler = ngx_fluxgate_queue_control_handler;
         break;
 
     default: /* NGX_FLUXGATE_HANDLER_METRICS */
@@ -729,6 +876,157 @@ ngx_fluxgate_sold_out_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * fluxgate_queue_per_client N [key=$variable]: N live places per client
+ * key and product (the key as limit_req_zone's, $binary_remote_addr by
+ * default); 0 or off: no cap
+ */
+
+static char *
+ngx_fluxgate_queue_per_client(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_int_t                          n;
+    ngx_str_t                         *value, key;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (flcf->queue_per_client != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        n = 0;
+
+    } else {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n > 1000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive",
+                               &value[1], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_str_set(&key, "$binary_remote_addr");
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "key=", 4) != 0
+            || value[2].len == 4)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\" directive",
+                               &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        key.data = value[2].data + 4;
+        key.len = value[2].len - 4;
+    }
+
+    flcf->queue_client_key = ngx_palloc(cf->pool,
+                                        sizeof(ngx_http_complex_value_t));
+    if (flcf->queue_client_key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &key;
+    ccv.complex_value = flcf->queue_client_key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    flcf->queue_per_client = n;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * fluxgate_user_token $variable secret=<file> [required]: the buyer is the
+ * sub of an HS256 JWT read from the variable; "off" turns it off
+ */
+
+static char *
+ngx_fluxgate_user_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_fluxgate_loc_conf_t *flcf = conf;
+
+    ngx_str_t                         *value, path;
+    ngx_uint_t                         i;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (flcf->user_token != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_str_null(&path);
+    flcf->user_required = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "secret=", 7) == 0
+            && value[i].len > 7)
+        {
+            path.data = value[i].data + 7;
+            path.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "required") == 0) {
+            flcf->user_required = 1;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\" directive",
+                           &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (path.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" needs secret=<file> (the HS256 key)",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[1].data[0] != '$') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" reads the token from a variable, not "
+                           "\"%V\" (for example $cookie_shop_session or "
+                           "$http_authorization)", &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    flcf->user_token = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (flcf->user_token == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = flcf->user_token;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_fluxgate_secret_file(cf, &cmd->name, &path,
+                                    &flcf->user_secret);
 }
 
 

@@ -2,13 +2,17 @@
 /*
  * Flux-Gate: POST /order, the whole life of one order.
  *
- *   body read and checked, and its X-Queue-Ticket if it has one (405,
- *   415, 413, 400: no I/O yet)
+ *   body read and checked (405, 415, 413, 400: no I/O yet), the buyer
+ *   (fluxgate_user_token's verified user: 401, 403; else userId, else
+ *   the key), its X-Queue-Ticket (400) or X-Queue-Proof (a bad one, or
+ *   none while the line is busy: 302 with a challenge), all before I/O
  *     -> the product's sold-out flag is up: 409 (no I/O either)
- *     -> order.lua, one EVALSHA: idempotency, product known, stock,
- *        rate (or the ticket's turn; over the rate: a place in the line,
- *        302 with its ticket), per-user, and the reservation (a pending
- *        claim in the generation of the stock it took)
+ *     -> order.lua, one EVALSHA: idempotency, product known, closed,
+ *        stock, the line (the ticket's turn, the buyer's own place, or
+ *        the rate; over the rate: a place in the line, 302 with its
+ *        ticket; before the opening: a place in the pre-queue), per-user,
+ *        and the reservation (a pending claim in the generation of the
+ *        stock it took)
  *                                           (deadline: redis_timeout)
  *     -> reserved: the message, with its generation, to Kafka
  *                                           (deadline: message.timeout.ms)
@@ -36,6 +40,10 @@
 
 #include "ngx_fluxgate.h"
 #include "ngx_fluxgate_parse.h"
+#include "ngx_fluxgate_jwt.h"
+#include <ngx_md5.h>
+
+#include <openssl/rand.h>
 
 
 /* fg:{<productId>}:idem:<key> and shorter */
@@ -67,6 +75,9 @@
 #define NGX_FLUXGATE_ORDER_BAD_TICKET     10
 #define NGX_FLUXGATE_ORDER_QUEUE_FULL     11
 #define NGX_FLUXGATE_ORDER_CANCELED       12  /* released before it ran */
+#define NGX_FLUXGATE_ORDER_CHALLENGE      13  /* a place, but no proof */
+#define NGX_FLUXGATE_ORDER_CLIENT_FULL    14  /* fluxgate_queue_per_client */
+#define NGX_FLUXGATE_ORDER_CLOSED         15
 
 /* release.lua's: units given back to the stock of their generation */
 #define NGX_FLUXGATE_RELEASE_GIVEN        1
@@ -78,6 +89,24 @@ typedef enum {
     NGX_FLUXGATE_ORDER_PRODUCING,         /* message given to Kafka */
     NGX_FLUXGATE_ORDER_FINISHING          /* done.lua or release.lua sent */
 } ngx_fluxgate_order_state_e;
+
+
+/* a per-client key longer than this is hashed (MD5, hex) */
+#define NGX_FLUXGATE_CLIENT_MAX           64
+
+
+/* what the request says, checked, before anything is allocated */
+typedef struct {
+    ngx_fluxgate_order_req_t    req;
+    ngx_str_t                   key;
+    ngx_str_t                   product;
+    ngx_str_t                   buyer;        /* req's user_id */
+    ngx_fluxgate_ticket_t       ticket;
+    u_char                      client[NGX_FLUXGATE_CLIENT_MAX];
+    size_t                      client_len;
+    u_char                      proof;        /* order.lua's: 0, 1, 2 */
+    unsigned                    has_ticket:1;
+} ngx_fluxgate_order_in_t;
 
 
 typedef struct {
@@ -99,33 +128,43 @@ typedef struct {
     unsigned                    releasing:1;  /* release.lua, not done.lua */
     unsigned                    waiting:1;    /* its reply is outstanding */
     unsigned                    has_ticket:1; /* X-Queue-Ticket, checked */
+    u_char                      proof;
 
     ngx_fluxgate_ticket_t       ticket;
 
     ngx_fluxgate_order_req_t    req;
     ngx_str_t                   key;
     u_char                      order_id[NGX_FLUXGATE_UUID_LEN];
+    u_char                      client[NGX_FLUXGATE_CLIENT_MAX];
+    size_t                      client_len;
 
     ngx_str_t                   stock_key;
-    ngx_str_t                   rate_key;
+    ngx_str_t                   line_key;
     ngx_str_t                   buyers_key;
     ngx_str_t                   idem_key;
     ngx_str_t                   gen_key;
     ngx_str_t                   pending_key;
-    ngx_str_t                   seq_key;
-    ngx_str_t                   used_key;
-    u_char                      keys[8 * NGX_FLUXGATE_ORDER_KEY_LEN
+    ngx_str_t                   prefix_key;
+    u_char                      keys[7 * NGX_FLUXGATE_ORDER_KEY_LEN
                                      + NGX_FLUXGATE_KEY_MAX];
 } ngx_fluxgate_order_t;
 
 
 static void ngx_fluxgate_order_body(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_order_start(ngx_http_request_t *r);
+static ngx_int_t ngx_fluxgate_order_read(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
+static ngx_int_t ngx_fluxgate_order_user(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
+static ngx_int_t ngx_fluxgate_order_place(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
+static ngx_int_t ngx_fluxgate_order_client(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
 static ngx_int_t ngx_fluxgate_order_product(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req);
 static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
-    ngx_fluxgate_order_req_t *req, ngx_str_t *key,
-    ngx_fluxgate_ticket_t *ticket);
+    ngx_fluxgate_order_in_t *in);
+
 static void ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
     ngx_fluxgate_histogram_e histogram);
 static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
@@ -134,6 +173,14 @@ static void ngx_fluxgate_order_decided(redisReply *reply, void *data);
 static void ngx_fluxgate_order_sold_out(ngx_fluxgate_order_t *op,
     redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_respond(ngx_http_request_t *r,
+    ngx_fluxgate_order_t *op, redisReply *reply);
+static ngx_int_t ngx_fluxgate_order_status(ngx_http_request_t *r,
+    ngx_uint_t code, ngx_fluxgate_outcome_e outcome, const char *status);
+static ngx_int_t ngx_fluxgate_order_refused(ngx_http_request_t *r,
+    ngx_uint_t code, const char *status);
+static ngx_int_t ngx_fluxgate_order_replay(ngx_http_request_t *r,
+    redisReply *reply);
+static ngx_int_t ngx_fluxgate_order_redirect(ngx_http_request_t *r,
     ngx_fluxgate_order_t *op, redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_queued(ngx_http_request_t *r,
     ngx_fluxgate_order_t *op, redisReply *reply);
@@ -179,63 +226,28 @@ ngx_fluxgate_order_body(ngx_http_request_t *r)
 static ngx_int_t
 ngx_fluxgate_order_start(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
-    ngx_str_t                    body, key;
-    const char                  *error;
-    ngx_fluxgate_order_t        *op;
-    ngx_fluxgate_ticket_t        ticket, *tp;
-    ngx_fluxgate_loc_conf_t     *flcf;
-    ngx_fluxgate_main_conf_t    *fmcf;
-    ngx_fluxgate_order_req_t     req;
-    ngx_fluxgate_parse_error_t   err;
+    ngx_int_t                   rc;
+    ngx_str_t                   body;
+    ngx_fluxgate_order_t       *op;
+    ngx_fluxgate_order_in_t     in;
+    ngx_fluxgate_loc_conf_t    *flcf;
+    ngx_fluxgate_main_conf_t   *fmcf;
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
     fmcf = ngx_http_get_module_main_conf(r, ngx_fluxgate_module);
 
-    rc = ngx_fluxgate_request_body(r, &body);
+    ngx_memzero(&in, sizeof(ngx_fluxgate_order_in_t));
 
-    if (rc == NGX_DECLINED) {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                       NGX_FLUXGATE_INVALID,
-                                       "body too large", "body");
+    /* the body, the key, the buyer, a ticket or a proof: no I/O yet */
+
+    rc = ngx_fluxgate_order_read(r, flcf, &in);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_fluxgate_idempotency_key(r, &key) != NGX_OK) {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                       NGX_FLUXGATE_INVALID,
-                                       "X-Idempotency-Key given more than once",
-                                       "X-Idempotency-Key");
-    }
-
-    if (ngx_fluxgate_parse_idempotency_key((char *) key.data, key.len, &err)
-        != 0
-        || ngx_fluxgate_parse_order((char *) body.data, body.len,
-                                    flcf->max_quantity, &req, &err)
-           != 0)
-    {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                       NGX_FLUXGATE_INVALID, err.error,
-                                       err.field);
-    }
-
-    /* a ticket this gate did not sign for this product never reaches Redis */
-
-    rc = ngx_fluxgate_queue_ticket(r, flcf, (u_char *) req.product_id,
-                                   req.product_id_len, &ticket, &error);
-
-    if (rc == NGX_ERROR) {
-        return ngx_fluxgate_queue_send_refused(r, error, "X-Queue-Ticket");
-    }
-
-    tp = (rc == NGX_OK) ? &ticket : NULL;
 
     if (fmcf->metrics_products) {
         /* counted by product when the answer goes out */
-        if (ngx_fluxgate_order_product(r, &req) != NGX_OK) {
+        if (ngx_fluxgate_order_product(r, &in.req) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
@@ -246,15 +258,19 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
      */
 
     if (flcf->sold_out_cache
-        && ngx_fluxgate_sold_out_test(fmcf->sold_out,
-                                      (u_char *) req.product_id,
-                                      req.product_id_len))
+        && ngx_fluxgate_sold_out_test(fmcf->sold_out, in.product.data,
+                                      in.product.len))
     {
         ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SOLD_OUT_HITS);
 
         ngx_str_set(&body, "{\"status\":\"sold_out\"}");
         return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT, NGX_FLUXGATE_SOLD_OUT,
                                  &body);
+    }
+
+    rc = ngx_fluxgate_order_place(r, flcf, &in);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     /* nothing is reserved for an order that could not be delivered */
@@ -267,7 +283,7 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
         return ngx_fluxgate_send_unavailable(r, "redis unavailable");
     }
 
-    op = ngx_fluxgate_order_create(r, &req, &key, tp);
+    op = ngx_fluxgate_order_create(r, &in);
     if (op == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -288,6 +304,263 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
     ngx_add_timer(&op->op.timer, flcf->redis_timeout);
 
     return NGX_DONE;
+}
+
+
+/*
+ * Body, key and buyer: NGX_DECLINED to go on, else what the answer sent
+ * (400, 401, 403) returned
+ */
+
+static ngx_int_t
+ngx_fluxgate_order_read(ngx_http_request_t *r, ngx_fluxgate_loc_conf_t *flcf,
+    ngx_fluxgate_order_in_t *in)
+{
+    ngx_int_t                   rc;
+    ngx_str_t                   body;
+    ngx_fluxgate_parse_error_t  err;
+
+    rc = ngx_fluxgate_request_body(r, &body);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                       NGX_FLUXGATE_INVALID,
+                                       "body too large", "body");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_fluxgate_idempotency_key(r, &in->key) != NGX_OK) {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       NGX_FLUXGATE_INVALID,
+                                       "X-Idempotency-Key given more than once",
+                                       "X-Idempotency-Key");
+    }
+
+    /* with verified users the body may leave userId out */
+
+    if (ngx_fluxgate_parse_idempotency_key((char *) in->key.data,
+                                           in->key.len, &err)
+        != 0
+        || ngx_fluxgate_parse_order((char *) body.data, body.len,
+                                    flcf->max_quantity,
+                                    flcf->user_token != NULL, &in->req, &err)
+           != 0)
+    {
+        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       NGX_FLUXGATE_INVALID, err.error,
+                                       err.field);
+    }
+
+    in->product.data = (u_char *) in->req.product_id;
+    in->product.len = in->req.product_id_len;
+
+    rc = ngx_fluxgate_order_user(r, flcf, in);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    /* the buyer: the verified user, else userId, else the key */
+
+    in->buyer.data = (u_char *) in->req.user_id;
+    in->buyer.len = in->req.user_id_len;
+
+    return ngx_fluxgate_order_client(r, flcf, in);
+}
+
+
+/*
+ * fluxgate_user_token: the token checked before any Redis call.  A valid
+ * one makes its sub the user (a body userId that differs: 403); a missing
+ * or bad one is 401 where required, else the request has no verified
+ * user (and must name its userId).
+ */
+
+static ngx_int_t
+ngx_fluxgate_order_user(ngx_http_request_t *r, ngx_fluxgate_loc_conf_t *flcf,
+    ngx_fluxgate_order_in_t *in)
+{
+    ngx_str_t            token, body, value;
+    const char          *why;
+    ngx_fluxgate_jwt_t   jwt;
+
+    if (flcf->user_token == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_complex_value(r, flcf->user_token, &token) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    why = NULL;
+
+    if (ngx_fluxgate_jwt_verify(token.data, token.len,
+                                flcf->user_secret.data, flcf->user_secret.len,
+                                (long long) ngx_time(), &jwt, &why)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fluxgate: user token refused: %s", why);
+
+        if (flcf->user_required) {
+            ngx_str_set(&value, "Bearer");
+
+            if (ngx_fluxgate_add_header(r, "WWW-Authenticate", &value)
+                != NGX_OK)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_str_set(&body, "{\"status\":\"unauthenticated\"}");
+            return ngx_fluxgate_send(r, NGX_HTTP_UNAUTHORIZED,
+                                     NGX_FLUXGATE_REFUSED, &body);
+        }
+
+        if (in->req.user_id_len == 0) {
+            /* anonymous: the key stands for the buyer (its charset fits) */
+            ngx_memcpy(in->req.user_id, in->key.data, in->key.len);
+            in->req.user_id[in->key.len] = '\0';
+            in->req.user_id_len = in->key.len;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (in->req.user_id_len
+        && (in->req.user_id_len != jwt.sub_len
+            || ngx_strncmp(in->req.user_id, jwt.sub, jwt.sub_len) != 0))
+    {
+        ngx_str_set(&body, "{\"status\":\"user_mismatch\"}");
+        return ngx_fluxgate_send(r, NGX_HTTP_FORBIDDEN, NGX_FLUXGATE_REFUSED,
+                                 &body);
+    }
+
+    ngx_memcpy(in->req.user_id, jwt.sub, jwt.sub_len + 1);
+    in->req.user_id_len = jwt.sub_len;
+
+    return NGX_DECLINED;
+}
+
+
+/* fluxgate_queue_per_client's key: short ones as they are, long ones hashed */
+
+static ngx_int_t
+ngx_fluxgate_order_client(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in)
+{
+    u_char     md[16];
+    ngx_md5_t  md5;
+    ngx_str_t  value;
+
+    if (flcf->queue_per_client == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_complex_value(r, flcf->queue_client_key, &value) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (value.len <= NGX_FLUXGATE_CLIENT_MAX) {
+        in->client_len = value.len;
+        ngx_memcpy(in->client, value.data, value.len);
+        return NGX_DECLINED;
+    }
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, value.data, value.len);
+    ngx_md5_final(md, &md5);
+
+    in->client_len = ngx_hex_dump(in->client, md, sizeof(md)) - in->client;
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The waiting room's part before any I/O: an X-Queue-Ticket checked (a
+ * bad one: 400), else a proof of work where fluxgate_queue_pow asks one
+ * (bad, or none while the line is busy: 302 with a challenge, Redis never
+ * asked).  NGX_DECLINED: go on to Redis.
+ */
+
+static ngx_int_t
+ngx_fluxgate_order_place(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in)
+{
+    u_char                 nonce[NGX_FLUXGATE_NONCE_LEN];
+    ngx_int_t              rc;
+    ngx_str_t              proof, name = ngx_string("X-Queue-Proof");
+    const char            *error;
+    ngx_fluxgate_proof_e   checked;
+
+    /* a ticket this gate did not sign for this buyer never reaches Redis */
+
+    rc = ngx_fluxgate_queue_ticket(r, flcf, &in->product, &in->buyer,
+                                   &in->ticket, &error);
+
+    if (rc == NGX_ERROR) {
+        return ngx_fluxgate_queue_send_refused(r, error, "X-Queue-Ticket");
+    }
+
+    if (rc == NGX_OK) {
+        in->has_ticket = 1;
+        in->proof = '0';
+        return NGX_DECLINED;
+    }
+
+    if (flcf->queue_pow == 0 || flcf->queue_secret.data == NULL) {
+        in->proof = '0';
+        return NGX_DECLINED;
+    }
+
+    if (ngx_fluxgate_single_header(r, &name, &proof) != NGX_OK) {
+        return ngx_fluxgate_queue_send_refused(r, "given more than once",
+                                               "X-Queue-Proof");
+    }
+
+    if (proof.data != NULL) {
+        checked = ngx_fluxgate_proof_check(&flcf->queue_secret, &proof,
+                                           flcf->queue_pow, &in->product,
+                                           &in->buyer, ngx_time(), nonce);
+
+        if (checked == NGX_FLUXGATE_PROOF_OK
+            && ngx_fluxgate_line_take_proof(flcf->queue_zone, nonce,
+                                            ngx_time() + 3600)
+               != NGX_OK)
+        {
+            checked = NGX_FLUXGATE_PROOF_REUSED;
+        }
+
+        if (checked == NGX_FLUXGATE_PROOF_OK) {
+            ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_CHALLENGE_SOLVED);
+            in->proof = '2';
+            return NGX_DECLINED;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fluxgate: X-Queue-Proof for \"%V\" refused (%d), "
+                      "challenging again", &in->product, checked);
+
+        ngx_fluxgate_metrics_count(checked == NGX_FLUXGATE_PROOF_REUSED
+                                   ? NGX_FLUXGATE_METRIC_CHALLENGE_REUSED
+                                   : NGX_FLUXGATE_METRIC_CHALLENGE_FAILED);
+
+        return ngx_fluxgate_queue_send_challenge(r, &in->product,
+                                                 &in->buyer);
+    }
+
+    /* no proof: while the line is busy a place is due, Redis or not */
+
+    if (ngx_fluxgate_line_busy(flcf, &in->product)) {
+        return ngx_fluxgate_queue_send_challenge(r, &in->product,
+                                                 &in->buyer);
+    }
+
+    in->proof = '1';
+
+    return NGX_DECLINED;
 }
 
 
@@ -315,11 +588,9 @@ ngx_fluxgate_order_product(ngx_http_request_t *r,
 
 
 static ngx_fluxgate_order_t *
-ngx_fluxgate_order_create(ngx_http_request_t *r,
-    ngx_fluxgate_order_req_t *req, ngx_str_t *key,
-    ngx_fluxgate_ticket_t *ticket)
+ngx_fluxgate_order_create(ngx_http_request_t *r, ngx_fluxgate_order_in_t *in)
 {
-    u_char                    *p;
+    u_char                    *p, *id;
     ngx_fluxgate_order_t      *op;
     ngx_fluxgate_loc_conf_t   *flcf;
     ngx_fluxgate_main_conf_t  *fmcf;
@@ -347,152 +618,124 @@ ngx_fluxgate_order_create(ngx_http_request_t *r,
     op->kafka_wait = fmcf->kafka_timeout + 1000;
     op->ttl = flcf->idempotency_ttl;
 
-    op->req = *req;
-
-    if (ticket) {
-        op->ticket = *ticket;
-        op->has_ticket = 1;
-    }
+    op->req = in->req;
+    op->ticket = in->ticket;
+    op->has_ticket = in->has_ticket;
+    op->proof = in->proof;
+    op->client_len = in->client_len;
+    ngx_memcpy(op->client, in->client, in->client_len);
 
     ngx_fluxgate_uuid7(op->order_id, ngx_fluxgate_now_ms());
 
+    id = (u_char *) op->req.product_id;
     p = op->keys;
 
     op->stock_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:stock", req->product_id);
+    p = ngx_sprintf(p, "fg:{%s}:stock", id);
     op->stock_key.len = p - op->stock_key.data;
 
-    op->rate_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:rate", req->product_id);
-    op->rate_key.len = p - op->rate_key.data;
+    op->line_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:q", id);
+    op->line_key.len = p - op->line_key.data;
 
     op->buyers_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:buyers", req->product_id);
+    p = ngx_sprintf(p, "fg:{%s}:buyers", id);
     op->buyers_key.len = p - op->buyers_key.data;
 
     op->idem_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:idem:%V", req->product_id, key);
+    p = ngx_sprintf(p, "fg:{%s}:idem:%V", id, &in->key);
     op->idem_key.len = p - op->idem_key.data;
 
     op->gen_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:gen", req->product_id);
+    p = ngx_sprintf(p, "fg:{%s}:gen", id);
     op->gen_key.len = p - op->gen_key.data;
 
     op->pending_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:pending", req->product_id);
+    p = ngx_sprintf(p, "fg:{%s}:pending", id);
     op->pending_key.len = p - op->pending_key.data;
 
-    op->seq_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:q:seq", req->product_id);
-    op->seq_key.len = p - op->seq_key.data;
-
-    /* only a ticket's own spent mark is read or written */
-    op->used_key.data = p;
-    p = ngx_sprintf(p, "fg:{%s}:q:used:%L", req->product_id,
-                    op->has_ticket ? op->ticket.seq : 0);
-    op->used_key.len = p - op->used_key.data;
+    op->prefix_key.data = p;
+    p = ngx_sprintf(p, "fg:{%s}:q:", id);
+    op->prefix_key.len = p - op->prefix_key.data;
 
     op->key.data = p;
-    p = ngx_cpymem(p, key->data, key->len);
-    op->key.len = key->len;
+    p = ngx_cpymem(p, in->key.data, in->key.len);
+    op->key.len = in->key.len;
 
     return op;
 }
 
 
+/* order.lua: its KEYS and ARGV, in the order its header lists them */
+
 static ngx_int_t
 ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     ngx_fluxgate_loc_conf_t *flcf)
 {
-    u_char                  fp[NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN + 2];
-    u_char                  nums[12][NGX_INT64_LEN];
-    ngx_str_t               args[25];
-    ngx_uint_t              i, n;
-    ngx_fluxgate_ticket_t  *t;
+    u_char                fp[NGX_FLUXGATE_ID_MAX + NGX_INT64_LEN + 2];
+    u_char                raw[NGX_FLUXGATE_NONCE_LEN];
+    u_char                seed[2 * NGX_FLUXGATE_NONCE_LEN];
+    ngx_fluxgate_args_t   a;
 
-    args[0] = op->stock_key;
-    args[1] = op->rate_key;
-    args[2] = op->buyers_key;
-    args[3] = op->idem_key;
-    args[4] = op->gen_key;
-    args[5] = op->pending_key;
-    args[6] = op->seq_key;
-    args[7] = op->used_key;
+    a.n = 0;
 
-    args[8].data = (u_char *) op->req.user_id;
-    args[8].len = op->req.user_id_len;
+    ngx_fluxgate_args_str(&a, &op->stock_key);
+    ngx_fluxgate_args_str(&a, &op->line_key);
+    ngx_fluxgate_args_str(&a, &op->buyers_key);
+    ngx_fluxgate_args_str(&a, &op->idem_key);
+    ngx_fluxgate_args_str(&a, &op->gen_key);
+    ngx_fluxgate_args_str(&a, &op->pending_key);
+    ngx_fluxgate_args_str(&a, &op->prefix_key);
+
+    ngx_fluxgate_args_text(&a, (u_char *) op->req.user_id,
+                           op->req.user_id_len);
+    ngx_fluxgate_args_int(&a, op->req.quantity);
 
     /* the body's fingerprint: the key is per product already */
-    args[10].data = fp;
-    args[10].len = ngx_sprintf(fp, "%s:%L", op->req.user_id,
-                               op->req.quantity)
-                   - fp;
+    ngx_fluxgate_args_text(&a, fp, ngx_sprintf(fp, "%s:%L", op->req.user_id,
+                                               op->req.quantity)
+                                   - fp);
 
-    args[11].data = op->order_id;
-    args[11].len = NGX_FLUXGATE_UUID_LEN;
-
-    args[16] = op->key;
-
-    args[17].len = 1;
-    args[17].data = (u_char *) (flcf->queue_secret.data ? "1" : "0");
-
-    n = 0;
-
-    args[9].data = nums[n];
-    args[9].len = ngx_sprintf(nums[n], "%L", op->req.quantity) - nums[n];
-    n++;
-
-    args[12].data = nums[n];
-    args[12].len = ngx_sprintf(nums[n], "%M", op->ttl) - nums[n];
-    n++;
-
-    args[13].data = nums[n];
-    args[13].len = ngx_sprintf(nums[n], "%ui", flcf->rate) - nums[n];
-    n++;
-
-    args[14].data = nums[n];
-    args[14].len = ngx_sprintf(nums[n], "%ui", flcf->burst) - nums[n];
-    n++;
-
-    args[15].data = nums[n];
-    args[15].len = ngx_sprintf(nums[n], "%ui", flcf->per_user_limit)
-                   - nums[n];
-    n++;
+    ngx_fluxgate_args_text(&a, op->order_id, NGX_FLUXGATE_UUID_LEN);
+    ngx_fluxgate_args_int(&a, op->ttl);
+    ngx_fluxgate_args_int(&a, flcf->rate);
+    ngx_fluxgate_args_int(&a, flcf->burst);
+    ngx_fluxgate_args_int(&a, flcf->per_user_limit);
+    ngx_fluxgate_args_str(&a, &op->key);
+    ngx_fluxgate_args_text(&a, (u_char *) (flcf->queue_secret.data ? "1"
+                                                                   : "0"),
+                           1);
 
     /* microseconds, as Redis TIME gives them */
+    ngx_fluxgate_args_int(&a, (int64_t) flcf->queue_window * 1000);
+    ngx_fluxgate_args_int(&a, (int64_t) flcf->queue_ticket_ttl * 1000);
 
-    args[18].data = nums[n];
-    args[18].len = ngx_sprintf(nums[n], "%M000", flcf->queue_window)
-                   - nums[n];
-    n++;
+    /* the buyer: the (verified) user */
+    ngx_fluxgate_args_text(&a, (u_char *) op->req.user_id,
+                           op->req.user_id_len);
+    ngx_fluxgate_args_text(&a, op->client, op->client_len);
+    ngx_fluxgate_args_int(&a, flcf->queue_per_client);
+    ngx_fluxgate_args_text(&a, &op->proof, 1);
 
-    args[19].data = nums[n];
-    args[19].len = ngx_sprintf(nums[n], "%M000", flcf->queue_ticket_ttl)
-                   - nums[n];
-    n++;
+    /* should this order open the sale: a seed nobody could know before */
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        return NGX_ERROR;
+    }
+
+    ngx_fluxgate_args_text(&a, seed, ngx_hex_dump(seed, raw, sizeof(raw))
+                                     - seed);
 
     if (op->has_ticket) {
-        t = &op->ticket;
-
-        args[20].data = nums[n];
-        args[20].len = ngx_sprintf(nums[n], "%L", t->seq) - nums[n];
-        n++;
-        args[21].data = nums[n];
-        args[21].len = ngx_sprintf(nums[n], "%L", t->admit) - nums[n];
-        n++;
-        args[22].data = nums[n];
-        args[22].len = ngx_sprintf(nums[n], "%L", t->until) - nums[n];
-        n++;
-        args[23].data = nums[n];
-        args[23].len = ngx_sprintf(nums[n], "%L", t->expires) - nums[n];
-        n++;
-        args[24].data = nums[n];
-        args[24].len = ngx_sprintf(nums[n], "%L", t->interval) - nums[n];
+        ngx_fluxgate_args_int(&a, op->ticket.epoch);
+        ngx_fluxgate_args_text(&a, &op->ticket.kind, 1);
+        ngx_fluxgate_args_int(&a, op->ticket.seq);
+        ngx_fluxgate_args_int(&a, op->ticket.expires);
 
     } else {
-        for (i = 20; i < 25; i++) {
-            ngx_str_set(&args[i], "");
-        }
+        ngx_fluxgate_args_text(&a, NULL, 0);
+        ngx_fluxgate_args_text(&a, NULL, 0);
+        ngx_fluxgate_args_text(&a, NULL, 0);
+        ngx_fluxgate_args_text(&a, NULL, 0);
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -503,7 +746,7 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
 
     /* fluxgate_redis_wait: a reservation counts once replicas have it */
     return ngx_fluxgate_redis_eval_wait(op->redis, &ngx_fluxgate_script_order,
-                                        8, 25, args, flcf->redis_wait,
+                                        7, a.n, a.arg, flcf->redis_wait,
                                         flcf->redis_wait_timeout,
                                         ngx_fluxgate_redis_wait_code(
                                             NGX_FLUXGATE_ORDER_RESERVED),
@@ -642,163 +885,51 @@ ngx_fluxgate_order_sold_out(ngx_fluxgate_order_t *op, redisReply *reply)
 }
 
 
+/* every outcome but a reservation, from order.lua's reply to the answer */
+
 static ngx_int_t
 ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
     redisReply *reply)
 {
-    u_char                   *p;
-    ngx_str_t                 body, value;
-    ngx_uint_t                status;
-    redisReply              **e;
-    ngx_fluxgate_ctx_t       *ctx;
+    ngx_str_t                 product, buyer;
     ngx_fluxgate_loc_conf_t  *flcf;
 
-    e = reply->element;
-
-    switch (e[0]->integer) {
+    switch (reply->element[0]->integer) {
 
     case NGX_FLUXGATE_ORDER_REPLAY:
-        if (reply->elements != 4
-            || e[1]->type != REDIS_REPLY_INTEGER
-            || e[2]->type != REDIS_REPLY_STRING
-            || e[3]->type != REDIS_REPLY_STRING
-            || e[1]->integer < NGX_HTTP_OK
-            || e[1]->integer > 599
-            || e[2]->len > 32
-            || (e[3]->len != 0 && e[3]->len != NGX_FLUXGATE_UUID_LEN))
-        {
-            break;
-        }
-
-        status = (ngx_uint_t) e[1]->integer;
-
-        ctx = ngx_fluxgate_get_ctx(r);
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        body.data = ngx_pnalloc(r->pool, 128);
-        if (body.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        /* the outcome and the orderId are what order.lua stored */
-        p = ngx_sprintf(body.data,
-                        "{\"status\":\"ignored\",\"outcome\":\"%*s\"",
-                        e[2]->len, e[2]->str);
-
-        if (e[3]->len) {
-            ngx_memcpy(ctx->order_id, e[3]->str, NGX_FLUXGATE_UUID_LEN);
-            ctx->has_order_id = 1;
-
-            p = ngx_sprintf(p, ",\"orderId\":\"%*s\"",
-                            e[3]->len, e[3]->str);
-        }
-
-        *p++ = '}';
-        body.len = p - body.data;
-
-        ngx_str_set(&value, "true");
-
-        if (ngx_fluxgate_add_header(r, "Idempotent-Replayed", &value)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_fluxgate_send(r, status, NGX_FLUXGATE_DUPLICATE, &body);
+        return ngx_fluxgate_order_replay(r, reply);
 
     case NGX_FLUXGATE_ORDER_IN_PROGRESS:
-        ngx_str_set(&body, "{\"status\":\"in_progress\"}");
-        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT,
-                                 NGX_FLUXGATE_IN_PROGRESS, &body);
+        return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
+                                         NGX_FLUXGATE_IN_PROGRESS,
+                                         "in_progress");
 
     case NGX_FLUXGATE_ORDER_MISMATCH:
-        return ngx_fluxgate_send_error(r, 422, NGX_FLUXGATE_INVALID,
+        return ngx_fluxgate_send_error(r, NGX_FLUXGATE_HTTP_UNPROCESSABLE,
+                                       NGX_FLUXGATE_INVALID,
                                        "X-Idempotency-Key was already used "
                                        "with another body",
                                        "X-Idempotency-Key");
 
     case NGX_FLUXGATE_ORDER_REDIRECT:
-        if (reply->elements != 2 || e[1]->type != REDIS_REPLY_INTEGER) {
-            break;
-        }
-
-        flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
-
-        /* whole seconds, at least one */
-        status = (ngx_uint_t) (e[1]->integer + 999) / 1000;
-        status = ngx_max(status, 1);
-
-        value.data = ngx_pnalloc(r->pool, flcf->waiting_room.len
-                                          + sizeof("?productId=&retryAfter=")
-                                          + NGX_FLUXGATE_ID_MAX
-                                          + NGX_INT_T_LEN);
-        if (value.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_sprintf(value.data, "%V%cproductId=%s&retryAfter=%ui",
-                        &flcf->waiting_room,
-                        ngx_strlchr(flcf->waiting_room.data,
-                                    flcf->waiting_room.data
-                                    + flcf->waiting_room.len, '?')
-                        ? '&' : '?',
-                        op->req.product_id, status);
-        value.len = p - value.data;
-
-        r->headers_out.location = ngx_list_push(&r->headers_out.headers);
-        if (r->headers_out.location == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        r->headers_out.location->hash = 1;
-        ngx_str_set(&r->headers_out.location->key, "Location");
-        r->headers_out.location->value = value;
-
-        value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"redirected\","
-                                                "\"retryAfter\":}")
-                                         + NGX_INT_T_LEN);
-        if (value.data == NULL || body.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        value.len = ngx_sprintf(value.data, "%ui", status) - value.data;
-
-        if (ngx_fluxgate_add_header(r, "Retry-After", &value) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        body.len = ngx_sprintf(body.data,
-                               "{\"status\":\"redirected\",\"retryAfter\":%ui}",
-                               status)
-                   - body.data;
-
-        return ngx_fluxgate_send(r, NGX_HTTP_MOVED_TEMPORARILY,
-                                 NGX_FLUXGATE_REDIRECTED, &body);
+        return ngx_fluxgate_order_redirect(r, op, reply);
 
     case NGX_FLUXGATE_ORDER_SOLD_OUT:
-        ngx_str_set(&body, "{\"status\":\"sold_out\"}");
-        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT, NGX_FLUXGATE_SOLD_OUT,
-                                 &body);
+        return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
+                                         NGX_FLUXGATE_SOLD_OUT, "sold_out");
 
     case NGX_FLUXGATE_ORDER_LIMIT_REACHED:
-        ngx_str_set(&body, "{\"status\":\"limit_reached\"}");
-        return ngx_fluxgate_send(r, NGX_HTTP_CONFLICT,
-                                 NGX_FLUXGATE_LIMIT_REACHED, &body);
+        return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
+                                         NGX_FLUXGATE_LIMIT_REACHED,
+                                         "limit_reached");
 
     case NGX_FLUXGATE_ORDER_UNKNOWN:
-        ngx_str_set(&body, "{\"status\":\"unknown_product\"}");
-        return ngx_fluxgate_send(r, NGX_HTTP_NOT_FOUND,
-                                 NGX_FLUXGATE_UNKNOWN_PRODUCT, &body);
+        return ngx_fluxgate_order_status(r, NGX_HTTP_NOT_FOUND,
+                                         NGX_FLUXGATE_UNKNOWN_PRODUCT,
+                                         "unknown_product");
 
     case NGX_FLUXGATE_ORDER_QUEUED:
         return ngx_fluxgate_order_queued(r, op, reply);
-
-    case NGX_FLUXGATE_ORDER_CANCELED:
-        /* a release ran first: this late order.lua reserved nothing */
-        return ngx_fluxgate_send_unavailable(r, "redis failed");
 
     case NGX_FLUXGATE_ORDER_BAD_TICKET:
         return ngx_fluxgate_order_bad_ticket(r, reply);
@@ -810,46 +941,225 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
                       "queueing more", op->req.product_id);
 
         return ngx_fluxgate_send_unavailable(r, "waiting room full");
+
+    case NGX_FLUXGATE_ORDER_CANCELED:
+        /* a release ran first: this late order.lua reserved nothing */
+        return ngx_fluxgate_send_unavailable(r, "redis failed");
+
+    case NGX_FLUXGATE_ORDER_CHALLENGE:
+        product.data = (u_char *) op->req.product_id;
+        product.len = op->req.product_id_len;
+        buyer.data = (u_char *) op->req.user_id;
+        buyer.len = op->req.user_id_len;
+
+        return ngx_fluxgate_queue_send_challenge(r, &product, &buyer);
+
+    case NGX_FLUXGATE_ORDER_CLIENT_FULL:
+        flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fluxgate: \"%s\": the client holds %ui places "
+                      "(fluxgate_queue_per_client): no more",
+                      op->req.product_id, flcf->queue_per_client);
+
+        return ngx_fluxgate_order_refused(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                          "too_many_places");
+
+    case NGX_FLUXGATE_ORDER_CLOSED:
+        return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
+                                         NGX_FLUXGATE_REFUSED, "closed");
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "fluxgate: order.lua: unexpected reply %L",
-                  e[0]->integer);
+                  reply->element[0]->integer);
 
     return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
 }
 
 
-/* {9, seq, admit, until, expires, interval, position, wait_ms} */
+/* {"status":"<status>"} */
+
+static ngx_int_t
+ngx_fluxgate_order_status(ngx_http_request_t *r, ngx_uint_t code,
+    ngx_fluxgate_outcome_e outcome, const char *status)
+{
+    ngx_str_t  body;
+
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"\"}")
+                                     + ngx_strlen(status));
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_sprintf(body.data, "{\"status\":\"%s\"}", status)
+               - body.data;
+
+    return ngx_fluxgate_send(r, code, outcome, &body);
+}
+
+
+/* 429: come back when a place of this client may have ended */
+
+static ngx_int_t
+ngx_fluxgate_order_refused(ngx_http_request_t *r, ngx_uint_t code,
+    const char *status)
+{
+    ngx_str_t  retry;
+
+    ngx_str_set(&retry, "60");
+
+    if (ngx_fluxgate_add_header(r, "Retry-After", &retry) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_fluxgate_order_status(r, code, NGX_FLUXGATE_REFUSED, status);
+}
+
+
+/* {2, status, outcome, orderId}: what the key's first request was told */
+
+static ngx_int_t
+ngx_fluxgate_order_replay(ngx_http_request_t *r, redisReply *reply)
+{
+    u_char               *p;
+    ngx_str_t             body, value;
+    ngx_uint_t            status;
+    redisReply          **e;
+    ngx_fluxgate_ctx_t   *ctx;
+
+    e = reply->element;
+
+    if (reply->elements != 4
+        || e[1]->type != REDIS_REPLY_INTEGER
+        || e[2]->type != REDIS_REPLY_STRING
+        || e[3]->type != REDIS_REPLY_STRING
+        || e[1]->integer < NGX_HTTP_OK
+        || e[1]->integer > 599
+        || e[2]->len > 32
+        || (e[3]->len != 0 && e[3]->len != NGX_FLUXGATE_UUID_LEN))
+    {
+        return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
+    }
+
+    status = (ngx_uint_t) e[1]->integer;
+
+    ctx = ngx_fluxgate_get_ctx(r);
+    body.data = ngx_pnalloc(r->pool, 128);
+
+    if (ctx == NULL || body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the outcome and the orderId are what order.lua stored */
+    p = ngx_sprintf(body.data, "{\"status\":\"ignored\",\"outcome\":\"%*s\"",
+                    e[2]->len, e[2]->str);
+
+    if (e[3]->len) {
+        ngx_memcpy(ctx->order_id, e[3]->str, NGX_FLUXGATE_UUID_LEN);
+        ctx->has_order_id = 1;
+
+        p = ngx_sprintf(p, ",\"orderId\":\"%*s\"", e[3]->len, e[3]->str);
+    }
+
+    *p++ = '}';
+    body.len = p - body.data;
+
+    ngx_str_set(&value, "true");
+
+    if (ngx_fluxgate_add_header(r, "Idempotent-Replayed", &value) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_fluxgate_send(r, status, NGX_FLUXGATE_DUPLICATE, &body);
+}
+
+
+/* {5, retry_after_ms}: over the rate with no waiting room line: 302 */
+
+static ngx_int_t
+ngx_fluxgate_order_redirect(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
+    redisReply *reply)
+{
+    ngx_str_t   product, extra, where, body;
+    ngx_uint_t  retry_after;
+
+    if (reply->elements != 2
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
+    }
+
+    /* whole seconds, at least one */
+    retry_after = (ngx_uint_t) (reply->element[1]->integer + 999) / 1000;
+    retry_after = ngx_max(retry_after, 1);
+
+    product.data = (u_char *) op->req.product_id;
+    product.len = op->req.product_id_len;
+
+    extra.data = ngx_pnalloc(r->pool, sizeof("&retryAfter=") + NGX_INT_T_LEN);
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"redirected\","
+                                            "\"retryAfter\":}")
+                                     + NGX_INT_T_LEN);
+    if (extra.data == NULL || body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    extra.len = ngx_sprintf(extra.data, "&retryAfter=%ui", retry_after)
+                - extra.data;
+    body.len = ngx_sprintf(body.data, "{\"status\":\"redirected\","
+                           "\"retryAfter\":%ui}", retry_after)
+               - body.data;
+
+    if (ngx_fluxgate_waiting_room(r, &product, &extra, &where) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_fluxgate_send_redirect(r, &where, retry_after,
+                                      NGX_FLUXGATE_REDIRECTED, &body);
+}
+
+
+/* {9, epoch, kind, seq, expires_s, position, wait_ms, opens_at_s} */
 
 static ngx_int_t
 ngx_fluxgate_order_queued(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
     redisReply *reply)
 {
-    ngx_uint_t             i;
-    ngx_fluxgate_ticket_t  ticket;
+    ngx_str_t               product, buyer;
+    ngx_uint_t              i;
+    redisReply            **e;
+    ngx_fluxgate_ticket_t   ticket;
 
-    if (reply->elements != 8) {
+    e = reply->element;
+
+    if (reply->elements != 8
+        || e[2]->type != REDIS_REPLY_STRING
+        || e[2]->len != 1)
+    {
         return ngx_fluxgate_send_unavailable(r, "unexpected redis reply");
     }
 
     for (i = 1; i < 8; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+        if (i != 2 && e[i]->type != REDIS_REPLY_INTEGER) {
             return ngx_fluxgate_send_unavailable(r,
                                                  "unexpected redis reply");
         }
     }
 
-    ticket.seq = reply->element[1]->integer;
-    ticket.admit = reply->element[2]->integer;
-    ticket.until = reply->element[3]->integer;
-    ticket.expires = reply->element[4]->integer;
-    ticket.interval = reply->element[5]->integer;
+    ticket.epoch = e[1]->integer;
+    ticket.kind = (u_char) e[2]->str[0];
+    ticket.seq = e[3]->integer;
+    ticket.expires = e[4]->integer;
 
-    return ngx_fluxgate_queue_send_queued(r, (u_char *) op->req.product_id,
-                                          op->req.product_id_len, &ticket,
-                                          reply->element[6]->integer,
-                                          reply->element[7]->integer);
+    product.data = (u_char *) op->req.product_id;
+    product.len = op->req.product_id_len;
+    buyer.data = (u_char *) op->req.user_id;
+    buyer.len = op->req.user_id_len;
+
+    return ngx_fluxgate_queue_send_place(r, &product, &buyer, &ticket,
+                                         e[5]->integer, e[6]->integer,
+                                         e[7]->integer);
 }
 
 
@@ -861,7 +1171,7 @@ ngx_fluxgate_order_bad_ticket(ngx_http_request_t *r, redisReply *reply)
     const char  *error;
     redisReply  *why;
 
-    error = "X-Queue-Ticket has expired";
+    error = "has expired";
 
     if (reply->elements == 2
         && reply->element[1]->type == REDIS_REPLY_STRING)
@@ -871,12 +1181,12 @@ ngx_fluxgate_order_bad_ticket(ngx_http_request_t *r, redisReply *reply)
         if (why->len == sizeof("spent") - 1
             && ngx_strncmp(why->str, "spent", why->len) == 0)
         {
-            error = "X-Queue-Ticket was used for another order";
+            error = "was used for another order";
 
         } else if (why->len == sizeof("window") - 1
                    && ngx_strncmp(why->str, "window", why->len) == 0)
         {
-            error = "X-Queue-Ticket's admission window has passed";
+            error = "admission window has passed";
         }
     }
 
@@ -1056,45 +1366,43 @@ ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
 static void
 ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
 {
-    u_char      ttl[NGX_INT64_LEN];
-    ngx_int_t   rc;
-    ngx_str_t   args[8];
-    ngx_msec_t  now;
+    ngx_int_t             rc;
+    ngx_msec_t            now;
+    ngx_fluxgate_args_t   a;
 
     if (op->op.timer.timer_set) {
         ngx_del_timer(&op->op.timer);
     }
 
+    a.n = 0;
+
     if (op->releasing) {
-        args[0] = op->stock_key;
-        args[1] = op->buyers_key;
-        args[2] = op->idem_key;
-        args[3] = op->gen_key;
-        args[4] = op->pending_key;
-        args[5].data = op->order_id;
-        args[5].len = NGX_FLUXGATE_UUID_LEN;
-        args[6] = op->key;
+        ngx_fluxgate_args_str(&a, &op->stock_key);
+        ngx_fluxgate_args_str(&a, &op->buyers_key);
+        ngx_fluxgate_args_str(&a, &op->idem_key);
+        ngx_fluxgate_args_str(&a, &op->gen_key);
+        ngx_fluxgate_args_str(&a, &op->pending_key);
+        ngx_fluxgate_args_str(&a, &op->prefix_key);
+        ngx_fluxgate_args_text(&a, op->order_id, NGX_FLUXGATE_UUID_LEN);
+        ngx_fluxgate_args_str(&a, &op->key);
 
         /* the tombstone's life, should order.lua still be on its way */
-        args[7].data = ttl;
-        args[7].len = ngx_sprintf(ttl, "%M", op->ttl) - ttl;
+        ngx_fluxgate_args_int(&a, op->ttl);
 
         rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_release,
-                                     5, 8, args, ngx_fluxgate_order_finished,
-                                     op);
+                                     6, a.n, a.arg,
+                                     ngx_fluxgate_order_finished, op);
 
     } else {
-        args[0] = op->idem_key;
-        args[1] = op->pending_key;
-        args[2].data = op->order_id;
-        args[2].len = NGX_FLUXGATE_UUID_LEN;
-        args[3].data = ttl;
-        args[3].len = ngx_sprintf(ttl, "%M", op->ttl) - ttl;
-        args[4] = op->key;
+        ngx_fluxgate_args_str(&a, &op->idem_key);
+        ngx_fluxgate_args_str(&a, &op->pending_key);
+        ngx_fluxgate_args_text(&a, op->order_id, NGX_FLUXGATE_UUID_LEN);
+        ngx_fluxgate_args_int(&a, op->ttl);
+        ngx_fluxgate_args_str(&a, &op->key);
 
         rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_done,
-                                     2, 5, args, ngx_fluxgate_order_finished,
-                                     op);
+                                     2, a.n, a.arg,
+                                     ngx_fluxgate_order_finished, op);
     }
 
     now = ngx_current_msec;

@@ -34,9 +34,15 @@ static int ngx_fluxgate_parse_fail(ngx_fluxgate_parse_error_t *err,
     ;
 
 
+const char  *ngx_fluxgate_control_names[] = {
+    "pause", "resume", "close", "rate", NULL
+};
+
+
 int
 ngx_fluxgate_parse_order(const char *body, size_t len, long long max_quantity,
-    ngx_fluxgate_order_req_t *req, ngx_fluxgate_parse_error_t *err)
+    int user_optional, ngx_fluxgate_order_req_t *req,
+    ngx_fluxgate_parse_error_t *err)
 {
     int      rc;
     json_t  *root;
@@ -50,8 +56,14 @@ ngx_fluxgate_parse_order(const char *body, size_t len, long long max_quantity,
                                &req->product_id_len, err);
 
     if (rc == 0) {
-        rc = ngx_fluxgate_parse_id(root, "userId", req->user_id,
-                                   &req->user_id_len, err);
+        if (user_optional && json_object_get(root, "userId") == NULL) {
+            req->user_id[0] = '\0';
+            req->user_id_len = 0;
+
+        } else {
+            rc = ngx_fluxgate_parse_id(root, "userId", req->user_id,
+                                       &req->user_id_len, err);
+        }
     }
 
     if (rc == 0) {
@@ -90,6 +102,77 @@ ngx_fluxgate_parse_stock(const char *body, size_t len,
         rc = ngx_fluxgate_parse_int(root, "ifGeneration", 0, -1, 0,
                                     NGX_FLUXGATE_GENERATION_MAX,
                                     &req->if_generation, err);
+    }
+
+    /* a sale announced: unix seconds */
+    if (rc == 0) {
+        rc = ngx_fluxgate_parse_int(root, "opensAt", 0, -1, 0,
+                                    NGX_FLUXGATE_OPENS_AT_MAX,
+                                    &req->opens_at, err);
+    }
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+int
+ngx_fluxgate_parse_control(const char *body, size_t len,
+    ngx_fluxgate_control_req_t *req, ngx_fluxgate_parse_error_t *err)
+{
+    int          rc, i;
+    json_t      *root, *v;
+    const char  *action;
+
+    root = ngx_fluxgate_parse_object(body, len, err);
+    if (root == NULL) {
+        return -1;
+    }
+
+    rc = ngx_fluxgate_parse_id(root, "productId", req->product_id,
+                               &req->product_id_len, err);
+
+    if (rc == 0) {
+        v = json_object_get(root, "action");
+
+        if (v == NULL || !json_is_string(v)) {
+            rc = ngx_fluxgate_parse_fail(err, "action", "action must be one "
+                                         "of pause, resume, close, rate");
+
+        } else {
+            action = json_string_value(v);
+            rc = -1;
+
+            for (i = 0; ngx_fluxgate_control_names[i]; i++) {
+                if (strcmp(action, ngx_fluxgate_control_names[i]) == 0
+                    && strlen(action) == json_string_length(v))
+                {
+                    req->action = (ngx_fluxgate_control_e) i;
+                    rc = 0;
+                }
+            }
+
+            if (rc != 0) {
+                (void) ngx_fluxgate_parse_fail(err, "action",
+                                               "action must be one of "
+                                               "pause, resume, close, rate");
+            }
+        }
+    }
+
+    if (rc == 0) {
+        rc = ngx_fluxgate_parse_int(root, "rate",
+                                    req->action == NGX_FLUXGATE_CONTROL_RATE,
+                                    0, 1, NGX_FLUXGATE_RATE_MAX, &req->rate,
+                                    err);
+    }
+
+    if (rc == 0 && req->action != NGX_FLUXGATE_CONTROL_RATE
+        && req->rate != 0)
+    {
+        rc = ngx_fluxgate_parse_fail(err, "rate", "rate goes with the "
+                                     "action rate only");
     }
 
     json_decref(root);

@@ -19,13 +19,15 @@
 #define NGX_FLUXGATE_KEY_MAX     FG_KEY_MAX
 #define NGX_FLUXGATE_STOCK_MAX   1000000000LL
 #define NGX_FLUXGATE_GENERATION_MAX  9007199254740991LL   /* 2^53 - 1 */
+#define NGX_FLUXGATE_OPENS_AT_MAX    32503680000LL        /* year 3000 */
+#define NGX_FLUXGATE_RATE_MAX        1000000
 
 
 typedef struct {
     char         product_id[NGX_FLUXGATE_ID_MAX + 1];
     size_t       product_id_len;
     char         user_id[NGX_FLUXGATE_ID_MAX + 1];
-    size_t       user_id_len;
+    size_t       user_id_len;     /* 0: not given (a verified user only) */
     long long    quantity;
 } ngx_fluxgate_order_req_t;
 
@@ -35,7 +37,29 @@ typedef struct {
     size_t       product_id_len;
     long long    stock;
     long long    if_generation;   /* -1: not given */
+    long long    opens_at;        /* unix seconds, -1: not given */
 } ngx_fluxgate_stock_req_t;
+
+
+typedef enum {
+    NGX_FLUXGATE_CONTROL_PAUSE = 0,
+    NGX_FLUXGATE_CONTROL_RESUME,
+    NGX_FLUXGATE_CONTROL_CLOSE,
+    NGX_FLUXGATE_CONTROL_RATE
+} ngx_fluxgate_control_e;
+
+
+/* POST /queue/control */
+typedef struct {
+    char                     product_id[NGX_FLUXGATE_ID_MAX + 1];
+    size_t                   product_id_len;
+    ngx_fluxgate_control_e   action;
+    long long                rate;            /* 0: not given */
+} ngx_fluxgate_control_req_t;
+
+
+/* the names of ngx_fluxgate_control_e, in its order */
+extern const char  *ngx_fluxgate_control_names[];
 
 
 typedef struct {
@@ -44,10 +68,15 @@ typedef struct {
 } ngx_fluxgate_parse_error_t;
 
 
-/* 0: valid, -1: not, with err filled in */
+/*
+ * 0: valid, -1: not, with err filled in.  user_optional: userId may be
+ * left out (the request has a verified user)
+ */
 int ngx_fluxgate_parse_order(const char *body, size_t len,
-    long long max_quantity, ngx_fluxgate_order_req_t *req,
+    long long max_quantity, int user_optional, ngx_fluxgate_order_req_t *req,
     ngx_fluxgate_parse_error_t *err);
+int ngx_fluxgate_parse_control(const char *body, size_t len,
+    ngx_fluxgate_control_req_t *req, ngx_fluxgate_parse_error_t *err);
 int ngx_fluxgate_parse_stock(const char *body, size_t len,
     ngx_fluxgate_stock_req_t *req, ngx_fluxgate_parse_error_t *err);
 int ngx_fluxgate_parse_idempotency_key(const char *key, size_t len,

@@ -40,7 +40,6 @@
 #define NGX_FLUXGATE_REDIS_CONNECT_TIMEOUT  1000
 #define NGX_FLUXGATE_REDIS_BACKOFF_MIN      100
 #define NGX_FLUXGATE_REDIS_BACKOFF_MAX      5000
-#define NGX_FLUXGATE_REDIS_MAX_ARGS         32
 
 /*
  * A connection that let a deadline pass and then stays silent this long is
@@ -112,10 +111,16 @@ ngx_fluxgate_script_t  ngx_fluxgate_script_init = {
 };
 
 
-ngx_fluxgate_script_t  ngx_fluxgate_script_queue_status = {
-    ngx_string("queue_status"),
-    ngx_string(NGX_FLUXGATE_LUA_QUEUE_STATUS_SHA),
-    ngx_string(NGX_FLUXGATE_LUA_QUEUE_STATUS)
+ngx_fluxgate_script_t  ngx_fluxgate_script_queue_head = {
+    ngx_string("queue_head"),
+    ngx_string(NGX_FLUXGATE_LUA_QUEUE_HEAD_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_QUEUE_HEAD)
+};
+
+ngx_fluxgate_script_t  ngx_fluxgate_script_queue_control = {
+    ngx_string("queue_control"),
+    ngx_string(NGX_FLUXGATE_LUA_QUEUE_CONTROL_SHA),
+    ngx_string(NGX_FLUXGATE_LUA_QUEUE_CONTROL)
 };
 
 
@@ -124,7 +129,8 @@ static ngx_fluxgate_script_t  *ngx_fluxgate_scripts[] = {
     &ngx_fluxgate_script_release,
     &ngx_fluxgate_script_done,
     &ngx_fluxgate_script_init,
-    &ngx_fluxgate_script_queue_status,
+    &ngx_fluxgate_script_queue_head,
+    &ngx_fluxgate_script_queue_control,
     NULL
 };
 
@@ -835,6 +841,33 @@ ngx_fluxgate_redis_not_run(redisReply *reply)
     }
 
     return 0;
+}
+
+
+/* a command's arguments, one by one: the caller keeps a below its size */
+
+void
+ngx_fluxgate_args_str(ngx_fluxgate_args_t *a, ngx_str_t *s)
+{
+    a->arg[a->n++] = *s;
+}
+
+
+void
+ngx_fluxgate_args_text(ngx_fluxgate_args_t *a, u_char *data, size_t len)
+{
+    a->arg[a->n].data = data ? data : (u_char *) "";
+    a->arg[a->n].len = len;
+    a->n++;
+}
+
+
+void
+ngx_fluxgate_args_int(ngx_fluxgate_args_t *a, int64_t v)
+{
+    a->arg[a->n].data = a->num[a->n];
+    a->arg[a->n].len = ngx_sprintf(a->num[a->n], "%L", v) - a->num[a->n];
+    a->n++;
 }
 
 
