@@ -54,14 +54,16 @@ else
 TEST_DEPS := all worker-tests module-tests fuzzers
 endif
 
-# libFuzzer targets: the order/admin body parser of the module and the
-# worker's message parser, both pure C over jansson.  Seeds and every input
+# libFuzzer targets: the order/admin body parser and the buyer's JWT check
+# of the module, and the worker's message parser, all pure C over jansson
+# (and OpenSSL's HMAC for the JWT).  Seeds and every input
 # that once crashed live in t/fuzz/<target>/ (run as regressions by the
 # suite); the growing corpus lives in build/fuzz/.
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Iinclude \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
+FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
+                $(FUZZ_DIR)/fuzz_jwt
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
@@ -143,6 +145,12 @@ $(FUZZ_DIR)/fuzz_message: worker/fuzz_message.c worker/message.c worker/message.
         include/fluxgate_ids.h
 	@mkdir -p $(FUZZ_DIR)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson
+
+$(FUZZ_DIR)/fuzz_jwt: ngx_fluxgate_module/fuzz_jwt.c \
+        ngx_fluxgate_module/ngx_fluxgate_jwt.c ngx_fluxgate_module/ngx_fluxgate_jwt.h \
+        include/fluxgate_ids.h
+	@mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson -lcrypto
 
 # make fuzz FUZZ_SECONDS=3600: each target for that long; a crash leaves its
 # input in build/fuzz/crash-*: copy it to t/fuzz/<target>/ to keep it
