@@ -51,21 +51,23 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_SANITIZE=1
 TEST_DEPS := all san fuzzers
 else
-TEST_DEPS := all worker-tests fuzzers
+TEST_DEPS := all worker-tests module-tests fuzzers
 endif
 
-# libFuzzer targets: the order/admin body parser of the module and the
-# worker's message parser, both pure C over jansson.  Seeds and every input
+# libFuzzer targets: the order/admin body parser and the buyer's JWT check
+# of the module, and the worker's message parser, all pure C over jansson
+# (and OpenSSL's HMAC for the JWT).  Seeds and every input
 # that once crashed live in t/fuzz/<target>/ (run as regressions by the
 # suite); the growing corpus lives in build/fuzz/.
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Iinclude \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message
+FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
+                $(FUZZ_DIR)/fuzz_jwt
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test test-fleet clean \
+.PHONY: all setup module worker worker-tests module-tests san fuzzers fuzz bench run up down test test-fleet clean \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
@@ -88,6 +90,23 @@ worker: setup
 # the worker's C unit tests, beside the worker they test (t/405, t/406)
 worker-tests: setup
 	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)" tests
+
+# the module's C unit tests, of its pure parts (no nginx headers), beside
+# the code they test; TAP on stdout, run by t/105-jwt.t.  `make san` builds
+# them sanitized into build/san/module-tests/, as the module.
+MODULE_TESTS := $(BUILD)/module-tests/test_jwt
+
+module-tests: setup $(MODULE_TESTS)
+
+$(BUILD)/module-tests/test_jwt: ngx_fluxgate_module/test_jwt.c \
+        ngx_fluxgate_module/ngx_fluxgate_jwt.c ngx_fluxgate_module/ngx_fluxgate_jwt.h \
+        include/fluxgate_ids.h worker/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude -Iworker \
+	    $$(pkg-config --cflags jansson libcrypto) $(MODULE_CFLAGS_EXTRA) \
+	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
+	    $$(pkg-config --libs jansson libcrypto)
 
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the
@@ -127,6 +146,12 @@ $(FUZZ_DIR)/fuzz_message: worker/fuzz_message.c worker/message.c worker/message.
         include/fluxgate_ids.h
 	@mkdir -p $(FUZZ_DIR)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson
+
+$(FUZZ_DIR)/fuzz_jwt: ngx_fluxgate_module/fuzz_jwt.c \
+        ngx_fluxgate_module/ngx_fluxgate_jwt.c ngx_fluxgate_module/ngx_fluxgate_jwt.h \
+        include/fluxgate_ids.h
+	@mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljansson -lcrypto
 
 # make fuzz FUZZ_SECONDS=3600: each target for that long; a crash leaves its
 # input in build/fuzz/crash-*: copy it to t/fuzz/<target>/ to keep it
@@ -192,7 +217,7 @@ san: setup
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS) -DNGX_FLUXGATE_TESTING=1" \
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
-	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests
+	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests module-tests
 
 # the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers

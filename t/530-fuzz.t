@@ -10,7 +10,7 @@ use File::Temp qw(tempdir);
 my $seconds = $ENV{FG_FUZZ_SECONDS} // 30;
 my $dir = "$ENV{FG_ROOT}/build/fuzz";
 
-for my $t (qw(fuzz_parse fuzz_message)) {
+for my $t (qw(fuzz_parse fuzz_message fuzz_jwt)) {
     my $bin = "$dir/$t";
     ok(-x $bin, "$t is built") or next;
 
