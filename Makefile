@@ -34,7 +34,8 @@ FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
 
 MODULE_SRCS := $(wildcard ngx_fluxgate_module/*.c ngx_fluxgate_module/*.h) \
                $(wildcard include/*.h) \
-               $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh config
+               $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh lua/header.sh \
+               config
 
 # make test runs the suite against the module and the worker built with
 # AddressSanitizer and UndefinedBehaviorSanitizer in build/san.  Debian's
@@ -112,7 +113,7 @@ $(BUILD)/module-tests/test_jwt: ngx_fluxgate_module/test_jwt.c \
 # module built from it with the same flags (--with-compat) loads into the
 # packaged binary.  We configure a private copy so nothing under /usr changes.
 $(NGX_BUILD)/Makefile: config $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh \
-        | $(NGX_SRC)/configure
+        lua/header.sh | $(NGX_SRC)/configure
 	@rm -rf $(NGX_BUILD)
 	@mkdir -p $(BUILD)
 	@cp -a $(NGX_SRC) $(NGX_BUILD)

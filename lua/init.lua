@@ -21,6 +21,11 @@
 --   {2, generation, stock}   replay of the key's first answer
 --   {3, generation}          ifGeneration is not the current generation
 --   {4}                      key used with another body
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: stock gen admin line prefix
+--- args: stock if_generation fingerprint ttl has_key opens_at
+--- replies: SET=1 REPLAY=2 MISMATCH=3 KEY_REUSED=4
 
 local stock_key, gen_key, admin_key, line_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4]

@@ -16,6 +16,11 @@
 --   {1, state, rate}     done     {2, state, rate}   replay
 --   {4}                  key used with another body
 --   {8}                  unknown product
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: line gen ctl
+--- args: action rate fingerprint ttl gate_rate burst seed
+--- replies: DONE=1 REPLAY=2 KEY_REUSED=4 UNKNOWN=8
 
 -- #include line.lua
 

@@ -22,7 +22,7 @@
 
 
 #include "ngx_fluxgate.h"
-#include "ngx_fluxgate_parse.h"
+#include "ngx_fluxgate_lua.h"
 #include "fluxgate_shuffle.h"
 
 #include <openssl/rand.h>
@@ -30,9 +30,6 @@
 
 #define NGX_FLUXGATE_LINE_ZONE_SIZE   (1024 * 1024)
 #define NGX_FLUXGATE_LINE_REFRESH     100
-
-/* queue_head.lua's reply */
-#define NGX_FLUXGATE_LINE_FIELDS      17
 
 
 typedef struct {
@@ -440,7 +437,8 @@ ngx_fluxgate_line_ask(ngx_fluxgate_loc_conf_t *flcf, ngx_shm_zone_t *zone,
     ngx_memcpy(ask->product, product->data, product->len);
 
     if (ngx_fluxgate_redis_eval(flcf->redis, &ngx_fluxgate_script_queue_head,
-                                4, 8, args, ngx_fluxgate_line_answered, ask)
+                                NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS, 8, args,
+                                ngx_fluxgate_line_answered, ask)
         != NGX_OK)
     {
         ngx_free(ask);
@@ -592,7 +590,7 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
         return NGX_OK;
     }
 
-    if (reply->elements != NGX_FLUXGATE_LINE_FIELDS
+    if (reply->elements != NGX_FLUXGATE_LUA_QUEUE_HEAD_FIELDS
         || e[5]->type != REDIS_REPLY_STRING
         || e[8]->type != REDIS_REPLY_STRING
         || e[11]->type != REDIS_REPLY_STRING
@@ -601,7 +599,7 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
         return NGX_ERROR;
     }
 
-    for (i = 2; i < NGX_FLUXGATE_LINE_FIELDS; i++) {
+    for (i = 2; i < NGX_FLUXGATE_LUA_QUEUE_HEAD_FIELDS; i++) {
         if (i != 5 && i != 8 && i != 11
             && e[i]->type != REDIS_REPLY_INTEGER)
         {
