@@ -3,9 +3,11 @@
 # the system's nginx loads the packaged module with the packaged example
 # site, pointed at this stack's Redis and Kafka, passes `nginx -t` and
 # serves an order on a spare port (the machine's own nginx configuration
-# and service are left alone), the packaged worker migrates a fresh
-# database and records that order, and dpkg --purge leaves the machine as
-# it found it: files, links, the enable state of units, users.
+# and service are left alone), and its waiting room a ticket, signed with
+# the key the package made on install and kept on upgrade; the packaged
+# worker migrates a fresh database and records that order, and dpkg
+# --purge leaves the machine as it found it: files (the key included),
+# links, the enable state of units, users.
 #
 # A package that was already installed before the test (a developer's
 # machine) is used as it is when it is this version, and never replaced
@@ -153,9 +155,11 @@ if (@ours == @pkgs) {
                                   keys %$during;
     my @seen = grep { $changed{$_} } '/usr/bin/fluxgate-worker', '/etc/fluxgate/worker.conf',
         '/etc/nginx/modules-enabled/50-mod-http-fluxgate.conf',
-        '/var/lib/systemd/deb-systemd-helper-enabled/fluxgate-worker.service.dsh-also';
-    is(scalar @seen, 4, 'the snapshot sees the installed files, the enabled module and '
-                      . 'the unit\'s state') or diag(join "\n", sort keys %changed);
+        '/var/lib/systemd/deb-systemd-helper-enabled/fluxgate-worker.service.dsh-also',
+        '/etc/nginx/fluxgate-queue.secret';
+    is(scalar @seen, 5, 'the snapshot sees the installed files, the enabled module, '
+                      . 'the unit\'s state and the waiting room\'s key')
+        or diag(join "\n", sort keys %changed);
 }
 
 # --- the module package -------------------------------------------------
@@ -171,6 +175,28 @@ if (grep { $_ eq $mod_pkg } @ours) {
 ok(-f '/etc/nginx/sites-available/fluxgate', 'the example site in sites-available');
 ok(!-e '/etc/nginx/sites-enabled/fluxgate', 'and not enabled');
 ok(-f '/usr/share/fluxgate/waiting-room/index.html', 'the waiting room page');
+
+# the waiting room's key: made by postinst, read by nginx's master as root,
+# by the group of nginx's workers at most; the site names it
+my $secret = '/etc/nginx/fluxgate-queue.secret';
+{
+    my @st = stat $secret;
+    ok(@st, "$secret, the waiting room's key, made on install") or diag("stat: $!");
+    is(sprintf('%04o', ($st[2] // 0) & 07777), '0640', 'mode 0640');
+    is(scalar getpwuid($st[4] // -1), 'root', 'owned by root');
+    is(scalar getgrgid($st[5] // -1), 'www-data', 'group www-data (nginx\'s workers)');
+    (my $key = slurp($secret)) =~ s/[\r\n]+$//;
+    cmp_ok(length $key, '>=', 32, 'at least the 32 bytes fluxgate_queue_secret asks for');
+    like(slurp('/etc/nginx/sites-available/fluxgate'),
+         qr{^fluxgate_queue_secret \Q$secret\E;$}m, 'and the example site uses it');
+}
+if (grep { $_ eq $mod_pkg } @ours) {
+    my $before = slurp($secret);
+    ($rc, $out) = dpkg('-i', $deb{$mod_pkg});
+    is($rc, 0, "$mod_pkg installed again, as an upgrade is") or diag($out);
+    is(slurp($secret), $before, 'the key is kept: tickets handed out before stay valid');
+    is(sprintf('%04o', (stat $secret)[2] & 07777), '0640', 'with its mode');
+}
 if ($nginx_t_before == 0) {
     is((run("$nginx -t -q"))[0], 0,
        'the machine\'s own nginx configuration still passes nginx -t with the module enabled');
@@ -232,6 +258,8 @@ for my $s (['fluxgate_redis 127.0.0.1:6379;', "fluxgate_redis 127.0.0.1:$ENV{RED
            ['fluxgate_kafka_brokers 127.0.0.1:9092;', "fluxgate_kafka_brokers $ENV{KAFKA_BOOTSTRAP};"],
            ['fluxgate_kafka_topic orders;', "fluxgate_kafka_topic $topic;"],
            ['listen 8080;', "listen 127.0.0.1:$shop;"],
+           # one order a second: the second of two in a row queues
+           ['fluxgate_threshold 1000 burst=200;', 'fluxgate_threshold 1;'],
            ['listen 127.0.0.1:8081;', "listen 127.0.0.1:$admin;"]) {
     my ($from, $to) = @$s;
     ok($site =~ s/\Q$from\E/$to/, "the example site has \"$from\"");
@@ -298,6 +326,34 @@ my $order = eval { json_decode($res->{content}) } || {};
 like($order->{orderId} // '', qr/^[0-9a-f-]{36}$/, 'with an orderId');
 like(HTTP::Tiny->new->get("http://127.0.0.1:$shop/waiting-room/")->{content}, qr/<html/i,
      'the packaged waiting room is served');
+
+# over the threshold: a place in line, with a ticket the site's
+# /queue/status knows
+{
+    my $q = uniq('q800');
+    $res = http_post("http://127.0.0.1:$admin/init", json_encode({ productId => $q, quantity => 50 }),
+                     { 'X-Idempotency-Key' => uniq('k800') });
+    is($res->{status}, 200, "$q on sale") or diag($res->{content});
+    my ($queued, $last, $n) = (undef, undef, 0);
+    wait_until(30, sub {
+        $last = queue_order($shop, $q, uniq('k800q'));
+        $n++;
+        $queued = $last if $last->{status} == 302;
+        $queued;
+    });
+    ok($queued, "an order over the threshold is sent to the waiting room (order $n)")
+        or diag("last answer: $last->{status} $last->{content}");
+    $queued ||= { content => '{}', headers => {} };
+    my $body = eval { json_decode($queued->{content}) } || {};
+    is($body->{status}, 'queued', 'with a place in line') or diag($queued->{content});
+    like($queued->{headers}{location} // '', qr{/waiting-room/\?productId=\Q$q\E&ticket=[^&]+$},
+         'and a ticket in Location');
+    my ($st, $pos) = queue_status($shop, $q, $body->{ticket} // 'none');
+    is($st, 200, 'GET /queue/status with that ticket: 200');
+    ok(defined $pos->{position} && defined $pos->{admitted},
+       'its place in line: the waiting room works with the packaged key')
+        or diag(explain($pos));
+}
 
 # --- the packaged worker ------------------------------------------------
 
