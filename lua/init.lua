@@ -1,7 +1,8 @@
 -- Flux-Gate: POST /init, a new generation of a product's stock.
 --
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:gen   KEYS[3] fg:{p}:admin:<key>
--- KEYS[4] fg:{p}:q (the line)   KEYS[5] fg:{p}:q: (its epochs' keys)
+-- KEYS[4] fg:{p}:q (the line)   KEYS[5] fg:{p}:q: (its epochs' keys):
+--         only with opensAt
 -- ARGV    stock, ifGeneration ('' = unconditional), fingerprint,
 --         idempotency ttl (ms), '1' when the request had an
 --         X-Idempotency-Key (KEYS[3] is then its key), opensAt (us of

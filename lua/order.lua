@@ -336,6 +336,9 @@ else
         write_line()
         return answer('p', k, expires)
 
+    elseif line.st ~= 'paused' and rate == 0 then
+        -- no rate (fluxgate_threshold off): no line to take a turn in
+
     elseif line.st ~= 'paused' and H >= line.n + 1 then
         -- a free turn: taken at once
         spend = take_turn()

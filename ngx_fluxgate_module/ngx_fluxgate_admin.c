@@ -180,6 +180,7 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
     u_char               keys[5][NGX_FLUXGATE_ADMIN_KEY_LEN];
     u_char               fp[3 * NGX_INT64_LEN + 3];
     char                *p = op->req.product_id;
+    ngx_uint_t           nkeys;
     ngx_fluxgate_args_t  a;
 
     a.n = 0;
@@ -194,10 +195,23 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
     ngx_fluxgate_args_text(&a, keys[2],
                            ngx_sprintf(keys[2], "fg:{%s}:admin:%V", p, key)
                            - keys[2]);
-    ngx_fluxgate_args_text(&a, keys[3],
-                           ngx_sprintf(keys[3], "fg:{%s}:q", p) - keys[3]);
-    ngx_fluxgate_args_text(&a, keys[4],
-                           ngx_sprintf(keys[4], "fg:{%s}:q:", p) - keys[4]);
+    /*
+     * The line's keys only for a sale announced (they may not exist: a
+     * command on a migrating slot naming a missing key gets TRYAGAIN, and
+     * a restock must go through a migration as it always did)
+     */
+
+    nkeys = NGX_FLUXGATE_LUA_INIT_NKEYS - 2;
+
+    if (op->req.opens_at >= 0) {
+        ngx_fluxgate_args_text(&a, keys[3],
+                               ngx_sprintf(keys[3], "fg:{%s}:q", p)
+                               - keys[3]);
+        ngx_fluxgate_args_text(&a, keys[4],
+                               ngx_sprintf(keys[4], "fg:{%s}:q:", p)
+                               - keys[4]);
+        nkeys = NGX_FLUXGATE_LUA_INIT_NKEYS;
+    }
 
     ngx_fluxgate_args_int(&a, op->req.stock);
 
@@ -244,7 +258,7 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
 
     return ngx_fluxgate_redis_eval_wait(flcf->redis,
                                         &ngx_fluxgate_script_init,
-                                        NGX_FLUXGATE_LUA_INIT_NKEYS, a.n,
+                                        nkeys, a.n,
                                         a.arg,
                                         flcf->redis_wait,
                                         flcf->redis_wait_timeout,
