@@ -477,7 +477,9 @@ char *ngx_fluxgate_queue_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_shm_zone_t *ngx_fluxgate_line_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size, ngx_msec_t refresh);
 ngx_int_t ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf,
-    ngx_str_t *product, ngx_fluxgate_line_t *line);
+    ngx_str_t *product, ngx_uint_t create, ngx_fluxgate_line_t *line);
+void ngx_fluxgate_line_touch(ngx_fluxgate_loc_conf_t *flcf,
+    ngx_str_t *product);
 ngx_int_t ngx_fluxgate_line_parse(redisReply *reply,
     ngx_fluxgate_line_t *line);
 int64_t ngx_fluxgate_line_now(ngx_fluxgate_line_t *line);

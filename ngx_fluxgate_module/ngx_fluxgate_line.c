@@ -263,14 +263,17 @@ ngx_fluxgate_line_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 /*
  * The product's record, copied into line: NGX_OK once one came from
  * Redis, NGX_AGAIN while none has yet (an ask is out: look again in a
- * moment), NGX_ERROR when none can be asked.  A record older than the
- * refresh interval is asked again in the background, by this process
- * unless another asked already.
+ * moment), NGX_ERROR when none can be asked, NGX_DECLINED when there is
+ * none and create is 0.  A record older than the refresh interval is
+ * asked again in the background, by this process unless another asked
+ * already.  Only what proves a product real makes a record: a poll with
+ * a ticket we signed, an answer of order.lua about its line; an order's
+ * own product id could be anything a script sends.
  */
 
 ngx_int_t
 ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
-    ngx_fluxgate_line_t *line)
+    ngx_uint_t create, ngx_fluxgate_line_t *line)
 {
     ngx_uint_t                 ask;
     ngx_shm_zone_t            *zone;
@@ -283,11 +286,11 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ln = ngx_fluxgate_line_node(ctx, product, 1);
+    ln = ngx_fluxgate_line_node(ctx, product, create);
 
     if (ln == NULL) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NGX_ERROR;
+        return create ? NGX_ERROR : NGX_DECLINED;
     }
 
     *line = ln->line;
@@ -764,7 +767,7 @@ ngx_fluxgate_line_busy(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product)
     double               H;
     ngx_fluxgate_line_t  line;
 
-    if (ngx_fluxgate_line_get(flcf, product, &line) != NGX_OK
+    if (ngx_fluxgate_line_get(flcf, product, 0, &line) != NGX_OK
         || !line.known)
     {
         return 0;
@@ -778,6 +781,19 @@ ngx_fluxgate_line_busy(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product)
     H = ngx_fluxgate_line_head(&line, ngx_fluxgate_line_now(&line));
 
     return H < (double) line.n + 1;
+}
+
+
+/* order.lua said the product has a line: the gate follows it from now */
+
+void
+ngx_fluxgate_line_touch(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product)
+{
+    ngx_fluxgate_line_t  line;
+
+    if (flcf->queue_zone != NULL) {
+        (void) ngx_fluxgate_line_get(flcf, product, 1, &line);
+    }
 }
 
 

@@ -557,6 +557,10 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
         buyer.data = (u_char *) op->req.user_id;
         buyer.len = op->req.user_id_len;
 
+        /* a line, then: the next proof-less order is answered here */
+        flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+        ngx_fluxgate_line_touch(flcf, &product);
+
         return ngx_fluxgate_queue_send_challenge(r, &product, &buyer);
 
     case NGX_FLUXGATE_LUA_ORDER_CLIENT_FULL:

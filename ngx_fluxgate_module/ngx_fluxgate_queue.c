@@ -282,6 +282,8 @@ ngx_fluxgate_queue_send_place(ngx_http_request_t *r, ngx_str_t *product,
                    "fluxgate: \"%V\": buyer \"%V\" has place %L (%c)",
                    product, buyer, ticket->seq, ticket->kind);
 
+    ngx_fluxgate_line_touch(flcf, product);
+
     return ngx_fluxgate_send_redirect(r, &where, retry_after,
                                       NGX_FLUXGATE_REDIRECTED, &body);
 }
@@ -487,7 +489,7 @@ ngx_fluxgate_queue_status_handler(ngx_http_request_t *r)
         return ngx_fluxgate_queue_send_refused(r, error, field);
     }
 
-    rc = ngx_fluxgate_line_get(flcf, &product, &line);
+    rc = ngx_fluxgate_line_get(flcf, &product, 1, &line);
 
     if (rc == NGX_OK) {
         return ngx_fluxgate_queue_answer(r, &product, &ticket, field, &line);
@@ -540,7 +542,7 @@ ngx_fluxgate_queue_recheck(ngx_event_t *ev)
     r = qw->request;
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
 
-    rc = ngx_fluxgate_line_get(flcf, &qw->product, &line);
+    rc = ngx_fluxgate_line_get(flcf, &qw->product, 1, &line);
 
     if (rc == NGX_AGAIN
         && (ngx_msec_int_t) (qw->deadline - ngx_current_msec) > 0)
