@@ -124,6 +124,12 @@ ngx_fluxgate_user_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        flcf->user_token = NULL;
+        flcf->user_required = 0;
+        return NGX_CONF_OK;
+    }
+
     ngx_str_null(&path);
     flcf->user_required = 0;
 

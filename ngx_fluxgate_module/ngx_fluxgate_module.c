@@ -235,9 +235,9 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       0,
       NULL },
 
-    /* fluxgate_user_token $variable secret=<file> [required] */
+    /* fluxgate_user_token $variable secret=<file> [required] | off */
     { ngx_string("fluxgate_user_token"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_fluxgate_user_token,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
