@@ -204,7 +204,8 @@ local function answer(kind, seq, expires)
     else
         wait = math.ceil((turn + 1 - H) / rate * 1000)
     end
-    return {9, line.e, kind, seq, expires, turn - admitted + 1, wait, opens}
+    return {9, line.e, kind, seq, expires, math.max(1, turn - admitted + 1),
+            wait, opens}
 end
 
 -- is a place (the ticket's or the buyer's own) usable now?  nil: yes;

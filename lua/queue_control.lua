@@ -49,12 +49,13 @@ line_open(line, line_key, now, seed)
 -- the head as of now becomes the base the change starts from
 local H = line_head(line, now, rate, burst)
 
-if action == 'pause' then
-    line.st = 'paused'
+if action == 'pause' or action == 'close' then
+    -- stopped: no turn is free meanwhile (the capacity an idle product
+    -- saved up would admit the first arrivals of a paused line)
+    line.st = action == 'pause' and 'paused' or 'closed'
+    H = math.min(H, line.n)
 elseif action == 'resume' then
     line.st = ''
-elseif action == 'close' then
-    line.st = 'closed'
 elseif action == 'rate' then
     line.r = new_rate
     rate = new_rate

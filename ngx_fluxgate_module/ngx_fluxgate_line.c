@@ -262,8 +262,9 @@ ngx_fluxgate_line_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 /*
  * The product's record, copied into line: NGX_OK once one came from
- * Redis, NGX_AGAIN while none has yet (an ask is out: look again in a
- * moment), NGX_ERROR when none can be asked, NGX_DECLINED when there is
+ * Redis, NGX_AGAIN while none has yet or the one there is stale (an ask
+ * is out: look again in a moment; line holds the stale one, fetched 0 if
+ * none), NGX_ERROR when none can be asked, NGX_DECLINED when there is
  * none and create is 0.  A record older than the refresh interval is
  * asked again in the background, by this process unless another asked
  * already.  Only what proves a product real makes a record: a poll with
@@ -319,7 +320,19 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
         }
     }
 
-    return line->fetched ? NGX_OK : NGX_AGAIN;
+    /*
+     * A record much older than the refresh (a quiet product, polled again
+     * after a while) would answer one poll late: the caller waits for the
+     * new one instead, with the old one in hand should it not come
+     */
+
+    if (line->fetched == 0
+        || ngx_current_msec - line->fetched > 10 * ctx->refresh)
+    {
+        return NGX_AGAIN;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -642,7 +655,10 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
     line->no_shows = e[15]->integer;
     line->oldest = e[16]->integer;
 
-    if (line->opens_at && line->pre < 0) {
+    /* closed wins: a sale closed before it opened never opens */
+    if (line->opens_at && line->pre < 0
+        && line->state != NGX_FLUXGATE_LINE_CLOSED)
+    {
         line->state = NGX_FLUXGATE_LINE_SCHEDULED;
     }
 

@@ -196,7 +196,7 @@ ngx_fluxgate_queue_ticket(ngx_http_request_t *r,
     if (ngx_fluxgate_single_header(r, &ngx_fluxgate_queue_header, &text)
         != NGX_OK)
     {
-        *error = "X-Queue-Ticket given more than once";
+        *error = "given more than once";
         return NGX_ERROR;
     }
 
@@ -357,7 +357,7 @@ ngx_fluxgate_queue_send_refused(ngx_http_request_t *r, const char *reason,
 {
     ngx_str_t  body;
 
-    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"bad_request\","
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"error\","
                                             "\"error\":\" \",\"field\":\"\"}")
                                      + 2 * ngx_strlen(field)
                                      + ngx_strlen(reason));
@@ -366,7 +366,7 @@ ngx_fluxgate_queue_send_refused(ngx_http_request_t *r, const char *reason,
     }
 
     body.len = ngx_sprintf(body.data,
-                           "{\"status\":\"bad_request\",\"error\":\"%s %s\","
+                           "{\"status\":\"error\",\"error\":\"%s %s\","
                            "\"field\":\"%s\"}", field, reason, field)
                - body.data;
 
@@ -551,7 +551,8 @@ ngx_fluxgate_queue_recheck(ngx_event_t *ev)
         return;
     }
 
-    if (rc == NGX_OK) {
+    if (rc == NGX_OK || (rc == NGX_AGAIN && line.fetched)) {
+        /* fresh, or the stale one when no fresh one came in time */
         rc = ngx_fluxgate_queue_answer(r, &qw->product, &qw->ticket,
                                        qw->field, &line);
 
