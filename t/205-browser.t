@@ -11,8 +11,9 @@
 #    recorded.  Then one per person, an order whose first try is still in
 #    flight (the ticket in the address's fragment), the product selling
 #    out while the page waits, a sale paused and closed while it waits
-#    (the ticket in an older gate's ?ticket=), the shop on a sold-out
-#    product.
+#    (the ticket in an older gate's ?ticket=), a challenge on a page that
+#    is not a secure context (no Web Crypto: the page says so), the shop on
+#    a sold-out product.
 # 2. The stack's own gate, as conf/nginx.conf ships it (the shop_session
 #    token, fluxgate_queue_pow 16): a shopper signs in on the demo shop,
 #    presses "Buy now" on a busy product, does the proof of work
@@ -144,7 +145,10 @@ sub crowd {
 }
 END { kill 'KILL', @shoppers if @shoppers; waitpid($_, 0) for @shoppers }
 
-my $b = FluxGate::Browser->start(dir => $art);
+# shop.test: the private gate under a name that is not localhost, so its
+# pages are not a secure context there (a phone on the shop's LAN address)
+my $b = FluxGate::Browser->start(dir => $art,
+    args => ['--host-resolver-rules=MAP shop.test 127.0.0.1']);
 my $t0 = time;
 
 sub page_state {
@@ -333,6 +337,23 @@ ok($b->wait_js(20, 'document.body.dataset.state === "closed"', 0.2),
    'the sale closed: the page says so at its next poll')
     or diag "state: " . join(' ', page_state());
 like($b->js('document.getElementById("status").textContent'), qr/closed/i, 'in words');
+
+# --- no Web Crypto: a page that is not a secure context --------------------
+# plain http at a name other than localhost: crypto.subtle is missing, so
+# the proof of work cannot be done, and the page says so
+my $insecure = "http://shop.test:$g->{port}";
+$b->go("$insecure/");
+is($b->js('window.isSecureContext'), JSON::PP::false(), 'http://shop.test is not a secure context');
+$b->js('sessionStorage.setItem("fluxgate.order", ' . json_encode(json_encode(
+    { body => { productId => $p, userId => uniq('lan') }, key => uniq('k'),
+      back => '/', done => '/confirmation.html' })) . ')');
+$b->go("$insecure/waiting-room/?productId=$p#challenge=abc.def&bits=8");
+ok($b->wait_js(10, 'document.body.dataset.state === "insecure"', 0.2),
+   'a challenge there: the page says it cannot check the browser')
+    or diag "state: " . join(' ', page_state());
+like($b->js('document.getElementById("status").textContent'), qr/https/,
+     'and how to do it: over https');
+$b->screenshot("$art/14-insecure.png");
 
 # --- the shop page on a sold-out product -----------------------------------
 set_stock($gone, 0);
