@@ -203,6 +203,7 @@
       }
       if (o.kind === "accepted") {
         FluxGateOrder.clear();
+        FluxGateOrder.dropTicket(product.productId);
         try {
           sessionStorage.setItem("fluxgate.confirmed", JSON.stringify(
             { orderId: o.orderId, body: order.body, user: order.user }));
