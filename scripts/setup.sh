@@ -37,6 +37,9 @@ PACKAGES=(
     clang libclang-rt-14-dev
     # services
     nginx redis-server redis-tools postgresql supervisor
+    # the demo shop's sign-in service (scripts/signin.py: the standard
+    # library only)
+    python3
     default-jre-headless maven
     # tests and benchmarks
     libtest-base-perl libjson-pp-perl libdbd-pg-perl libtime-hires-perl
