@@ -121,10 +121,19 @@ ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
          * order.
          */
 
-        ngx_log_error(NGX_LOG_WARN, &op->op.log, 0,
-                      "fluxgate: order (quantity %L) possibly persisted in "
-                      "kafka: %s; its claim stays pending until it is "
-                      "settled", op->req.quantity, err);
+        if (op->op.answered) {
+            /* the client was told at the deadline, and it was logged */
+            ngx_log_error(NGX_LOG_INFO, &op->op.log, 0,
+                          "fluxgate: delivery report after the deadline: "
+                          "%s; its claim stays pending until it is "
+                          "settled", err);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, &op->op.log, 0,
+                          "fluxgate: order (quantity %L) possibly "
+                          "persisted in kafka: %s; its claim stays pending "
+                          "until it is settled", op->req.quantity, err);
+        }
 
         ngx_fluxgate_op_fail(&op->op, "kafka timed out");
         ngx_fluxgate_order_free(op);
@@ -384,6 +393,17 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
             ngx_fluxgate_op_fail(&op->op, "redis timed out");
 
         } else {
+            /*
+             * The client learns nothing more: whatever the report says
+             * later, delivered included, this order's outcome was unknown
+             * to it (a retry of its key replays what it came to)
+             */
+            ngx_log_error(NGX_LOG_WARN, &op->op.log, 0,
+                          "fluxgate: order (quantity %L) possibly persisted "
+                          "in kafka: no delivery report within %Mms, the "
+                          "client was told 503", op->req.quantity,
+                          op->kafka_wait);
+
             ngx_fluxgate_op_fail(&op->op, "kafka timed out");
         }
 
