@@ -68,12 +68,12 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker worker-tests module-tests san fuzzers fuzz bench run up down test test-fleet clean \
+.PHONY: all setup module worker reconcile worker-tests module-tests san fuzzers fuzz bench run up down test test-fleet clean \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
 
-all: module worker $(LOADGEN)
+all: module worker reconcile $(LOADGEN)
 
 # the HTTP client of the crowd tests and the benchmarks
 $(LOADGEN): bench/loadgen.c
@@ -85,8 +85,13 @@ setup:
 
 module: setup $(MODULE)
 
+# the two programs, each from its own folder (both link common/);
+# WORKER_CFLAGS_EXTRA (make san: the sanitizers) goes to both
 worker: setup
 	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
+
+reconcile: setup
+	@$(MAKE) --no-print-directory -C reconcile OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
 
 # the worker's C unit tests, beside the worker they test (t/405, t/406)
 worker-tests: setup
@@ -179,7 +184,8 @@ DEB_DIR     := $(BUILD)/deb
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB_ARCH    := $(shell dpkg --print-architecture)
 DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
-DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua common worker sql conf
+DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua common worker \
+               reconcile sql conf
 DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
                $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
 
@@ -218,7 +224,8 @@ san: setup
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS) -DNGX_FLUXGATE_TESTING=1" \
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
-	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests module-tests
+	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker reconcile worker-tests \
+	    module-tests
 
 # the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers
@@ -235,6 +242,7 @@ test-fleet: $(TEST_DEPS)
 clean:
 	rm -rf $(BUILD)
 	@$(MAKE) --no-print-directory -C worker clean OUT=$(BUILD) >/dev/null
+	@$(MAKE) --no-print-directory -C reconcile clean OUT=$(BUILD) >/dev/null
 
 distclean: clean
 	rm -rf .cache .run
