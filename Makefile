@@ -52,7 +52,7 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_SANITIZE=1
 TEST_DEPS := all san fuzzers
 else
-TEST_DEPS := all worker-tests module-tests fuzzers
+TEST_DEPS := all worker-tests module-tests include-tests fuzzers
 endif
 
 # libFuzzer targets: the order/admin body parser and the buyer's JWT check
@@ -68,7 +68,7 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker reconcile worker-tests module-tests san fuzzers fuzz bench run up down test test-fleet clean \
+.PHONY: all setup module worker reconcile worker-tests module-tests include-tests san fuzzers fuzz bench run up down test test-fleet clean \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
@@ -106,13 +106,40 @@ module-tests: setup $(MODULE_TESTS)
 
 $(BUILD)/module-tests/test_jwt: ngx_fluxgate_module/test_jwt.c \
         ngx_fluxgate_module/ngx_fluxgate_jwt.c ngx_fluxgate_module/ngx_fluxgate_jwt.h \
-        include/fluxgate_ids.h worker/test_tap.h
+        include/fluxgate_ids.h include/test_tap.h
 	@mkdir -p $(@D)
 	@echo "  CCLD    $@"
-	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude -Iworker \
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
 	    $$(pkg-config --cflags jansson libcrypto) $(MODULE_CFLAGS_EXTRA) \
 	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
 	    $$(pkg-config --libs jansson libcrypto)
+
+# the C unit tests of include/'s headers (pure C, header only, shared by
+# the module and the programs), beside the headers they test; TAP on
+# stdout, run by t/700-cluster-slot.t and t/207-shuffle.t.  make san
+# builds them sanitized into build/san/include-tests/, as the module.
+INCLUDE_TESTS := $(BUILD)/include-tests/test_slot \
+                 $(BUILD)/include-tests/test_shuffle
+
+include-tests: setup $(INCLUDE_TESTS)
+
+# the Redis Cluster slot function: nothing else linked
+$(BUILD)/include-tests/test_slot: include/test_slot.c include/fluxgate_slot.h \
+        include/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
+	    $(MODULE_CFLAGS_EXTRA) -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA)
+
+# the pre-queue's shuffle: OpenSSL's SHA-1
+$(BUILD)/include-tests/test_shuffle: include/test_shuffle.c \
+        include/fluxgate_shuffle.h include/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
+	    $$(pkg-config --cflags libcrypto) $(MODULE_CFLAGS_EXTRA) \
+	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
+	    $$(pkg-config --libs libcrypto)
 
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the
@@ -225,7 +252,7 @@ san: setup
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS) -DNGX_FLUXGATE_TESTING=1" \
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
 	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker reconcile worker-tests \
-	    module-tests
+	    module-tests include-tests
 
 # the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers

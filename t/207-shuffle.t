@@ -10,8 +10,8 @@ use Test::More;
 use FluxGate::Test;
 
 (my $dir = $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker") =~ s{/[^/]+$}{};
-my $bin = "$dir/worker-tests/test_shuffle";
-ok(-x $bin, "$bin is built") or BAIL_OUT('make worker-tests');
+my $bin = "$dir/include-tests/test_shuffle";
+ok(-x $bin, "$bin is built") or BAIL_OUT('make include-tests');
 
 subtest 'test_shuffle (C unit test)' => sub {
     my $out = `$bin`;

@@ -14,8 +14,8 @@ use FluxGate::Test;
 use FluxGate::Worker;
 
 (my $dir = $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker") =~ s{/[^/]+$}{};
-my $bin = "$dir/worker-tests/test_slot";
-ok(-x $bin, "$bin is built") or BAIL_OUT('make worker-tests');
+my $bin = "$dir/include-tests/test_slot";
+ok(-x $bin, "$bin is built") or BAIL_OUT('make include-tests');
 
 # the C unit test, its TAP folded into one subtest
 subtest 'test_slot (C unit test)' => sub {
