@@ -493,7 +493,13 @@ read_claims(redisContext *c, struct fg_rc_product *p, redisReply *members,
     return rc;
 }
 
-/* lua/done.lua: KEYS idem, pending; ARGV orderId, ttl ms, key */
+/*
+ * lua/done.lua, whose contract (its --- keys: and --- args: lines) is
+ * idem pending; order_id ttl key.  *res is one of FG_LUA_DONE_<REPLY>.
+ */
+_Static_assert(FG_LUA_DONE_NKEYS == 2 && FG_LUA_DONE_NARGS == 3,
+               "lua/done.lua's KEYS or ARGV changed: fix fg_rc_redis_done()");
+
 int
 fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long ttl, long long *res, const char **err)
@@ -502,7 +508,7 @@ fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     char        ttl_s[32];
     char       *idem = idem_key(p->id, cl->key);
     char       *pending = product_key(p->id, "pending");
-    const char *args[5];
+    const char *args[FG_LUA_DONE_NKEYS + FG_LUA_DONE_NARGS];
     int         rc;
 
     snprintf(ttl_s, sizeof(ttl_s), "%ld", ttl);
@@ -511,13 +517,17 @@ fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     args[2] = cl->order_id;
     args[3] = ttl_s;
     args[4] = cl->key;
-    rc = run_script(c, FG_LUA_DONE_SHA, FG_LUA_DONE, 2, 5, args, res, err);
+    rc = run_script(c, FG_LUA_DONE_SHA, FG_LUA_DONE, FG_LUA_DONE_NKEYS,
+                    FG_LUA_DONE_NKEYS + FG_LUA_DONE_NARGS, args, res, err);
     free(idem);
     free(pending);
     return rc;
 }
 
-/* lua/release.lua: KEYS stock, buyers, idem, gen, pending; ARGV orderId, key */
+/*
+ * lua/release.lua: KEYS stock, buyers, idem, gen, pending; ARGV orderId,
+ * key.  *res is one of FG_LUA_RELEASE_<REPLY>.
+ */
 int
 fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long long *res, const char **err)
