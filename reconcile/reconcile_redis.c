@@ -525,9 +525,17 @@ fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
 }
 
 /*
- * lua/release.lua: KEYS stock, buyers, idem, gen, pending; ARGV orderId,
- * key.  *res is one of FG_LUA_RELEASE_<REPLY>.
+ * lua/release.lua, whose contract is stock buyers idem gen pending prefix;
+ * order_id key ttl.  Every key is passed: the last, fg:{p}:q:, gives back
+ * the waiting-room turn the claim's order spent, as the gate's release
+ * does (the order never happened).  The ttl is not: it is the gate's, for
+ * a tombstone when it does not know whether order.lua ran, and a claim
+ * read as pending here did run.  *res is one of FG_LUA_RELEASE_<REPLY>.
  */
+_Static_assert(FG_LUA_RELEASE_NKEYS == 6 && FG_LUA_RELEASE_NARGS == 3,
+               "lua/release.lua's KEYS or ARGV changed: fix "
+               "fg_rc_redis_release()");
+
 int
 fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long long *res, const char **err)
@@ -538,7 +546,8 @@ fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     char       *idem = idem_key(p->id, cl->key);
     char       *gen = product_key(p->id, "gen");
     char       *pending = product_key(p->id, "pending");
-    const char *args[7];
+    char       *line = product_key(p->id, "q:");
+    const char *args[FG_LUA_RELEASE_NKEYS + FG_LUA_RELEASE_NARGS - 1];
     int         rc;
 
     args[0] = stock;
@@ -546,15 +555,19 @@ fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     args[2] = idem;
     args[3] = gen;
     args[4] = pending;
-    args[5] = cl->order_id;
-    args[6] = cl->key;
-    rc = run_script(c, FG_LUA_RELEASE_SHA, FG_LUA_RELEASE, 5, 7, args, res,
-                    err);
+    args[5] = line;
+    args[6] = cl->order_id;
+    args[7] = cl->key;
+    rc = run_script(c, FG_LUA_RELEASE_SHA, FG_LUA_RELEASE,
+                    FG_LUA_RELEASE_NKEYS,
+                    FG_LUA_RELEASE_NKEYS + FG_LUA_RELEASE_NARGS - 1, args,
+                    res, err);
     free(stock);
     free(buyers);
     free(idem);
     free(gen);
     free(pending);
+    free(line);
     return rc;
 }
 
