@@ -52,7 +52,7 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_SANITIZE=1
 TEST_DEPS := all san fuzzers
 else
-TEST_DEPS := all worker-tests module-tests fuzzers
+TEST_DEPS := all worker-tests module-tests include-tests fuzzers
 endif
 
 # libFuzzer targets: the order/admin body parser and the buyer's JWT check
@@ -68,12 +68,12 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker worker-tests module-tests san fuzzers fuzz bench run up down test test-fleet clean \
+.PHONY: all setup module worker reconcile worker-tests module-tests include-tests san fuzzers fuzz bench run up down test test-fleet clean \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
 
-all: module worker $(LOADGEN)
+all: module worker reconcile $(LOADGEN)
 
 # the HTTP client of the crowd tests and the benchmarks
 $(LOADGEN): bench/loadgen.c
@@ -85,8 +85,13 @@ setup:
 
 module: setup $(MODULE)
 
+# the two programs, each from its own folder (both link common/);
+# WORKER_CFLAGS_EXTRA (make san: the sanitizers) goes to both
 worker: setup
 	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
+
+reconcile: setup
+	@$(MAKE) --no-print-directory -C reconcile OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
 
 # the worker's C unit tests, beside the worker they test (t/405, t/406)
 worker-tests: setup
@@ -101,13 +106,40 @@ module-tests: setup $(MODULE_TESTS)
 
 $(BUILD)/module-tests/test_jwt: ngx_fluxgate_module/test_jwt.c \
         ngx_fluxgate_module/ngx_fluxgate_jwt.c ngx_fluxgate_module/ngx_fluxgate_jwt.h \
-        include/fluxgate_ids.h worker/test_tap.h
+        include/fluxgate_ids.h include/test_tap.h
 	@mkdir -p $(@D)
 	@echo "  CCLD    $@"
-	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude -Iworker \
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
 	    $$(pkg-config --cflags jansson libcrypto) $(MODULE_CFLAGS_EXTRA) \
 	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
 	    $$(pkg-config --libs jansson libcrypto)
+
+# the C unit tests of include/'s headers (pure C, header only, shared by
+# the module and the programs), beside the headers they test; TAP on
+# stdout, run by t/700-cluster-slot.t and t/207-shuffle.t.  make san
+# builds them sanitized into build/san/include-tests/, as the module.
+INCLUDE_TESTS := $(BUILD)/include-tests/test_slot \
+                 $(BUILD)/include-tests/test_shuffle
+
+include-tests: setup $(INCLUDE_TESTS)
+
+# the Redis Cluster slot function: nothing else linked
+$(BUILD)/include-tests/test_slot: include/test_slot.c include/fluxgate_slot.h \
+        include/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
+	    $(MODULE_CFLAGS_EXTRA) -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA)
+
+# the pre-queue's shuffle: OpenSSL's SHA-1
+$(BUILD)/include-tests/test_shuffle: include/test_shuffle.c \
+        include/fluxgate_shuffle.h include/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
+	    $$(pkg-config --cflags libcrypto) $(MODULE_CFLAGS_EXTRA) \
+	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
+	    $$(pkg-config --libs libcrypto)
 
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the
@@ -179,7 +211,8 @@ DEB_DIR     := $(BUILD)/deb
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB_ARCH    := $(shell dpkg --print-architecture)
 DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
-DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua worker sql conf
+DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua common worker \
+               reconcile sql conf
 DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
                $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
 
@@ -218,7 +251,8 @@ san: setup
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS) -DNGX_FLUXGATE_TESTING=1" \
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
-	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests module-tests
+	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker reconcile worker-tests \
+	    module-tests include-tests
 
 # the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers
@@ -235,6 +269,7 @@ test-fleet: $(TEST_DEPS)
 clean:
 	rm -rf $(BUILD)
 	@$(MAKE) --no-print-directory -C worker clean OUT=$(BUILD) >/dev/null
+	@$(MAKE) --no-print-directory -C reconcile clean OUT=$(BUILD) >/dev/null
 
 distclean: clean
 	rm -rf .cache .run

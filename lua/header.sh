@@ -1,8 +1,8 @@
 #!/bin/sh
 # lua/header.sh PREFIX FILE...: a C header with each Redis script of lua/
 # as Redis gets it (lua/expand.sh) and its contract, for the nginx module
-# (config: PREFIX NGX_FLUXGATE_LUA) and fluxgate-reconcile (worker/Makefile:
-# PREFIX FG_LUA).  For a script NAME.lua:
+# (config: PREFIX NGX_FLUXGATE_LUA) and fluxgate-reconcile
+# (reconcile/Makefile: PREFIX FG_LUA).  For a script NAME.lua:
 #
 #   PREFIX_NAME            the text, a C string
 #   PREFIX_NAME_SHA        its SHA1, for EVALSHA

@@ -3,8 +3,9 @@
 # the claim deadline, once the worker's group has committed the topic past
 # a snapshot taken after that deadline, is done (recorded in PostgreSQL:
 # its key replays 200) or released (stock back only within its
-# generation, the buyer's count back).  Younger claims, and every claim
-# while the worker lags, are left alone.
+# generation, the buyer's count back, and the waiting-room turn its order
+# spent).  Younger claims, and every claim while the worker lags, are left
+# alone.
 #
 # The claims are made in Redis exactly as lua/order.lua leaves them
 # (pending_claim); "recorded" means a real order message consumed by the
@@ -150,6 +151,28 @@ unlike(log_since($worker_mark), qr/Kafka: (revoked|lost|assigned)/,
     is(redis('GET', "fg:{$p}:stock"), 9, '(e) stock 10 - 1 recorded');
     like($out, qr/^\Q$p\E\s+\d+\s+10\s+9\s+0\s+0\s+0\s+1\s+\+0\s+balanced\s+1\s+1\s*$/m,
          '(e) balanced: 1 done, 1 released');
+}
+
+# (f) a claim whose order spent a waiting-room turn (lua/order.lua keeps
+# the turn and the line's epoch in the idem hash) -> released with its
+# turn: the ticket may order again; another order's turn stays spent
+{
+    my $p = uniq('p681f');
+    set_stock($p, 10);
+    my $c = pending_claim($p, user => 'uf', quantity => 1, age_ms => 60_000);
+    my $spent = "fg:{$p}:q:7:spent";
+    redis('HSET', "fg:{$p}:idem:$c->{key}", 'k', 42, 'e', 7);
+    redis('SETBIT', $spent, 42, 1);
+    redis('SETBIT', $spent, 43, 1);
+
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
+    is($rc, 0, '(f) exit 0');
+    like($err, qr/settled claim \Q$c->{key}\E of \Q$p\E .*: not in PostgreSQL, released: units back/,
+         '(f) the log says released, units back');
+    is(claim_state($p, $c), 'gone', '(f) the claim is released');
+    is(redis('GET', "fg:{$p}:stock"), 10, '(f) stock back to 10');
+    is(redis('GETBIT', $spent, 42), 0, '(f) the turn its order spent is usable again');
+    is(redis('GETBIT', $spent, 43), 1, '(f) another order\'s turn stays spent');
 }
 
 done_testing();

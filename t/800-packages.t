@@ -206,9 +206,9 @@ if ($nginx_t_before == 0) {
 
 is(`/usr/bin/fluxgate-worker --version`, "fluxgate-worker $version\n",
    '/usr/bin/fluxgate-worker, of the package\'s version');
-is(-x '/usr/bin/fluxgate-reconcile' ? 1 : 0,
-   -x "$root/build/deb/fluxgate-$version/debian/build-worker/fluxgate-reconcile" ? 1 : 0,
-   '/usr/bin/fluxgate-reconcile is there exactly when worker/Makefile builds it');
+is(`/usr/bin/fluxgate-reconcile --version`, "fluxgate-reconcile $version\n",
+   '/usr/bin/fluxgate-reconcile, of the package\'s version');
+ok(-f '/usr/share/man/man1/fluxgate-reconcile.1.gz', 'and its man page');
 {
     my @sql = map { s{.*/}{}r } glob("$root/sql/*.sql");
     is_deeply([map { s{.*/}{}r } glob('/usr/share/fluxgate/sql/*.sql')], \@sql,

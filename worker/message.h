@@ -1,9 +1,11 @@
 /*
  * message.h: the Kafka message contract (DESIGN.md, "Kafka message", with
  * the v2 fields generation and generationStock, and fluxgate-reconcile's
- * markers) as a C struct.  Pure:
+ * markers) as a C struct, and the worker's parser of it.  Pure:
  * bytes in, a checked message or the reason it is not one out; no Kafka or
- * PostgreSQL types, so the fuzzer links it alone.
+ * PostgreSQL types, so the fuzzer links it alone.  The worker's alone:
+ * fluxgate-reconcile only writes markers (reconcile_kafka.c), which need
+ * no parser.
  */
 #ifndef FG_MESSAGE_H
 #define FG_MESSAGE_H

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fg_lua.h"
 #include "log.h"
 #include "pg.h"
 #include "reconcile.h"
@@ -58,6 +59,7 @@ static int wait_for_worker(const struct fg_rc_config *cfg,
     size_t size);
 static int settle_product(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_product *p, long long now);
+static const char *settled_how(const struct fg_rc_claim *cl, long long res);
 static enum fg_rc_status check(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_memory *memory,
     struct fg_rc_product *prods, size_t n);
@@ -362,7 +364,9 @@ settle_product(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
             return -1;
         }
 
-        if (res == 0) {
+        if (cl->recorded ? res == FG_LUA_DONE_NOT_OURS
+                         : res == FG_LUA_RELEASE_NONE)
+        {
             fg_info("claim %s of %s (order %s): settled meanwhile by"
                     " someone else; left as it is", cl->key, p->id,
                     cl->order_id);
@@ -377,14 +381,24 @@ settle_product(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
                 " generation %lld, reserved %lld s ago): %s", cl->key,
                 p->id, cl->order_id, cl->user, cl->quantity,
                 cl->quantity == 1 ? "" : "s", cl->generation,
-                (now - cl->reserved_at) / 1000,
-                cl->recorded ? "recorded in PostgreSQL, the key replays 200"
-                : res == 1 ? "not in PostgreSQL, released: units back to its"
-                             " generation's stock and the user's count"
-                : "not in PostgreSQL, released: its generation is over, so"
-                  " the stock is left as it is; the user's count given back");
+                (now - cl->reserved_at) / 1000, settled_how(cl, res));
     }
     return 0;
+}
+
+/* what settling a claim did, for the log; res is the script's reply */
+static const char *
+settled_how(const struct fg_rc_claim *cl, long long res)
+{
+    if (cl->recorded) {
+        return "recorded in PostgreSQL, the key replays 200";
+    }
+    if (res == FG_LUA_RELEASE_GIVEN) {
+        return "not in PostgreSQL, released: units back to its generation's"
+               " stock and the user's count";
+    }
+    return "not in PostgreSQL, released: its generation is over, so the"
+           " stock is left as it is; the user's count given back";
 }
 
 static enum fg_rc_status
