@@ -346,7 +346,7 @@ like(HTTP::Tiny->new->get("http://127.0.0.1:$shop/waiting-room/")->{content}, qr
     $queued ||= { content => '{}', headers => {} };
     my $body = eval { json_decode($queued->{content}) } || {};
     is($body->{status}, 'queued', 'with a place in line') or diag($queued->{content});
-    like($queued->{headers}{location} // '', qr{/waiting-room/\?productId=\Q$q\E&ticket=[^&]+$},
+    like($queued->{headers}{location} // '', qr{/waiting-room/\?productId=\Q$q\E#ticket=[^&#]+$},
          'and a ticket in Location');
     my ($st, $pos) = queue_status($shop, $q, $body->{ticket} // 'none');
     is($st, 200, 'GET /queue/status with that ticket: 200');
