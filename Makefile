@@ -164,8 +164,10 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	    > $(BUILD)/module.log 2>&1 || { cat $(BUILD)/module.log; exit 1; }
 	@# a new inode, never overwritten in place: a running nginx maps this
 	@# file, and rewriting it under its workers crashes them
-	@cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@.tmp && mv -f $@.tmp $@
-	@echo "built $@"
+	@# (and only when it changed: a kept test stack restarts what was rebuilt)
+	@if cmp -s $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@; then :; \
+	else cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@.tmp && mv -f $@.tmp $@ \
+	    && echo "built $@"; fi
 
 fuzzers: setup $(FUZZERS)
 
