@@ -45,7 +45,7 @@ ok(!-e "$clone/.run/stack.env", 'having started nothing');
 
 # a run directory outside it: the pages are copied there
 my $run = "$base/run";
-my ($http, $admin) = (free_port(), free_port());
+my ($http, $admin) = free_ports(2);
 my ($kafka) = $ENV{KAFKA_BOOTSTRAP} =~ /:(\d+)$/;
 ($rc, $out) = stack('check', $run, FG_FREE_PORTS => 0, FG_HTTP_PORT => $http,
                     FG_ADMIN_PORT => $admin, FG_REDIS_PORT => $ENV{REDIS_PORT},

@@ -247,7 +247,7 @@ chmod 0755, $tmp;
 mkdir "$tmp/body";
 chown scalar(getpwnam('nobody')), -1, "$tmp/body";
 
-my ($shop, $admin) = (free_port(), free_port());
+my ($shop, $admin) = free_ports(2);
 my $topic = uniq('t800');
 kafka_create_topic($topic, 1);
 
