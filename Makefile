@@ -213,7 +213,7 @@ DEB_DIR     := $(BUILD)/deb
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB_ARCH    := $(shell dpkg --print-architecture)
 DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
-DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua common worker \
+DEB_INPUTS  := config README.md docs debian include ngx_fluxgate_module lua common worker \
                reconcile sql conf
 DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
                $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
