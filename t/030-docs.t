@@ -30,6 +30,16 @@ sub slurp {
     return scalar <$fh>;
 }
 
+# ok when LIST is empty, else one diagnostic line per item (and the HINT)
+sub none {
+    my ($list, $name, $hint) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    ok(!@$list, $name) and return 1;
+    diag("  $_") for @$list;
+    diag($hint) if $hint;
+    return 0;
+}
+
 my @pages = ('README.md', 'CHANGELOG.md', map { s{^\Q$root\E/}{}r } sort glob("$root/docs/*.md"));
 ok(scalar(grep { m{^docs/} } @pages) >= 6, 'docs/ has its guides: ' . join(' ', @pages));
 
@@ -71,18 +81,18 @@ my (%dir_heading, %var_heading);
     }
 }
 
-is_deeply([map { "$_ (in $directive{$_})" } grep { !$dir_heading{$_} } sort keys %directive], [],
-          'every directive of the command tables is a heading of docs/directives.md')
-    or diag('add a "### <directive>" section with Syntax, Default, Context for each');
-is_deeply([map { "$_ (docs/directives.md:$dir_heading{$_})" }
-           grep { !$directive{$_} } sort keys %dir_heading], [],
-          'every directive heading of docs/directives.md is a directive of the module')
-    or diag('a heading for a directive the module no longer has');
-is_deeply([map { "\$$_ (in $variable{$_})" } grep { !$var_heading{$_} } sort keys %variable], [],
-          'every $fluxgate_* variable of the module is a heading of docs/directives.md');
-is_deeply([map { "\$$_ (docs/directives.md:$var_heading{$_})" }
-           grep { !$variable{$_} } sort keys %var_heading], [],
-          'every variable heading of docs/directives.md is a variable of the module');
+none([map { "$_ (in $directive{$_})" } grep { !$dir_heading{$_} } sort keys %directive],
+     'every directive of the command tables is a heading of docs/directives.md',
+     'add a "### <directive>" section with Syntax, Default, Context for each');
+none([map { "$_ (docs/directives.md:$dir_heading{$_})" }
+      grep { !$directive{$_} } sort keys %dir_heading],
+     'every directive heading of docs/directives.md is a directive of the module',
+     'a heading for a directive the module no longer has');
+none([map { "\$$_ (in $variable{$_})" } grep { !$var_heading{$_} } sort keys %variable],
+     'every $fluxgate_* variable of the module is a heading of docs/directives.md');
+none([map { "\$$_ (docs/directives.md:$var_heading{$_})" }
+      grep { !$variable{$_} } sort keys %var_heading],
+     'every variable heading of docs/directives.md is a variable of the module');
 
 # each directive's section gives Syntax, Default and Context
 {
@@ -92,7 +102,7 @@ is_deeply([map { "\$$_ (docs/directives.md:$var_heading{$_})" }
         my @lacks = grep { ($section // '') !~ /^$_:/m } qw(Syntax Default Context);
         push @incomplete, "$d lacks @lacks" if @lacks;
     }
-    is_deeply(\@incomplete, [], 'each directive\'s section says Syntax, Default and Context');
+    none(\@incomplete, 'each directive\'s section says Syntax, Default and Context');
 }
 
 # --- the pages: code, links, anchors -------------------------------------------
@@ -168,9 +178,9 @@ for my $page (@pages) {
         }
     }
 }
-is_deeply(\@bad_targets, [], 'every `make TARGET` in README.md and docs/ is a Makefile target');
-is_deeply(\@bad_links, [], 'every relative link in README.md and docs/ leads to a file of the tree');
-is_deeply(\@bad_anchors, [], 'and every #anchor to a heading of its page');
+none(\@bad_targets, 'every `make TARGET` in README.md and docs/ is a Makefile target');
+none(\@bad_links, 'every relative link in README.md and docs/ leads to a file of the tree');
+none(\@bad_anchors, 'and every #anchor to a heading of its page');
 
 # --- quoted configuration ----------------------------------------------------------
 
@@ -184,8 +194,8 @@ is_deeply(\@bad_anchors, [], 'and every #anchor to a heading of its page');
         my ($name) = $b =~ /^\[(program:[\w-]+)\]/m;
         push @differ, $name // substr($b, 0, 40) if index($conf, $b) < 0;
     }
-    is_deeply(\@differ, [], 'each quoted block is the one in conf/, line for line')
-        or diag('copy the block again from conf/supervisord.conf or conf/supervisor-worker.conf');
+    none(\@differ, 'each quoted block is the one in conf/, line for line',
+         'copy the block again from conf/supervisord.conf or conf/supervisor-worker.conf');
 }
 
 # --- the front page ------------------------------------------------------------------
