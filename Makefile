@@ -4,6 +4,8 @@
 #                 and build/fluxgate-reconcile
 #   make run      start the whole stack in the foreground (Ctrl-C stops it)
 #   make up/down  the same stack in the background / stop it
+#   make run-dir  print the stack's run directory (its env file is
+#                 `$(make -s run-dir)/env`)
 #   make test     build (with ASan+UBSan), start an isolated stack on free
 #                 ports, prove t/; SANITIZE=0 tests the plain build instead;
 #                 then the fleet faults (t/7xx-fleet-*.t) on a stack of 3
@@ -68,7 +70,7 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker reconcile worker-tests module-tests include-tests san fuzzers fuzz bench run up down test test-fleet clean \
+.PHONY: all setup module worker reconcile worker-tests module-tests include-tests san fuzzers fuzz bench run up down run-dir test test-fleet clean \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
@@ -213,7 +215,7 @@ DEB_DIR     := $(BUILD)/deb
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB_ARCH    := $(shell dpkg --print-architecture)
 DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
-DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua common worker \
+DEB_INPUTS  := config README.md docs debian include ngx_fluxgate_module lua common worker \
                reconcile sql conf
 DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
                $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
@@ -248,6 +250,11 @@ up: all
 
 down:
 	@bash scripts/stack down $(RUN_DIR)
+
+# where make run keeps the stack: another shell reaches it with
+#   . "$$(make -s run-dir)/env"
+run-dir:
+	@echo '$(RUN_DIR)'
 
 san: setup
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \

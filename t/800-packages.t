@@ -233,6 +233,26 @@ ok(-f '/usr/share/man/man1/fluxgate-reconcile.1.gz', 'and its man page');
        'and it is not enabled by the package') if grep { $_ eq $worker_pkg } @ours;
 }
 {
+    # the settler beside the worker: fluxgate-reconcile --repair --watch 5
+    my $unit = slurp('/lib/systemd/system/fluxgate-settler.service');
+    for my $line ('EnvironmentFile=/etc/fluxgate/worker.conf',
+                  'EnvironmentFile=-/etc/default/fluxgate-settler',
+                  'ExecStart=/usr/bin/fluxgate-reconcile --repair --watch 5 '
+                  . '-X client.id=fluxgate-settler',
+                  'Restart=on-failure', 'DynamicUser=yes', 'ProtectSystem=strict',
+                  'NoNewPrivileges=yes') {
+        like($unit, qr/^\Q$line\E$/m, "the settler's unit: $line");
+    }
+    like(slurp('/etc/default/fluxgate-settler'), qr/^FLUXGATE_REDIS=\S+$/m,
+         '/etc/default/fluxgate-settler names the gates\' Redis');
+    my ($vrc, $vout) = run('systemd-analyze verify /lib/systemd/system/fluxgate-settler.service');
+    is($vrc, 0, 'systemd-analyze verify accepts it') or diag($vout);
+    ok(!-e '/etc/systemd/system/multi-user.target.wants/fluxgate-settler.service',
+       'and it is not enabled by the package') if grep { $_ eq $worker_pkg } @ours;
+    like(slurp('/usr/share/doc/fluxgate-worker/examples/supervisor-worker.conf'),
+         qr/^\[program:fluxgate-settler\]$/m, 'the supervisord example runs it too');
+}
+{
     my $man = `MANWIDTH=200 man -l /usr/share/man/man1/fluxgate-worker.1.gz 2>/dev/null`;
     my $help = `/usr/bin/fluxgate-worker --help`;
     my @flags = $help =~ /(--[a-z][a-z-]+)/g;
@@ -368,9 +388,10 @@ like($out, qr/\b$nsql applied now/, "it applies the $nsql packaged migrations");
                   . stack_pg($db) . "'");
 is($rc, 0, 'again with the packaged /etc/fluxgate/worker.conf: nothing to do') or diag($out);
 
+my $group = uniq('g800');
 {
     local $ENV{FG_WORKER} = '/usr/bin/fluxgate-worker';
-    $worker = start_private_worker(topic => $topic, group => uniq('g800'),
+    $worker = start_private_worker(topic => $topic, group => $group,
                                    args => ['--config', '/etc/fluxgate/worker.conf',
                                             '--pg', stack_pg($db)]);
 }
@@ -380,6 +401,30 @@ is($rc, 0, 'again with the packaged /etc/fluxgate/worker.conf: nothing to do') o
                             eq 'accepted' }),
        'the packaged worker records the order in PostgreSQL')
         or diag(slurp($worker->{log}));
+}
+
+# one round of the packaged settler as its unit runs it: the environment
+# of worker.conf and /etc/default/fluxgate-settler (systemd's
+# EnvironmentFile= reads NAME=VALUE lines), the addresses made this
+# stack's, the unit's flags without --watch; the worker above commits past
+# its markers, and the product's books balance
+{
+    my %env;
+    for my $file ('/etc/fluxgate/worker.conf', '/etc/default/fluxgate-settler') {
+        $env{$1} = $2 for slurp($file) =~ /^([A-Z_][A-Z0-9_]*)=(.*)$/mg;
+    }
+    ok($env{FLUXGATE_REDIS}, 'the settler\'s environment names Redis');
+    %env = (%env, FLUXGATE_REDIS => "127.0.0.1:$ENV{REDIS_PORT}",
+            FLUXGATE_BROKERS => $ENV{KAFKA_BOOTSTRAP}, FLUXGATE_TOPIC => $topic,
+            FLUXGATE_GROUP => $group, FLUXGATE_PG => stack_pg($db));
+    my $envs = join ' ', map { "$_='$env{$_}'" } sort keys %env;
+    ($rc, $out) = run("env -i PATH=/usr/bin:/bin $envs /usr/bin/fluxgate-reconcile --repair "
+                      . "-X client.id=fluxgate-settler --product $p");
+    is($rc, 0, 'the packaged settler, one round: exit 0') or diag($out);
+    like($out, qr/^\Q$p\E\s+1\s+3\s+2\s+0\s+0\s+0\s+1\s+\+0\s+balanced\b/m,
+         "and $p balances: set 3, stock 2, 1 recorded") or diag($out);
+    unlike($out, qr/CONFWARN/, 'with no librdkafka warning about the worker\'s options')
+        or diag($out);
 }
 is(stop_private_worker($worker), 0, 'and stops with exit 0 on SIGTERM');
 undef $worker;
