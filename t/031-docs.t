@@ -1,5 +1,5 @@
 # The guides say what the tree is: README.md and docs/*.md checked against
-# the code and against themselves, with no stack (`prove -v t/030-docs.t`).
+# the code and against themselves, with no stack (`prove -v t/031-docs.t`).
 #
 #   - every directive in the module's command tables (ngx_command_t arrays
 #     of ngx_fluxgate_module/*.c) is a heading of docs/directives.md, and
