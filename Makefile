@@ -49,9 +49,9 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_RECONCILE=$(SAN_BUILD)/fluxgate-reconcile \
              FG_LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
              FG_SANITIZE=1
-TEST_DEPS := all san fuzzers
+TEST_DEPS := all san fuzzers test-tools
 else
-TEST_DEPS := all worker-tests fuzzers
+TEST_DEPS := all worker-tests fuzzers test-tools
 endif
 
 # libFuzzer targets: the order/admin body parser of the module and the
@@ -66,9 +66,12 @@ FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
 .PHONY: all setup module worker worker-tests san fuzzers fuzz bench run up down test test-fleet clean \
+        test-tools \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
+# the suite's drain barrier (t/tools/drained.c, FluxGate::Test::drained)
+DRAINED   := $(BUILD)/fg-drained
 
 all: module worker $(LOADGEN)
 
@@ -76,6 +79,14 @@ all: module worker $(LOADGEN)
 $(LOADGEN): bench/loadgen.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
+
+# tools only the suite uses
+test-tools: setup $(DRAINED)
+
+$(DRAINED): t/tools/drained.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< \
+	    $$(pkg-config --cflags --libs rdkafka)
 
 setup:
 	@bash scripts/setup.sh

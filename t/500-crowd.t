@@ -72,7 +72,7 @@ is($body->{sold_out} // 0, $st->{409} // 0, "$name - every 409 says sold_out");
 is(redis('GET', "fg:{$p}:stock"), 0, "$name - Redis stock is 0");
 my %ids = map { $_->[1] => 1 } grep { $_->[0] == 200 } @{ $r->{log} };
 is(scalar keys %ids, 100, "$name - 100 distinct orderIds");
-my $rows = wait_drained($p, 100);
+my $rows = wait_drained($p);
 is(scalar @$rows, 100, "$name - 100 rows in orders");
 is(scalar(grep { $ids{ $_->[0] } && $_->[3] eq 'accepted' } @$rows), 100,
    "$name - each accepted orderId has its row");
@@ -104,7 +104,7 @@ my @other = grep { $_->[1] eq '-' && $_->[2] ne 'in_progress' } @{ $r->{log} };
 is(scalar @other, 0, "$name - every other answer is in_progress")
     or diag(main::dumped(\@other));
 is(redis('GET', "fg:{$p}:stock"), 9, "$name - stock taken once");
-my $rows = wait_drained($p, 1);
+my $rows = wait_drained($p);
 is(scalar @$rows, 1, "$name - one row in orders");
 is($rows->[0][0], (keys %ids)[0], "$name - the row is that orderId");
 
