@@ -22,7 +22,7 @@ use FluxGate::Fleet;
 use FluxGate::Browser;
 
 if (my $why = FluxGate::Browser::missing()) {
-    plan skip_all => $why;
+    skip_all_missing($why);
 }
 
 my $art = "$ENV{FG_RUN_DIR}/artifacts/205-browser";
@@ -153,7 +153,7 @@ my $search = $b->js('location.search');
 
 my (@positions, $admitted_at, $last);
 SKIP: {
-    skip 'the module has no FIFO queue (fluxgate_queue_status) in this build', 6
+    skip_missing('the module has no FIFO queue (fluxgate_queue_status) in this build', 6)
         unless $queue;
     like($search, qr/[?&]ticket=[^&]+/, 'the waiting room has a ticket in its address');
     ok($b->wait_js(15, 'document.body.dataset.position > 0'), 'the page shows a position');
@@ -210,7 +210,7 @@ ok($b->wait_js(10, 'document.body.dataset.state === "limit_reached"'),
 
 # --- in the waiting room: one per person, and a first try still in flight -
 SKIP: {
-    skip 'the module has no FIFO queue in this build', 6 unless $queue;
+    skip_missing('the module has no FIFO queue in this build', 6) unless $queue;
     # the same shopper in line again, admitted, and told the limit
     crowd($p, 3);
     $b->go("$url/?productId=$p");
@@ -253,7 +253,7 @@ SKIP: {
 
 # --- sold out while in line ------------------------------------------------
 SKIP: {
-    skip 'the module has no FIFO queue in this build', 3 unless $queue;
+    skip_missing('the module has no FIFO queue in this build', 3) unless $queue;
     $b->go("$url/?productId=$gone");
     $b->wait_js(10, 'document.body.dataset.state === "ready"');
     crowd($gone, 6);

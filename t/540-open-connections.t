@@ -27,7 +27,9 @@ my $SlowPerHolder = 1_000;
 
 my $soft = `sh -c 'ulimit -n'`;
 chomp $soft;
-plan skip_all => "a process may hold only $soft descriptors here"
+# t/run raises the limit to what the machine allows
+skip_all_missing("a process may hold only $soft descriptors here, and a"
+                 . " holder needs " . ($PerHolder + 100))
     if $soft ne 'unlimited' && $soft < $PerHolder + 100;
 
 my $log = "$ENV{FG_RUN_DIR}/logs/nginx-error.log";

@@ -1,0 +1,50 @@
+#!/usr/bin/env perl
+# t/times.pl PROVE_TIMER_OUTPUT: where a `make test` run's minutes went.
+# Reads what `prove --timer` printed and prints one line per test file,
+# slowest first, then the total and prove's own summary line.  A file that
+# passed has its time in ms from prove; one that failed or skipped has
+# only the clock stamps prove put before each file, so its time is the
+# stamp of the next file minus its own (a second's resolution, said "~").
+use strict;
+use warnings;
+
+my (@files, $end);
+while (my $line = <>) {
+    if ($line =~ /^\[(\d\d):(\d\d):(\d\d)\] (\S+\.t) \.+ ?(.*)$/) {
+        my ($at, $file, $rest) = ($1 * 3600 + $2 * 60 + $3, $4, $5);
+        my %f = (file => $file, at => $at, what => 'failed');
+        if ($rest =~ /^ok\s+(\d+) ms/) {
+            @f{qw(ms what)} = ($1, 'ok');
+        } elsif ($rest =~ /^skipped/) {
+            $f{what} = 'skipped';
+        }
+        push @files, \%f;
+    } elsif ($line =~ /^\[(\d\d):(\d\d):(\d\d)\]\s*$/) {
+        $end = $1 * 3600 + $2 * 60 + $3;
+    } elsif ($line =~ /^Files=/) {
+        $end //= $files[-1]{at} if @files;
+        print_summary($line);
+        exit 0;
+    }
+}
+print_summary("(prove did not finish)\n");
+
+sub print_summary {
+    my ($prove_line) = @_;
+    for my $i (0 .. $#files) {
+        my $f = $files[$i];
+        next if defined $f->{ms};
+        my $next = $i < $#files ? $files[$i + 1]{at} : $end // $f->{at};
+        $next += 86400 if $next < $f->{at};    # past midnight
+        $f->{ms} = ($next - $f->{at}) * 1000;
+        $f->{approx} = 1;
+    }
+    my $total = 0;
+    for my $f (sort { $b->{ms} <=> $a->{ms} } @files) {
+        $total += $f->{ms};
+        printf "%s%7.1f s  %s%s\n", $f->{approx} ? '~' : ' ', $f->{ms} / 1000,
+            $f->{file}, $f->{what} eq 'ok' ? '' : " ($f->{what})";
+    }
+    printf " %7.1f s  total of %d files\n", $total / 1000, scalar @files;
+    print $prove_line;
+}
