@@ -74,7 +74,8 @@ EOF
     my $pre = $ENV{FG_LD_PRELOAD} ? "LD_PRELOAD=$ENV{FG_LD_PRELOAD} " : '';
     my $out = `$pre$Nginx -p $dir/ -c $dir/nginx.conf 2>&1`;
     die "gate did not start: $out" if $? != 0;
-    my $g = { dir => $dir, port => $port, workers => $workers };
+    my $g = { dir => $dir, port => $port, workers => $workers,
+              reports => _sanitizer_reports() };
     wait_until(10, sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") })
         or die "gate did not listen on $port";
     # every worker process up (and so its Kafka producer made)
@@ -133,16 +134,48 @@ sub gate_log {
     return <$fh>;
 }
 
-# a graceful stop; whatever is still there after 30 s, master or worker,
-# is killed, so no gate outlives its test
+# gate_stop($gate, allow => ['alert']): a graceful stop (QUIT).  Whatever
+# is still there after 30 s, master or worker, is a failure, said as such,
+# and killed with SIGKILL, so no gate outlives its test.  Then the gate's
+# whole error log must hold no [alert], [crit] or [emerg] line (but the
+# levels a test allows: one that kills a worker on purpose gets the
+# master's alert about it) and no sanitizer report.
 sub gate_stop {
-    my ($g) = @_;
+    my ($g, %o) = @_;
+    my $name = $o{name} // "gate on port $g->{port}";
     my $pid = gate_master($g) or return;
     my @workers = gate_workers($g);
     kill 'QUIT', $pid;
-    wait_until(30, sub { !grep { kill 0, $_ } $pid, @workers });
-    kill 'KILL', grep { kill 0, $_ } $pid, @workers;
+    my $ok = wait_until(30, sub { !grep { kill 0, $_ } $pid, @workers });
+    my @left = grep { kill 0, $_ } $pid, @workers;
+    if (@left) {
+        diag(`ps -o pid,stat,wchan:20,cmd -p @{[join ',', @left]} 2>&1`);
+        kill 'KILL', @left;
+        fail("$name did not stop within 30 s of QUIT: killed with SIGKILL (@left)");
+    }
+    my %allowed = map { $_ => 1 } @{ $o{allow} || [] };
+    my @levels = grep { !$allowed{$_} } qw(alert crit emerg);
+    my $log = gate_log($g);
+    if (@levels) {
+        my $re = join '|', @levels;
+        my @lines = $log =~ /^(.*\[(?:$re)\].*)$/mg;
+        ok(!@lines, "$name - no [" . join('], [', @levels) . "] in its error log")
+            or diag(join "\n", @lines[0 .. ($#lines < 9 ? $#lines : 9)]);
+    }
+    my $now = _sanitizer_reports();
+    my @new = grep { ($g->{reports}{$_} // -1) != $now->{$_} } sort keys %$now;
+    ok(!@new && $log !~ /AddressSanitizer|runtime error:/,
+       "$name - no sanitizer report") or diag(map { slurp_file($_) } @new);
+    return !@left;
 }
+
+# make test's sanitizer reports (t/run: ASan and UBSan write them to the
+# stack's logs), with their sizes
+sub _sanitizer_reports {
+    return { map { $_ => -s $_ } glob("$ENV{FG_RUN_DIR}/logs/sanitizer.*") };
+}
+
+sub slurp_file { my ($f) = @_; open my $fh, '<', $f or return ''; local $/; <$fh> // '' }
 
 # init_stock($gate, $product, $n, key => K, if_generation => G) -> response
 sub init_stock {
@@ -257,14 +290,16 @@ sub settle_claims {
     return $ok;
 }
 
-# wait_selling($product, $units, $secs) -> true once $units of the
-# product's current stock are taken: a fault meant for a running sale is
-# injected into one that is running, however long the sale took to start
+# wait_selling($product, $units, $secs, redis => sub { ... }) -> true once
+# $units of the product's current stock are taken: a fault meant for a
+# running sale is injected into one that is running, however long the sale
+# took to start; redis as for books_balance
 sub wait_selling {
-    my ($p, $units, $secs) = @_;
-    my ($set) = redis('HGET', "fg:{$p}:gen", 's');
+    my ($p, $units, $secs, %o) = @_;
+    my $redis = $o{redis} || \&redis;
+    my ($set) = $redis->('HGET', "fg:{$p}:gen", 's');
     my $ok = wait_until($secs // 30, sub {
-        $set - redis('GET', "fg:{$p}:stock") >= $units });
+        $set - $redis->('GET', "fg:{$p}:stock") >= $units });
     diag("$p: fewer than $units units sold after " . ($secs // 30) . " s")
         unless $ok;
     return $ok;
