@@ -20,7 +20,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  queue_secret ticket_decode ticket_forge redis_snapshot
                  queue_order queue_status free_port free_ports drained
                  skip_all_missing skip_missing redis_commandstats
-                 redis_time_us);
+                 redis_time_us wait_no_line);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -541,6 +541,18 @@ sub redis_commandstats {
 sub redis_time_us {
     my ($s, $us) = redis('TIME');
     return $s * 1_000_000 + $us;
+}
+
+# wait_no_line($product, $secs) -> true once the product's rate bucket is
+# empty again by Redis's clock (the time order.lua keeps in fg:{p}:rate has
+# passed): the next order is under the threshold and nobody is in line
+# ahead of it.  What a test waits for instead of sleeping "a second".
+sub wait_no_line {
+    my ($p, $secs) = @_;
+    return wait_until($secs // 30, sub {
+        my $tat = redis('GET', "fg:{$p}:rate");
+        $tat eq '' || redis_time_us() >= $tat;
+    });
 }
 
 # redis_snapshot($product) -> every key of the product with its DUMP, as
