@@ -1,13 +1,15 @@
 #!/usr/bin/env perl
-# t/times.pl PROVE_TIMER_OUTPUT: where a `make test` run's minutes went.
-# Reads what `prove --timer` printed and prints one line per test file,
-# slowest first, then the total and prove's own summary line.  A file that
+# t/times.pl [--top N] PROVE_TIMER_OUTPUT: where a `make test` run's
+# minutes went.  Reads what `prove --timer` printed and prints one line per
+# test file (or the N slowest), slowest first, then the total of all and
+# prove's own summary line.  A file that
 # passed has its time in ms from prove; one that failed or skipped has
 # only the clock stamps prove put before each file, so its time is the
 # stamp of the next file minus its own (a second's resolution, said "~").
 use strict;
 use warnings;
 
+my $top = @ARGV > 1 && $ARGV[0] eq '--top' ? (shift, shift)[1] : 0;
 my (@files, $end);
 while (my $line = <>) {
     if ($line =~ /^\[(\d\d):(\d\d):(\d\d)\] (\S+\.t) \.+ ?(.*)$/) {
@@ -40,8 +42,10 @@ sub print_summary {
         $f->{approx} = 1;
     }
     my $total = 0;
-    for my $f (sort { $b->{ms} <=> $a->{ms} } @files) {
-        $total += $f->{ms};
+    $total += $_->{ms} for @files;
+    my @slow = sort { $b->{ms} <=> $a->{ms} } @files;
+    splice @slow, $top if $top && @slow > $top;
+    for my $f (@slow) {
         printf "%s%7.1f s  %s%s\n", $f->{approx} ? '~' : ' ', $f->{ms} / 1000,
             $f->{file}, $f->{what} eq 'ok' ? '' : " ($f->{what})";
     }
