@@ -135,7 +135,8 @@ sub gate_log {
 }
 
 # gate_stop($gate, allow => ['alert', qr/.../]): a graceful stop (QUIT).  Whatever
-# is still there after 30 s, master or worker, is a failure, said as such,
+# is still there after 30 s (FG_NGINX_STOP_TIMEOUT), master or worker, is a
+# failure, said as such,
 # and killed with SIGKILL, so no gate outlives its test.  Then the gate's
 # whole error log must hold no [alert], [crit] or [emerg] line (but the
 # levels a test allows, and the lines matching a regex it allows: one
@@ -146,13 +147,14 @@ sub gate_stop {
     my $name = $o{name} // "gate on port $g->{port}";
     my $pid = gate_master($g) or return;
     my @workers = gate_workers($g);
+    my $timeout = $ENV{FG_NGINX_STOP_TIMEOUT} || 30;
     kill 'QUIT', $pid;
-    my $ok = wait_until(30, sub { !grep { kill 0, $_ } $pid, @workers });
+    wait_until($timeout, sub { !grep { kill 0, $_ } $pid, @workers });
     my @left = grep { kill 0, $_ } $pid, @workers;
     if (@left) {
         diag(`ps -o pid,stat,wchan:20,cmd -p @{[join ',', @left]} 2>&1`);
         kill 'KILL', @left;
-        fail("$name did not stop within 30 s of QUIT: killed with SIGKILL (@left)");
+        fail("$name did not stop within $timeout s of QUIT: killed with SIGKILL (@left)");
     }
     my %allowed = map { $_ => 1 } grep { !ref } @{ $o{allow} || [] };
     my @excused = grep { ref } @{ $o{allow} || [] };
