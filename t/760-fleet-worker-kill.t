@@ -36,7 +36,9 @@ sub releases {
     my %n;
     for my $u (split ' ', $ENV{FLUXGATE_ADMIN_URLS}) {
         my $m = prom_samples(http_get("$u/metrics")->{content});
-        $n{$1} += $m->{$_} for grep { /^fluxgate_releases_total\{result="(\w+)"\}$/ } keys %$m;
+        for my $k (keys %$m) {
+            $n{$1} += $m->{$k} if $k =~ /^fluxgate_releases_total\{result="(\w+)"\}$/;
+        }
     }
     return %n;
 }
