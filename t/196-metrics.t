@@ -230,8 +230,10 @@ main::order('/order', $p, "$k-1");
 main::order('/cached', $q, "$k-2");
 main::order('/cached', $q, "$k-3");
 http_post(main::url('/order'), '{}', { 'X-Idempotency-Key' => "$k-4" });
-sleep 0.3;
-my @lines = do { open my $fh, '<', $log or die $!; map { chomp; $_ } <$fh> };
+# nginx writes a request's access log line as it finishes the request
+my @lines;
+wait_until(10, sub { @lines = do { open my $fh, '<', $log or die $!; map { chomp; $_ } <$fh> };
+                     @lines >= 4 });
 like($lines[0], qr/^200 accepted \d+\.\d{3} \d+\.\d{3}$/,
      "$main::name - accepted: both times");
 like($lines[1], qr/^409 sold_out \d+\.\d{3} -$/,
