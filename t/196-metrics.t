@@ -310,8 +310,6 @@ GET /metrics
 --- error_code: 200
 --- response_body_like: ^# HELP fluxgate_orders_total .*fluxgate_redis_up 0\n
 --- no_error_log
-[emerg]
-[alert]
 fluxgate: redis
 
 
