@@ -29,6 +29,9 @@ sub run {
     open my $fh, '>', $file or die "$file: $!";
     print $fh "use strict;\nuse warnings;\nuse lib 't/lib';\n$code";
     close $fh;
+    # their nginx runs in $dir: the workers they kill on purpose are not
+    # the suite's (t/990 reads every error log under FG_RUN_DIR/t)
+    local $ENV{TEST_NGINX_SERVROOT_BASE} = $dir;
     local @ENV{keys %env} = values %env;
     my $t0 = time;
     my $out = `$^X -It/lib $file 2>&1`;

@@ -4,13 +4,13 @@
 # test file (or the N slowest), slowest first, then the total of all and
 # prove's own summary line.  A file that
 # passed has its time in ms from prove; one that failed or skipped has
-# only the clock stamps prove put before each file, so its time is the
-# stamp of the next file minus its own (a second's resolution, said "~").
+# only the clock stamp prove put on its line when it ended, so its time is
+# its stamp minus the previous file's (a second's resolution, said "~").
 use strict;
 use warnings;
 
 my $top = @ARGV > 1 && $ARGV[0] eq '--top' ? (shift, shift)[1] : 0;
-my (@files, $end);
+my @files;
 while (my $line = <>) {
     if ($line =~ /^\[(\d\d):(\d\d):(\d\d)\] (\S+\.t) \.+ ?(.*)$/) {
         my ($at, $file, $rest) = ($1 * 3600 + $2 * 60 + $3, $4, $5);
@@ -21,10 +21,7 @@ while (my $line = <>) {
             $f{what} = 'skipped';
         }
         push @files, \%f;
-    } elsif ($line =~ /^\[(\d\d):(\d\d):(\d\d)\]\s*$/) {
-        $end = $1 * 3600 + $2 * 60 + $3;
     } elsif ($line =~ /^Files=/) {
-        $end //= $files[-1]{at} if @files;
         print_summary($line);
         exit 0;
     }
@@ -36,9 +33,9 @@ sub print_summary {
     for my $i (0 .. $#files) {
         my $f = $files[$i];
         next if defined $f->{ms};
-        my $next = $i < $#files ? $files[$i + 1]{at} : $end // $f->{at};
-        $next += 86400 if $next < $f->{at};    # past midnight
-        $f->{ms} = ($next - $f->{at}) * 1000;
+        my $prev = $i > 0 ? $files[$i - 1]{at} : $f->{at};
+        $prev -= 86400 if $prev > $f->{at};    # past midnight
+        $f->{ms} = ($f->{at} - $prev) * 1000;
         $f->{approx} = 1;
     }
     my $total = 0;
