@@ -52,7 +52,9 @@ Content-Type: application/json
 my $p = $ENV{TEST_NGINX_PRODUCT};
 my $calls = sub { my $c = redis_commandstats(); ($c->{evalsha} // 0) + ($c->{eval} // 0) };
 my $c0 = $calls->();
-my $h = loadgen_start(port => server_port(), c => 4, rate => 200, d => 3,
+# 20 connections: a hiccup of a loaded machine at the run's end leaves no
+# due request unsent; the stall still holds far more requests than that
+my $h = loadgen_start(port => server_port(), c => 20, rate => 200, d => 3,
                       product => $p, expect => '409');
 # the stall falls inside the run: once Redis has answered the run's first
 # 100 requests (a third of a second of it)
@@ -71,7 +73,7 @@ ok($r->{responses} >= 598, "$name - 600 requests due, $r->{responses} answered")
 is($r->{unsent}, 0, "$name - none left unsent");
 # ~60 requests fell due while Redis was frozen (10% of the run), waiting
 # 150 ms on average: with the latency timed from when they were written,
-# only the 4 on the wire would have seen it and p99 would stay small
+# only the 20 on the wire would have seen it and p99 would stay small
 ok($r->{status}{409}{p99_ms} >= 100,
    "$name - the stall is in the p99 ($r->{status}{409}{p99_ms} ms)")
     or diag($r->{raw});
@@ -162,17 +164,17 @@ is(scalar(grep { $ids{$_} > 1 } keys %ids), 0, "$name - no orderId twice");
 # what the shop got: once the worker drained, the product's rows are the
 # 150 orders answered 200
 ok(drained(), "$name - the worker drained the topic");
-my @rows = psql("select id, (extract(epoch from accepted_at) * 1000)::bigint"
-                . " from orders where product_id = '$p' and status = 'accepted'"
-                . " order by accepted_at");
+my @rows = psql("select id, idempotency_key from orders where product_id = '$p'"
+                . " and status = 'accepted'");
 is_deeply([sort map { (split /\|/)[0] } @rows], [sort keys %ids],
           "$name - PostgreSQL holds exactly the 150 orders answered 200");
 # and never faster than the threshold: the line is jumped when more orders
 # are reserved since the first than 100/s and the burst of 20 allow.  Each
-# order's acceptedAt is the gate's clock when its reservation came back
-# (the machine's clock, as Redis's); a ticket only makes an order later
-# than its turn, never earlier
-my @t = map { (split /\|/)[1] } @rows;
+# order's key holds the Redis time it was reserved at (ms), the clock the
+# threshold is kept on; a ticket only makes an order later than its turn,
+# never earlier
+my @t = sort { $a <=> $b }
+        redis_each(map { ['HGET', "fg:{$p}:idem:" . (split /\|/)[1], 't'] } @rows);
 my @fast = grep { $_ + 1 > 20 + 1 + 100 * ($t[$_] - $t[0] + 1) / 1000 } 0 .. $#t;
 is(scalar @fast, 0, "$name - no order reserved sooner than 100/s and the burst allow")
     or diag("the first too soon: order " . ($fast[0] + 1) . " at +"

@@ -20,7 +20,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  queue_secret ticket_decode ticket_forge redis_snapshot
                  queue_order queue_status free_port free_ports drained
                  skip_all_missing skip_missing redis_commandstats
-                 redis_time_us wait_no_line);
+                 redis_time_us wait_no_line redis_each);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -58,6 +58,28 @@ sub redis {
     my $out = _run($cmd);
     chomp $out;
     return wantarray ? split(/\n/, $out) : $out;
+}
+
+# redis_each(['HGET', 'k1', 't'], ['HGET', 'k2', 't'], ...) -> one reply
+# line per command, in order: many commands through one redis-cli, read
+# from a file (a command line would grow with the work).  Words with
+# white space or quotes are not for it.
+sub redis_each {
+    my (@cmds) = @_;
+    my $file = "$ENV{FG_RUN_DIR}/redis-each.$$." . ++$Seq;
+    open my $fh, '>', $file or die "$file: $!";
+    for my $c (@cmds) {
+        die "redis_each: a word with white space or a quote: @$c\n"
+            if grep { /[\s"']/ } @$c;
+        print $fh join(' ', @$c), "\n";
+    }
+    close $fh;
+    my @out = split /\n/, _run("redis-cli -h 127.0.0.1 -p $ENV{REDIS_PORT} --raw"
+                               . " < $file 2>&1");
+    unlink $file;
+    die "redis_each: " . scalar(@out) . " replies to " . scalar(@cmds) . " commands\n"
+        unless @out == @cmds;
+    return @out;
 }
 
 # set_stock($product, $n) -> the new generation: what POST /init does in
