@@ -52,9 +52,9 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_RECONCILE=$(SAN_BUILD)/fluxgate-reconcile \
              FG_LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
              FG_SANITIZE=1
-TEST_DEPS := all san fuzzers
+TEST_DEPS := all san fuzzers test-tools
 else
-TEST_DEPS := all worker-tests module-tests include-tests fuzzers
+TEST_DEPS := all worker-tests module-tests include-tests fuzzers test-tools
 endif
 
 # libFuzzer targets: the order/admin body parser and the buyer's JWT check
@@ -71,9 +71,12 @@ FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
 .PHONY: all setup module worker reconcile worker-tests module-tests include-tests san fuzzers fuzz bench run up down run-dir test test-fleet clean \
+        test-tools \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
+# the suite's drain barrier (t/tools/drained.c, FluxGate::Test::drained)
+DRAINED   := $(BUILD)/fg-drained
 
 all: module worker reconcile $(LOADGEN)
 
@@ -81,6 +84,14 @@ all: module worker reconcile $(LOADGEN)
 $(LOADGEN): bench/loadgen.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
+
+# tools only the suite uses
+test-tools: setup $(DRAINED)
+
+$(DRAINED): t/tools/drained.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< \
+	    $$(pkg-config --cflags --libs rdkafka)
 
 setup:
 	@bash scripts/setup.sh

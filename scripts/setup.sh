@@ -55,6 +55,9 @@ PACKAGES=(
     # the waiting room in a real browser (t/205): headless Chromium driven
     # over the DevTools protocol from Perl, and a font for its screenshots
     chromium libprotocol-websocket-perl fonts-dejavu-core
+    # the suite's loaded run (README, testing): the machine's CPUs kept busy
+    # while `make test` runs, as on a shared CI runner
+    stress-ng
 )
 
 as_root() {

@@ -13,7 +13,7 @@ use File::Path qw(make_path remove_tree);
 use IO::Socket::INET;
 use FluxGate::Test;
 
-plan skip_all => 'needs root (runuser, nginx dropping to nobody)' if $> != 0;
+skip_all_missing('needs root (runuser, nginx dropping to nobody)') if $> != 0;
 
 my $base = "$ENV{FG_RUN_DIR}/private-$$";
 my $home = "$base/home";             # the private directory, as /root

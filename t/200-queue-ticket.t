@@ -335,8 +335,15 @@ main::refused($p, 'garbage', qr/not a ticket/, "$main::name - garbage");
 main::refused($p, 'a' x 5000, qr/not a ticket/, "$main::name - huge");
 main::refused($p, "$t.x", qr/not a ticket/, "$main::name - damaged");
 main::refused($q, $t, qr/another product/, "$main::name - another product's");
-my ($o) = main::queued($p, uniq('k'), path => '/other-secret');
-main::refused($p, $o, qr/signature/, "$main::name - another gate's secret") if $o;
+# a line of its own a few seconds long (one place a second): the order
+# through the other secret's location queues whatever the machine's pace
+my $r = main::product();
+queue_order(main::port(), $r, uniq('k'));
+main::queued($r, uniq('k')) for 1 .. 5;
+my ($o, $ores) = main::queued($r, uniq('k'), path => '/other-secret');
+ok($o, "$main::name - a ticket signed with another secret")
+    or diag("$ores->{status} $ores->{content}");
+main::refused($r, $o, qr/signature/, "$main::name - another gate's secret");
 my $before = main::snapshot($p);
 my $res = http_post("http://127.0.0.1:" . main::port() . "/order",
                     json_encode({productId => $p, userId => 'u'}),
@@ -362,9 +369,44 @@ my ($w) = main::admitted_ticket($p, path => '/narrow');
 my $d = ticket_decode($t);
 ok($d->{expires} - $d->{admit} <= 2e6, "$main::name - life 2s");
 is($d->{until} - $d->{admit}, 1e6, "$main::name - window 1s");
-sleep 2.2;
+# until Redis's clock, which the gate decides on, is past both
+my $e = ticket_decode($w);
+ok(wait_until(10, sub { redis_time_us() > $d->{expires} && redis_time_us() > $e->{until} }),
+   "$main::name - Redis's clock passed the ticket's end and the other's window");
 main::refused($p, $t, qr/expired/, "$main::name - expired", path => '/short');
 main::refused($p, $w, qr/window has passed/, "$main::name - window passed", path => '/narrow');
 my ($st, $b) = queue_status(main::port(), $p, $w);
 is($st, 400, "$main::name - status of a missed turn: 400");
 like($b->{error}, qr/window has passed/, "$main::name - says so");
+
+
+
+=== TEST 13: a line longer than a ticket lives: 503 "waiting room full", Redis unchanged
+--- http_config eval: $::HTTP
+--- config eval: $::CONFIG
+--- request
+GET /t
+--- error_code: 200
+--- check
+my $from = -s servroot() . '/logs/error.log';
+# /short: one place a second, a window of 1 s, tickets living 2 s: a place
+# whose turn comes later than a ticket's life would outlive its ticket.
+# Each arrival books a place a second further out, far faster than a
+# second passes, so the line outgrows the tickets within a few arrivals
+my $p = main::product();
+my ($res, $before, @st);
+for (1 .. 20) {
+    $before = main::snapshot($p);
+    $res = queue_order(main::port(), $p, uniq('k'), path => '/short');
+    push @st, $res->{status};
+    last if $res->{status} == 503;
+}
+is($res->{status}, 503, "$main::name - an arrival is refused: 503 (answers: @st)");
+my $b = eval { json_decode($res->{content}) } || {};
+is($b->{status}, 'error', "$main::name - status error");
+is($b->{error}, 'waiting room full', "$main::name - says the waiting room is full");
+ok($res->{headers}{'retry-after'} >= 1, "$main::name - Retry-After set");
+is(redis_snapshot($p), $before, "$main::name - Redis unchanged: no place booked");
+ok((grep { $_ == 302 } @st) >= 1, "$main::name - the places before it were booked (302)");
+ok(wait_until(10, sub { error_log_since($from) =~ /the line for "\Q$p\E" is longer than a ticket lives/ }),
+   "$main::name - the gate logs why");

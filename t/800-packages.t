@@ -25,7 +25,7 @@ use HTTP::Tiny;
 use FluxGate::Test;
 use FluxGate::Worker;
 
-plan skip_all => 'installs packages: run as root' if $> != 0;
+skip_all_missing('installs packages: run as root') if $> != 0;
 
 my $root = $ENV{FG_ROOT};
 my $t0 = time;
@@ -65,8 +65,8 @@ for my $p (@pkgs) {
         push @theirs, $p;
         note("$p $version was installed before this test: used, not purged");
     } else {
-        plan skip_all => "$p is \"$s\" on this machine: this test installs $version"
-                       . " and would replace it; remove it to run the test";
+        skip_all_missing("$p is \"$s\" on this machine: this test installs $version"
+                         . " and would replace it; remove it to run the test");
     }
 }
 
