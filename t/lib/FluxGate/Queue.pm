@@ -30,7 +30,7 @@ our @EXPORT = qw(b64url b64url_decode secret_of
                  line_of epoch_of spent places_of redis_now redis_calls redis_writes
                  redis_keys open_now redis_monitor order_calls product_writes
                  cookies_of location_parts
-                 parallel spearman chi_square $CHI2_DF9_P01);
+                 spawn collect parallel spearman chi_square $CHI2_DF9_P01);
 
 # chi-square's critical value for 9 degrees of freedom at p = 0.01
 our $CHI2_DF9_P01 = 21.666;
@@ -373,33 +373,40 @@ sub location_parts {
     return ($path, $query // '', $frag // '');
 }
 
-# parallel($n, sub { my ($i) = @_; ... return @lines }) -> the lines of
-# $n processes run at once, in process order
-sub parallel {
-    my ($n, $code) = @_;
-    my @kids;
-    for my $i (0 .. $n - 1) {
-        pipe(my $r, my $w) or die "pipe: $!";
-        my $pid = fork // die "fork: $!";
-        if ($pid == 0) {
-            close $r;
-            my @out = eval { $code->($i) };
-            print $w "died: $@\n" if $@;
-            print $w "$_\n" for @out;
-            close $w;
-            POSIX::_exit(0);
-        }
+# spawn(sub { ... return @lines }) -> a process running the sub now;
+# collect(@spawned) -> their lines, in the order given (waits for them)
+sub spawn {
+    my ($code, @args) = @_;
+    pipe(my $r, my $w) or die "pipe: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        close $r;
+        my @out = eval { $code->(@args) };
+        print $w "died: $@\n" if $@;
+        print $w "$_\n" for @out;
         close $w;
-        push @kids, [$pid, $r];
+        POSIX::_exit(0);
     }
+    close $w;
+    return [$pid, $r];
+}
+
+sub collect {
     my @lines;
-    for my $k (@kids) {
+    for my $k (@_) {
         my $fh = $k->[1];
         push @lines, map { chomp; $_ } <$fh>;
         waitpid $k->[0], 0;
     }
     die join("\n", grep { /^died: / } @lines) . "\n" if grep { /^died: / } @lines;
     return @lines;
+}
+
+# parallel($n, sub { my ($i) = @_; ... return @lines }) -> the lines of
+# $n processes run at once, in process order
+sub parallel {
+    my ($n, $code) = @_;
+    return collect(map { spawn($code, $_) } 0 .. $n - 1);
 }
 
 sub _ranks {
