@@ -296,10 +296,16 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
 
     *line = ln->line;
 
-    /* one ask at a time; one stuck past the deadlines is given up */
+    /*
+     * One ask at a time; one stuck past the deadlines is given up.  The
+     * times were written by any worker process, whose clock may be a
+     * little ahead of this one's: a signed difference, not a wrapped one
+     */
     if ((ln->line.fetched == 0
-         || ngx_current_msec - ln->line.fetched >= ctx->refresh)
-        && (ln->asked == 0 || ngx_current_msec - ln->asked > 2000))
+         || (ngx_msec_int_t) (ngx_current_msec - ln->line.fetched)
+            >= (ngx_msec_int_t) ctx->refresh)
+        && (ln->asked == 0
+            || (ngx_msec_int_t) (ngx_current_msec - ln->asked) > 2000))
     {
         ln->asked = ngx_current_msec ? ngx_current_msec : 1;
         ask = 1;
@@ -327,7 +333,8 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
      */
 
     if (line->fetched == 0
-        || ngx_current_msec - line->fetched > 10 * ctx->refresh)
+        || (ngx_msec_int_t) (ngx_current_msec - line->fetched)
+           > (ngx_msec_int_t) (10 * ctx->refresh))
     {
         return NGX_AGAIN;
     }
