@@ -453,7 +453,7 @@ ngx_int_t ngx_fluxgate_queue_send_refused(ngx_http_request_t *r,
     const char *reason, const char *field);
 ngx_int_t ngx_fluxgate_queue_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_fluxgate_queue_get_product(ngx_http_request_t *r,
-    ngx_str_t *product);
+    ngx_str_t *product, ngx_int_t *rc);
 
 /* ngx_fluxgate_queue_admin.c */
 ngx_int_t ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r);
@@ -493,6 +493,7 @@ ngx_int_t ngx_fluxgate_line_take_proof(ngx_shm_zone_t *zone, u_char *nonce,
 ngx_uint_t ngx_fluxgate_line_each(ngx_shm_zone_t *zone,
     ngx_fluxgate_line_t *lines, ngx_str_t *products, u_char *ids,
     ngx_uint_t max);
+void ngx_fluxgate_line_sum(ngx_shm_zone_t *zone, ngx_fluxgate_line_t *sum);
 
 /* ngx_fluxgate_redis.c */
 ngx_fluxgate_redis_t *ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr);

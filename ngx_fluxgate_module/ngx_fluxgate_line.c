@@ -975,3 +975,42 @@ ngx_fluxgate_line_each(ngx_shm_zone_t *zone, ngx_fluxgate_line_t *lines,
 
     return n;
 }
+
+
+/* every product's record summed, for the metrics without product labels */
+
+void
+ngx_fluxgate_line_sum(ngx_shm_zone_t *zone, ngx_fluxgate_line_t *sum)
+{
+    ngx_queue_t               *q;
+    ngx_fluxgate_line_ctx_t   *ctx;
+    ngx_fluxgate_line_node_t  *ln;
+
+    ngx_memzero(sum, sizeof(ngx_fluxgate_line_t));
+
+    if (zone == NULL) {
+        return;
+    }
+
+    ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (q = ngx_queue_head(&ctx->sh->lru);
+         q != ngx_queue_sentinel(&ctx->sh->lru);
+         q = ngx_queue_next(q))
+    {
+        ln = ngx_queue_data(q, ngx_fluxgate_line_node_t, queue);
+
+        if (!ln->line.known) {
+            continue;
+        }
+
+        sum->waiting += ln->line.waiting;
+        sum->oldest = ngx_max(sum->oldest, ln->line.oldest);
+        sum->admitted += ln->line.admitted;
+        sum->no_shows += ln->line.no_shows;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}

@@ -875,7 +875,7 @@ ngx_fluxgate_metrics_queue(ngx_pool_t *pool, u_char *p, u_char *last,
     u_char                    *ids;
     ngx_str_t                 *products;
     ngx_uint_t                 i, n, max;
-    ngx_fluxgate_line_t       *lines, sum;
+    ngx_fluxgate_line_t       *lines;
     ngx_fluxgate_metrics_sh_t *sh;
 
     static const char  *names[] = {
@@ -931,22 +931,14 @@ ngx_fluxgate_metrics_queue(ngx_pool_t *pool, u_char *p, u_char *last,
         return p;
     }
 
-    n = ngx_fluxgate_line_each(ngx_fluxgate_metrics_fmcf->queue_zone, lines,
-                               products, ids, max);
-
     if (sh->max_products == 0) {
-        /* one line for all: the products' sum */
-        ngx_memzero(&sum, sizeof(ngx_fluxgate_line_t));
-
-        for (i = 0; i < n; i++) {
-            sum.waiting += lines[i].waiting;
-            sum.oldest = ngx_max(sum.oldest, lines[i].oldest);
-            sum.admitted += lines[i].admitted;
-            sum.no_shows += lines[i].no_shows;
-        }
-
-        lines[0] = sum;
+        /* one line for all: every product's summed */
+        ngx_fluxgate_line_sum(ngx_fluxgate_metrics_fmcf->queue_zone, &lines[0]);
         n = 1;
+
+    } else {
+        n = ngx_fluxgate_line_each(ngx_fluxgate_metrics_fmcf->queue_zone,
+                                   lines, products, ids, max);
     }
 
     for (i = 0; i < 4; i++) {

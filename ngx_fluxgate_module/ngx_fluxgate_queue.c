@@ -455,8 +455,7 @@ ngx_fluxgate_queue_status_handler(ngx_http_request_t *r)
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
 
-    rc = ngx_fluxgate_queue_get_product(r, &product);
-    if (rc != NGX_OK) {
+    if (ngx_fluxgate_queue_get_product(r, &product, &rc) != NGX_OK) {
         return rc;
     }
 
@@ -613,7 +612,15 @@ ngx_fluxgate_queue_answer(ngx_http_request_t *r, ngx_str_t *product,
 
     retry_after = 0;
 
-    if (st.scheduled) {
+    if (st.scheduled && st.state == NGX_FLUXGATE_LINE_CLOSED) {
+
+        /* closed before it opened: it never opens, nothing to wait for */
+        p = ngx_sprintf(body.data, "{\"position\":null,\"admitted\":false,"
+                        "\"opensAt\":%L,\"etaSeconds\":-1,"
+                        "\"soldOut\":false,\"closed\":true}",
+                        st.opens_at);
+
+    } else if (st.scheduled) {
         p = ngx_sprintf(body.data, "{\"position\":null,\"admitted\":false,"
                         "\"opensAt\":%L,\"etaSeconds\":%L,"
                         "\"soldOut\":false}",
@@ -702,19 +709,24 @@ ngx_fluxgate_queue_arg(ngx_http_request_t *r, const char *name, size_t max,
 
 
 
-/* ?productId=, checked; anything else is the answer to send */
+/*
+ * ?productId=, checked: NGX_OK, or NGX_DECLINED with the 400 naming it
+ * sent (the caller returns rc then: the request has its answer)
+ */
 
 ngx_int_t
-ngx_fluxgate_queue_get_product(ngx_http_request_t *r, ngx_str_t *product)
+ngx_fluxgate_queue_get_product(ngx_http_request_t *r, ngx_str_t *product,
+    ngx_int_t *rc)
 {
     if (ngx_fluxgate_queue_arg(r, "productId", NGX_FLUXGATE_ID_MAX, product)
         != NGX_OK
         || !fg_id_valid((char *) product->data, product->len))
     {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                       NGX_FLUXGATE_INVALID,
-                                       "productId must be 1-64 of "
-                                       FG_ID_CHARSET, "productId");
+        *rc = ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      NGX_FLUXGATE_INVALID,
+                                      "productId must be 1-64 of "
+                                      FG_ID_CHARSET, "productId");
+        return NGX_DECLINED;
     }
 
     return NGX_OK;

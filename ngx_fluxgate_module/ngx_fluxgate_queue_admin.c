@@ -135,8 +135,7 @@ ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    rc = ngx_fluxgate_queue_get_product(r, &product);
-    if (rc != NGX_OK) {
+    if (ngx_fluxgate_queue_get_product(r, &product, &rc) != NGX_OK) {
         return rc;
     }
 
@@ -422,7 +421,8 @@ static ngx_int_t
 ngx_fluxgate_queue_control_done(ngx_http_request_t *r,
     ngx_fluxgate_queue_admin_t *qa, redisReply *reply)
 {
-    ngx_str_t     body, value, product;
+    u_char        rate[1 + NGX_INT64_LEN];
+    ngx_str_t     body, value, product, rate_text;
     redisReply  **e;
 
     product.data = qa->product;
@@ -467,14 +467,22 @@ ngx_fluxgate_queue_control_done(ngx_http_request_t *r,
         }
 
         if (e[0]->integer == NGX_FLUXGATE_LUA_QUEUE_CONTROL_DONE) {
+
+            /* "rate 20", "pause": the rate only for the action that has one */
+            rate_text.data = rate;
+            rate_text.len = 0;
+
+            if (qa->req.action == NGX_FLUXGATE_CONTROL_RATE) {
+                rate_text.len = ngx_sprintf(rate, " %L", (int64_t) qa->req.rate)
+                               - rate;
+            }
+
             ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                          "fluxgate: queue control: \"%V\" %s%s%L by %V%s%V "
+                          "fluxgate: queue control: \"%V\" %s%V by %V%s%V "
                           "(key \"%V\"): the line is now %s at %L/s",
                           &product,
                           ngx_fluxgate_control_names[qa->req.action],
-                          qa->req.action == NGX_FLUXGATE_CONTROL_RATE
-                          ? " " : "",
-                          qa->req.rate, &r->connection->addr_text,
+                          &rate_text, &r->connection->addr_text,
                           r->headers_in.user.len ? ", user " : "",
                           &r->headers_in.user, &qa->key,
                           e[1]->len ? e[1]->str : "open",

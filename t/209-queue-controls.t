@@ -112,8 +112,9 @@ GET /t
 --- error_code: 200
 --- timeout: 120
 --- check
-my $p = uniq('p');
-set_stock($p, 1000);
+# paused while the places are booked: at 1/s a line's first turn is free,
+# and a slow machine's booking could outlast a second
+my $p = paused_product(main::admin(), stock => 1000);
 main::ok_control($p, 'rate', rate => 1);
 my @t = main::book($p, 30, 'pb');
 my $paused = main::ok_control($p, 'pause');
@@ -325,16 +326,17 @@ my $p = paused_product(main::admin());
 my @t = main::book($p, 4, 'sa');
 my $q = paused_product(main::admin());
 my @u = main::book($q, 3, 'sb');
-poll(main::port(), $p, $t[0]);
-poll(main::port(), $q, $u[0]);
+# the metrics show each line as the gate last saw it: buyers polling
+# keep it fresh (the record is refreshed at most every 100 ms)
 my $m;
-ok(wait_until(5, sub { $m = main::line_metrics(); ($m->{waiting} // -1) == ($before->{waiting} // 0) + 7 }),
+ok(wait_until(5, sub { poll(main::port(), $p, $t[0]); poll(main::port(), $q, $u[0]);
+                       $m = main::line_metrics(); ($m->{waiting} // -1) == ($before->{waiting} // 0) + 7 }),
    "$main::name - fluxgate_queue_waiting: 7 more, the two products summed") or diag(explain [$before, $m]);
 my $labelled = grep { /^fluxgate_queue_waiting\{/ } keys %{ metrics_scrape("http://127.0.0.1:" . main::admin() . "/metrics") };
 is($labelled, 0, "$main::name - no product label");
 main::ok_control($q, 'rate', rate => 1000);
 main::ok_control($q, 'resume');
-ok(wait_until(5, sub { poll(main::port(), $q, $u[2]); $m = main::line_metrics();
+ok(wait_until(5, sub { poll(main::port(), $q, $u[2]); poll(main::port(), $p, $t[0]); $m = main::line_metrics();
                        ($m->{admitted_total} // -1) == ($before->{admitted_total} // 0) + 3 }),
    "$main::name - fluxgate_queue_admitted_total moves with q's admissions") or diag(explain $m);
 is($m->{waiting}, ($before->{waiting} // 0) + 4, "$main::name - and fluxgate_queue_waiting is p's 4 only");
