@@ -24,7 +24,8 @@
 -- The line.  Every admission is a turn: turns are numbered in the order
 -- they were handed out (n so far), and the head H counts the turns
 -- admitted by now: it grows at the product's rate, from h at time t, up
--- to n + burst (capacity saved up, as the GCRA's burst), and stands still
+-- to n + burst + 1 (one free turn and the burst saved up, as a GCRA's),
+-- and stands still
 -- while paused or closed.  A turn k is admitted once k < floor(H), and is
 -- usable until W more turns were admitted (W: the admission window at the
 -- rate).  An arrival passes at once when a turn is free (H >= n + 1: the
@@ -221,7 +222,11 @@ local function check(kind, seq, expires)
     if turn >= admitted then
         return answer(kind, seq, expires)
     end
-    if admitted - turn > W then
+    -- the window counts the turns handed out and admitted since: H runs
+    -- ahead of the turns handed out when the line is empty (a free turn
+    -- for the next arrival), and those are nobody's (queue_head.lua's
+    -- no-show count reads it so too)
+    if math.min(admitted, line.n) - turn > W then
         return 'window'
     end
     if redis.call('GETBIT', spent_key, turn) == 1 then

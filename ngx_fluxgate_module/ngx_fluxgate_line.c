@@ -768,7 +768,9 @@ ngx_fluxgate_line_standing(ngx_fluxgate_line_t *line,
         return NULL;
     }
 
-    if (line->window && admitted - turn > line->window) {
+    /* turns handed out and admitted since: lua/order.lua's check */
+
+    if (line->window && ngx_min(admitted, line->n) - turn > line->window) {
         return "admission window has passed";
     }
 
