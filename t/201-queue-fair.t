@@ -1,17 +1,20 @@
-# The waiting room is a fair line: a crowd of 200 clients arriving at once
+# The waiting room is a fair line: a crowd of 200 buyers arriving at once
 # is queued in the order the gate took them, admitted in exactly that
-# order at the product's threshold and never faster, and a client that
-# keeps retrying without a ticket never gets ahead of the line.  What the
-# shop got is read from Kafka (the orders' own timestamps and order in the
-# topic), not from the gate's bookkeeping.  Printed: how many were admitted
-# out of order (the goal is 0).
+# order at the product's threshold and never faster, and someone who
+# keeps retrying without a ticket never gets ahead of the line: as the
+# same buyer they get the same place again (one place per buyer), as a
+# new buyer each time a new place at the end.  What the shop got is read
+# from Kafka (the orders' own timestamps and order in the topic), and
+# held against Redis's clock: turn k is admitted when floor(H) > k, the
+# head H moving at the rate from h turns at t (the line record fg:{p}:q;
+# docs: queue-v3 "Head").  Printed: how many were admitted out of order
+# (the goal is 0).
 use strict;
 use warnings;
 use lib 't/lib';
 use Test::Nginx::Socket::Lite;
 use FluxGate::Test;
-use HTTP::Tiny;
-use POSIX ();
+use FluxGate::Queue;
 use Time::HiRes qw(time sleep);
 
 
@@ -21,10 +24,10 @@ our $HTTP = <<'EOF';
     fluxgate_kafka_topic $TEST_NGINX_TOPIC;
     fluxgate_kafka_option linger.ms 1;
     fluxgate_queue_secret $TEST_NGINX_QUEUE_SECRET;
+    fluxgate_threshold $TEST_NGINX_QUEUE_RATE;
 EOF
 
 our $CONFIG = <<'EOF';
-    fluxgate_threshold $TEST_NGINX_QUEUE_RATE;
     location = /order {
         fluxgate_order;
     }
@@ -46,95 +49,84 @@ our $RATE = $ENV{TEST_NGINX_QUEUE_RATE} = $ENV{FG_QUEUE_RATE} // 50;
 our $PROCS = 10;
 our $EACH = int(($ENV{FG_QUEUE_CLIENTS} // 200) / $PROCS);
 
+sub port { server_port() }
+
 # One client process: $EACH arrivals one after the other (all processes
-# at once), then each of its tickets, in the order it got them, waits for
-# its turn (GET /queue/status) and orders with it.  Prints one line per
-# client: "<process> <arrival> <key> <first status> <seq or -> <final
-# status> <its turn, us>".
+# at once), each a buyer of its own, then each of its tickets, in the
+# order it got them, waits for its turn and orders with it: in odd
+# processes as the waiting room's page does (GET /queue/status until
+# admitted), in even ones by sending the order with the ticket until it
+# goes through (what the gate admits, not what the polls say, is then
+# what Kafka shows).  One line per buyer: "<process> <arrival> <key>
+# <first status> <turn or -> <final status> <orders answered 'not yet'
+# after an 'admitted' poll> <orders answered 'not yet' (impatient)>".
 sub clients {
-    my ($proc, $p, $w) = @_;
-    my $port = server_port();
-    my $http = HTTP::Tiny->new(timeout => 10, max_redirect => 0);
-    my $post = sub {
-        my ($key, $ticket) = @_;
-        return $http->request('POST', "http://127.0.0.1:$port/order", {
-            headers => { 'Content-Type' => 'application/json',
-                         'X-Idempotency-Key' => $key,
-                         $ticket ? ('X-Queue-Ticket' => $ticket) : () },
-            content => qq({"productId":"$p","userId":"u-$key"}) });
-    };
+    my ($proc, $p) = @_;
     my @c;
     for my $i (1 .. $EACH) {
-        my $key = "k$proc-$i-$$";
-        my $res = $post->($key);
-        my $t = $res->{status} == 302 ? json_decode($res->{content})->{ticket}
-                                       : undef;
+        my $key = "k$proc-$i-" . uniq('c');
+        my $res = order(port(), $p, key => $key);
+        my $t = $res->{status} == 302 ? $res->{json}{ticket} : undef;
         push @c, { i => $i, key => $key, first => $res->{status},
                    ticket => $t, final => $res->{status} };
     }
     my $deadline = time + 30 + $PROCS * $EACH / $RATE;
     for my $c (grep { $_->{ticket} } @c) {
         while (time < $deadline) {
-            my $res = $http->get("http://127.0.0.1:$port/queue/status"
-                                 . "?productId=$p&ticket=$c->{ticket}");
-            my $b = eval { json_decode($res->{content}) } || {};
-            last if $b->{admitted};
+            if ($proc % 2 == 0) {
+                # impatient: the order again and again, the gate alone
+                # says when (302 with the same ticket until its turn)
+                my $res = order(port(), $p, key => $c->{key},
+                                ticket => $c->{ticket});
+                $c->{final} = $res->{status};
+                last unless $res->{status} == 302
+                            && ($res->{json}{ticket} // '') eq $c->{ticket};
+                $c->{early}++;
+                sleep(($res->{json}{position} // 0) > $RATE ? 0.5 : 0.02);
+                next;
+            }
+            my ($st, $b) = poll(port(), $p, $c->{ticket});
+            if ($b->{admitted}) {
+                my $res = order(port(), $p, key => $c->{key},
+                                ticket => $c->{ticket});
+                $c->{final} = $res->{status};
+                # the poll's word came a moment before Redis's (the
+                # gate's clock runs from its last look at Redis): not
+                # yet, the same ticket again, as a page would be told
+                last unless $res->{status} == 302
+                            && ($res->{json}{ticket} // '') eq $c->{ticket};
+                $c->{again}++;
+                next;
+            }
             # close to its turn: look often; far from it: wait
-            sleep($b->{etaSeconds} && $b->{etaSeconds} > 1 ? 0.5 : 0.01);
+            sleep(($b->{etaSeconds} // 0) > 1 ? 0.5 : 0.01);
         }
-        $c->{final} = $post->($c->{key}, $c->{ticket})->{status};
     }
-    for my $c (@c) {
-        my $seq = $c->{ticket} ? ticket_decode($c->{ticket})->{seq} : '-';
-        my $admit = $c->{ticket} ? ticket_decode($c->{ticket})->{admit} : 0;
-        print $w "$proc $c->{i} $c->{key} $c->{first} $seq $c->{final} $admit\n";
-    }
+    return map { join ' ', $proc, @$_{qw(i key first)},
+                 ($_->{ticket} ? ticket_decode($_->{ticket})->{seq} : '-'),
+                 $_->{final}, $_->{again} // 0, $_->{early} // 0 } @c;
 }
 
-# Someone who keeps sending fresh orders without a ticket while the line
-# is long: "retry <key> <status> <seq> <position>" per try.  It stops when
-# the line it was put in is under a second long (its end is near, and the
-# next try may rightly pass), or after $tries tries.
+# Someone who keeps sending orders without a ticket while the line is
+# long, with a fresh key each time: as the same buyer ($who 'same'), or
+# as a new buyer each time ('fresh').  One line per try: "retry <who>
+# <status> <turn or -> <position> <turns handed out before the try>".
+# It stops when its place is under a second from its turn (the next try
+# may then rightly pass), or after $tries tries.
 sub retrier {
-    my ($p, $w, $tries) = @_;
-    my $port = server_port();
-    my $http = HTTP::Tiny->new(timeout => 10, max_redirect => 0);
+    my ($p, $who, $tries) = @_;
+    my @out;
     for my $n (1 .. $tries) {
-        my $key = "retry-$n-$$";
-        my $res = $http->request('POST', "http://127.0.0.1:$port/order", {
-            headers => { 'Content-Type' => 'application/json',
-                         'X-Idempotency-Key' => $key },
-            content => qq({"productId":"$p","userId":"u-$key"}) });
-        my $b = eval { json_decode($res->{content}) } || {};
-        my $seq = $b->{ticket} ? ticket_decode($b->{ticket})->{seq} : '-';
-        print $w "retry $key $res->{status} $seq " . ($b->{position} // '-') . "\n";
-        last if ($b->{position} // 0) < $RATE;
+        my $user = $who eq 'same' ? 'retrier' : "retrier-$n";
+        my $before = line_of($p)->{n};
+        my $res = order(port(), $p, user => $user);
+        my $turn = $res->{json}{ticket} ? ticket_decode($res->{json}{ticket})->{seq} : '-';
+        my $pos = $res->{json}{position} // 0;
+        push @out, "retry $who $res->{status} $turn $pos $before";
+        last if $pos < $RATE;
         sleep 0.1;
     }
-}
-
-sub spawn {
-    my ($code) = @_;
-    pipe(my $r, my $w) or die $!;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        close $r;
-        $code->($w);
-        close $w;
-        POSIX::_exit(0);
-    }
-    close $w;
-    return [$pid, $r];
-}
-
-sub collect {
-    my @lines;
-    for my $c (@_) {
-        push @lines, readline($c->[1]);
-        waitpid $c->[0], 0;
-    }
-    chomp @lines;
-    return @lines;
+    return @out;
 }
 
 plan 'no_plan';
@@ -142,7 +134,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: 200 clients at once, 50/s (by default): admitted in the order they were queued, never faster
+=== TEST 1: 200 buyers at once, 50/s (by default): admitted in the order they were queued, never faster
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- request
@@ -152,34 +144,59 @@ GET /t
 --- check
 my $p = uniq('p');
 set_stock($p, 100000);
+my $rate = $main::RATE;
+my $interval = 1e6 / $rate;    # us between turns
 my $t0 = time;
-my @procs = map { my $i = $_; main::spawn(sub { main::clients($i, $p, shift) }) }
-            1 .. $main::PROCS;
-# the retrier comes once half the crowd has its places: the line is then
+my $start = redis_now();
+my @procs = map { spawn(\&main::clients, $_, $p) } 1 .. $main::PROCS;
+# the retriers come once half the crowd has its places: the line is then
 # seconds long (places are booked far faster than admitted)
-ok(wait_until(60, sub { redis('GET', "fg:{$p}:q:seq") >= $main::PROCS * $main::EACH / 2 }),
+ok(wait_until(60, sub { (line_of($p)->{n} // 0) >= $main::PROCS * $main::EACH / 2 }),
    "$main::name - half the crowd is in line");
-my $retry = main::spawn(sub { main::retrier($p, shift, 20) });
-my @lines = main::collect(@procs, $retry);
+my @retry = map { spawn(\&main::retrier, $p, $_, 20) } qw(same fresh);
+my @lines = collect(@procs, @retry);
 my $elapsed = time - $t0;
+my $line = line_of($p);
+# turn k is admitted at $admit->(k), by Redis's clock
+my $admit = sub { $line->{t} + ($_[0] + 1 - $line->{h}) * $interval };
 
-my (@clients, @retries);
+my (@clients, %retries);
 for (@lines) {
     my @f = split ' ';
     if ($f[0] eq 'retry') {
-        push @retries, { key => $f[1], status => $f[2], seq => $f[3],
-                         position => $f[4] };
+        push @{ $retries{$f[1]} }, { status => $f[2], turn => $f[3],
+                                     position => $f[4], before => $f[5] };
     } else {
         push @clients, { proc => $f[0], i => $f[1], key => $f[2],
-                         first => $f[3], seq => $f[4], final => $f[5],
-                         admit => $f[6] };
+                         first => $f[3], turn => $f[4], final => $f[5],
+                         again => $f[6], early => $f[7] };
     }
 }
 my $n = @clients;
-is($n, $main::PROCS * $main::EACH, "$main::name - every client reported");
-my @queued = grep { $_->{seq} ne '-' } @clients;
-ok(@queued >= $n - 20, "$main::name - the crowd was queued: " . scalar(@queued) . " tickets");
+is($n, $main::PROCS * $main::EACH, "$main::name - every buyer reported");
+my @queued = grep { $_->{turn} ne '-' } @clients;
+my @passed = grep { $_->{turn} eq '-' } @clients;
+ok(@queued >= $n - 20, "$main::name - the crowd was queued: " . scalar(@queued) . " places");
+is(scalar(grep { $_->{first} != 200 } @passed), 0, "$main::name - the others passed at once");
+# a free turn is only there while the line is empty: nobody passed at
+# once after a place was given in the same process
+my $late_pass = 0;
+for my $proc (1 .. $main::PROCS) {
+    my $placed;
+    for my $c (sort { $a->{i} <=> $b->{i} } grep { $_->{proc} == $proc } @clients) {
+        $late_pass++ if $placed && $c->{turn} eq '-';
+        $placed ||= $c->{turn} ne '-';
+    }
+}
+is($late_pass, 0, "$main::name - passing at once only before the line formed");
 is(scalar(grep { $_->{final} != 200 } @clients), 0, "$main::name - everyone bought in the end");
+is($line->{st} // '', '', "$main::name - the line was never paused or closed");
+# the head's schedule is the threshold's from the crowd's start: nothing
+# was admitted before it came, at most one turn at once (a GCRA's
+# capacity saved up, burst 0), then one per interval
+my ($kmin) = sort { $a <=> $b } map { $_->{turn} } @queued;
+ok($admit->($kmin) >= $start + $kmin * $interval - 1,
+   "$main::name - the first place's turn (turn $kmin) came no sooner than the threshold allows after the crowd's start");
 
 # the orders as the shop got them: the messages on Kafka, each with the
 # time its producer (the gate) made it, in the order of the topic (one
@@ -194,62 +211,78 @@ for my $m (@msgs) {
     @$c{qw(ts offset)} = ($m->{ts}, $m->{offset});
 }
 is(scalar(grep { ($seen{ $_->{key} } // 0) != 1 } @clients), 0,
-   "$main::name - every client's order is on Kafka, once");
+   "$main::name - every buyer's order is on Kafka, once");
 my $out_of_order = 0;
 
-# 1. the line is in arrival order: a client's later arrival never got an
-#    earlier place than its earlier one
+# 1. the line is in arrival order: a process's later arrival never got
+#    an earlier turn than its earlier one, and no two buyers one turn
+my %turns;
 for my $proc (1 .. $main::PROCS) {
     my @mine = sort { $a->{i} <=> $b->{i} }
-               grep { $_->{proc} == $proc && $_->{seq} ne '-' } @clients;
+               grep { $_->{proc} == $proc && $_->{turn} ne '-' } @clients;
     for my $k (1 .. $#mine) {
-        $out_of_order++ if $mine[$k]{seq} <= $mine[$k - 1]{seq};
+        $out_of_order++ if $mine[$k]{turn} <= $mine[$k - 1]{turn};
     }
 }
+$turns{ $_->{turn} }++ for @queued;
+is(scalar(grep { $_ > 1 } values %turns), 0, "$main::name - one turn per place");
 
-# 2. turns come in ticket order, one interval apart at least (never faster
-#    than the threshold) ...
-my @by_seq = sort { $a->{seq} <=> $b->{seq} } @queued;
-my $interval = 1e6 / $main::RATE;
-my ($early, $fast) = (0, 0);
-for my $k (1 .. $#by_seq) {
-    $out_of_order++ if $by_seq[$k]{admit} <= $by_seq[$k - 1]{admit};
-    $fast++ if $by_seq[$k]{admit} - $by_seq[$k - 1]{admit} < $interval - 1;
-}
-
-# ... and the shop got no order before its turn: walking the topic in its
-#    order, each order was produced at or after its own turn, so after the
-#    turn of everyone ahead of it in line (the gate and Redis share the
-#    machine's clock; Kafka's timestamp is in ms)
-my $behind = 0;
+# 2. the shop got no order before its turn: each was produced at or
+#    after its own turn's admission, so after the turn of everyone ahead
+#    of it in line (the gate and Redis share the machine's clock; Kafka's
+#    timestamp is in ms)
+my ($early, $fast, $behind) = (0, 0, 0);
 my $served = -1;
 for my $c (sort { $a->{offset} <=> $b->{offset} } grep { defined $_->{offset} } @queued) {
-    $early++ if $c->{ts} < int($c->{admit} / 1000);
+    $early++ if $c->{ts} < int($admit->($c->{turn}) / 1000);
     # served after someone behind it in line: its client came late
-    $behind++ if $c->{seq} < $served;
-    $served = $c->{seq} if $c->{seq} > $served;
+    $behind++ if $c->{turn} < $served;
+    $served = $c->{turn} if $c->{turn} > $served;
 }
 $out_of_order += $early;
 
-# 3. what the shop saw: by any moment, no more orders than the threshold
-#    allows since the first (lagging clients only make it fewer)
-my @t = sort { $a <=> $b } map { $_->{ts} // () } @clients;
-for my $k (1 .. $#t) {
-    $fast++ if ($t[$k] - $t[0] + 1) * 1000 < ($k - 1) * $interval;
+# 3. never faster than the threshold: by any moment, the shop had no more
+#    orders from the line than turns admitted by then (the j-th order in
+#    time came no sooner than the j-th turn from the line's first)
+my @t = sort { $a <=> $b } map { $_->{ts} // () } @queued;
+for my $j (0 .. $#t) {
+    $fast++ if $t[$j] < int($admit->($kmin + $j) / 1000);
 }
 
-# 4. retrying without a ticket while the line is long never gets ahead
-my @jumped = grep { $_->{status} != 302 } @retries;
+# 4. retrying without a ticket while the line is long never gets ahead:
+#    the same buyer gets the same place each time, a new buyer a place at
+#    the end; 302 each time
+my @same = @{ $retries{same} || [] };
+my @fresh = @{ $retries{fresh} || [] };
+my @jumped = grep { $_->{status} != 302 } @same, @fresh;
+my %same_turns = map { $_->{turn} => 1 } @same;
+my $ahead = grep { $_->{turn} ne '-' && $_->{turn} < $_->{before} } $same[0] // (), @fresh;
+my ($again, $impatient) = (0, 0);
+$again += $_->{again} for @queued;
+$impatient += $_->{early} for @queued;
+my $moved_up = grep { $same[$_]{position} > $same[$_ - 1]{position} } 1 .. $#same;
 
-diag(sprintf "fairness: %d clients at once, %d queued, %d admitted out of "
+diag(sprintf "fairness: %d buyers at once, %d queued, %d admitted out of "
      . "order (%d on Kafka before their turn, %d served after someone behind"
-     . " them whose client was quicker); %d faster than %d/s; %d retries"
-     . " without a ticket, %d got ahead; %.1fs", $n, scalar(@queued),
-     $out_of_order, $early, $behind, $fast, $main::RATE, scalar(@retries),
-     scalar(@jumped), $elapsed);
+     . " them whose client was quicker); %d faster than %d/s; %d + %d retries"
+     . " without a ticket, %d got ahead; %d orders sent on a poll's"
+     . " 'admitted' told 'not yet'; %d impatient orders told 'not yet';"
+     . " %.1fs", $n, scalar(@queued), $out_of_order, $early, $behind,
+     $fast, $rate, scalar(@same), scalar(@fresh), scalar(@jumped) + $ahead,
+     $again, $impatient, $elapsed);
 is($out_of_order, 0, "$main::name - nobody admitted out of order");
 is($fast, 0, "$main::name - never faster than the threshold");
-ok(@retries >= 1 && $retries[0]{position} >= $main::RATE,
-   "$main::name - the retrier tried while the line was long (" . scalar(@retries)
-   . " tries, first placed " . ($retries[0]{position} // '-') . ")");
+ok($impatient >= 1, "$main::name - impatient buyers sent orders before their turn ($impatient), told to wait");
+for ([same => \@same], [fresh => \@fresh]) {
+    my ($who, $r) = @$_;
+    ok(@$r >= 1 && $r->[0]{position} >= $rate,
+       "$main::name - the $who retrier tried while the line was long (" . scalar(@$r)
+       . " tries, first placed " . ($r->[0]{position} // '-') . ")");
+}
 is(scalar(@jumped), 0, "$main::name - retrying without a ticket always queues");
+is($ahead, 0, "$main::name - each place at the end of the line when first given");
+is(scalar(keys %same_turns), 1, "$main::name - the same buyer: one place, the same turn each time");
+is($moved_up, 0, "$main::name - the same buyer's position only comes down");
+my @fresh_turns = map { $_->{turn} } @fresh;
+is_deeply(\@fresh_turns, [sort { $a <=> $b } @fresh_turns], "$main::name - a new buyer each time: a new place each time, further back");
+is(scalar(keys %{ { map { $_ => 1 } @fresh_turns } }), scalar(@fresh_turns), "$main::name - never the same turn twice");
