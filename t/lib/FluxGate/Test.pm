@@ -17,7 +17,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  http_post http_get prom_samples stack_env loadgen loadgen_start loadgen_wait order_rows wait_drained
                  nginx_workers set_stock pending_claim claim_state
                  run_reconcile metrics_scrape promtool_check
-                 queue_secret ticket_decode ticket_forge redis_snapshot
+                 queue_secret redis_snapshot
                  queue_order queue_status free_port free_ports drained
                  skip_all_missing skip_missing redis_commandstats
                  redis_time_us wait_next_turn redis_each);
@@ -501,29 +501,6 @@ sub _b64url_encode {
     (my $s = MIME::Base64::encode_base64(shift, '')) =~ tr{+/}{-_};
     $s =~ s/=+$//;
     return $s;
-}
-
-# ticket_decode($ticket) -> {product, seq, admit, until, expires, interval}
-# (times: microseconds of Redis TIME), as the gate signed them
-sub ticket_decode {
-    my ($t) = @_;
-    my ($payload) = split /\./, $t // '';
-    my @f = split /\|/, _b64url_decode($payload // '');
-    my %t;
-    @t{qw(product seq admit until expires interval)} = @f;
-    return \%t;
-}
-
-# ticket_forge($ticket, admit => 0, ...) -> the same ticket with fields
-# changed and the gate's MAC kept: what a client trying to jump the line
-# would send
-sub ticket_forge {
-    my ($t, %change) = @_;
-    my ($payload, $mac) = split /\./, $t;
-    my $f = ticket_decode($t);
-    %$f = (%$f, %change);
-    return _b64url_encode(join '|', @$f{qw(product seq admit until expires
-                                            interval)}) . ".$mac";
 }
 
 # a TCP port on 127.0.0.1 nothing listens on now
