@@ -458,3 +458,34 @@ ok(wait_until(5, sub { (poll(main::port(), $p, $t[0]))[1]{soldOut} }), "$main::n
 my $before = redis_snapshot($p);
 poll(main::port(), $p, $t[0]) for 1 .. 5;
 is(redis_snapshot($p), $before, "$main::name - polls write nothing");
+
+
+
+=== TEST 8: the last turns' windows stay open while the line is empty: as long as any turn's, and no no-show counted early
+--- http_config eval: $::BASE . "    fluxgate_queue_window 250ms;\n"
+--- config eval: $::CONFIG
+--- request
+GET /t
+--- error_code: 200
+--- check
+# 4/s and a window of 250 ms: W = 1 turn.  Two places, then the line runs
+# dry: the head stops a free turn (and the burst) past the turns handed
+# out.  Turn 1 was admitted last: its window is open until another turn
+# is admitted; turn 0's closed when turn 1 was admitted.
+my $p = paused_product(main::admin());
+main::ok_control($p, 'rate', rate => 4);
+my @t = main::book($p, 2, 'w');
+main::ok_control($p, 'resume');
+my $line = line_of($p);
+# the head at its cap, n + 1 (burst 0), by Redis's clock
+my $due = $line->{t} + ($line->{n} + 1 - ($line->{h} || 0)) * 1_000_000 / 4;
+ok(wait_until(10, sub { redis_time_us() >= $due + 1000 }), "$main::name - the line ran dry");
+my ($st, $b);
+ok(wait_until(5, sub { ($st, $b) = poll(main::port(), $p, $t[1]); $b->{admitted} }),
+   "$main::name - the last turn's poll: admitted") or diag(explain $b);
+($st, $b) = poll(main::port(), $p, $t[0]);
+is("$st " . ($b->{field} // '-'), '400 X-Queue-Ticket', "$main::name - the first turn's window has passed");
+my $s = stats(main::admin(), $p);
+is($s->{noShows}, 1, "$main::name - one no-show counted: the first turn, not the last");
+my $res = order(main::port(), $p, user => 'w-1', ticket => $t[1]);
+is($res->{status}, 200, "$main::name - the last turn buys") or diag("$res->{status} $res->{content}");
