@@ -74,10 +74,11 @@ LOADGEN   := $(BUILD)/fg-loadgen
 
 all: module worker $(LOADGEN)
 
-# the HTTP client of the crowd tests and the benchmarks
+# the HTTP client of the crowd tests and the benchmarks (OpenSSL: the
+# waiting room's proof of work)
 $(LOADGEN): bench/loadgen.c
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< -lcrypto
 
 setup:
 	@bash scripts/setup.sh

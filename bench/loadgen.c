@@ -62,15 +62,68 @@
  *   fg-loadgen ... --queue /queue/status
  *                                  a crowd that follows the waiting room
  *                                  (closed loop only): a connection is a
- *                                  shopper; a 302 keeps its ticket, the
- *                                  shopper polls the status path as the
- *                                  shipped waiting-room page does (at once,
- *                                  then every max(1, eta/4) s up to 5 s,
- *                                  spread by up to half again, never before
- *                                  Retry-After), and when admitted sends the
- *                                  same order again with X-Queue-Ticket.
- *                                  Polls are counted apart ("queue ..."
- *                                  line), not as answers to orders.
+ *                                  shopper, who does what the shipped page
+ *                                  does with each 302 of its order (the
+ *                                  body says which):
+ *                                    "challenge": finds n such that
+ *                                    SHA-256(C "." n) has the asked number
+ *                                    of leading zero bits (OpenSSL, in
+ *                                    slices between the other shoppers'
+ *                                    I/O, as a page's worker does), then
+ *                                    sends the same order again, same key
+ *                                    and body, with X-Queue-Proof: C.n;
+ *                                    "queued" and "prequeue": keeps the
+ *                                    ticket and polls the status path with
+ *                                    it in X-Queue-Ticket (at once, then
+ *                                    every max(1, eta/4) s up to 5 s,
+ *                                    spread by up to half again, never
+ *                                    before Retry-After);
+ *                                  when admitted it sends the same order
+ *                                  again with X-Queue-Ticket.  Polls are
+ *                                  counted apart ("queue ..." line), not
+ *                                  as answers to orders.  With --once each
+ *                                  connection is one shopper, who stops
+ *                                  once bought or told no; the run ends
+ *                                  when all have (or -d passes).
+ *
+ *                                  Admission order: a ticket's turn is in
+ *                                  its own payload (kind q: its seq); a
+ *                                  shopper notes when it last sent a poll
+ *                                  that was answered "waiting" and when an
+ *                                  answer "admitted" arrived.  A ticket is
+ *                                  out of order when a ticket of a later
+ *                                  turn was seen admitted before this one's
+ *                                  last "waiting" poll was even sent: the
+ *                                  gate let someone in ahead of it, whatever
+ *                                  the polls' timing (out_of_order=).
+ *                                  --track FILE writes one line per ticket:
+ *                                  "<turn> <kind> <started> <booked> <last
+ *                                  waiting sent> <admitted seen> <bought>
+ *                                  <challenges> <hashes> <solve ms>
+ *                                  <status>" (times: ms since the start,
+ *                                  -1: never).
+ *
+ *   fg-loadgen ... --queue /queue/status --watch FILE --once
+ *                                  follows the tickets of FILE (one per
+ *                                  line; connection i the i-th) until each
+ *                                  is seen admitted, without ordering:
+ *                                  admission order measured on tickets
+ *                                  booked elsewhere.  --poll-min S polls a
+ *                                  ticket every max(S, eta/4) s and pays
+ *                                  no heed to Retry-After: a measuring
+ *                                  instrument, not a page.
+ *
+ *   fg-loadgen ... --tickets-out FILE
+ *                                  (no --queue) writes the ticket of each
+ *                                  302 that carries one, one per line: a
+ *                                  line booked at full speed.
+ *
+ *   fg-loadgen ... -p /queue/status --poll-file FILE
+ *                                  every request is GET <path>?productId=
+ *                                  <product> with X-Queue-Ticket: the next
+ *                                  line of FILE (round robin over the
+ *                                  file, mapped, not read into memory);
+ *                                  answers counted as any others.
  */
 
 #include <arpa/inet.h>
@@ -80,16 +133,23 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* SHA256_Init() and friends: the prefix of a challenge is hashed once */
+#define OPENSSL_API_COMPAT 0x10100000L
+#include <openssl/sha.h>
 
 #define MAX_STATUS  600
 #define BUF_SIZE    8192
@@ -99,11 +159,35 @@
 enum {
     SHOPPER_NEW = 0,          /* the next request is a new shopper's order */
     SHOPPER_WAITING,          /* queued: polls when wake_at comes */
-    SHOPPER_ADMITTED          /* sends its order again with its ticket */
+    SHOPPER_ADMITTED,         /* sends its order again with its ticket */
+    SHOPPER_SOLVING,          /* challenged: looking for n */
+    SHOPPER_PROVING,          /* sends its order again with its proof */
+    SHOPPER_DONE              /* --once: bought, or told no */
 };
 
 #define TICKET_MAX  512
 #define POLL_MAX_S  5         /* as conf/waiting-room/waiting-room.js */
+
+/* hashes per look at the sockets, shared by every solving shopper (about
+ * a millisecond's worth), and per shopper in one turn */
+#define SOLVE_BUDGET  4096
+#define SOLVE_SLICE   1024
+
+/* what became of a shopper's ticket, for --track and out_of_order= */
+typedef struct {
+    int64_t    turn;          /* -1: unknown (a pre-queue place) */
+    char       kind;
+    int        status;        /* the last answer to its order */
+    uint64_t   started;       /* its first request written */
+    uint64_t   booked;        /* the 302 with its ticket arrived */
+    uint64_t   last_wait;     /* the last request answered "waiting" was
+                               * written */
+    uint64_t   admitted;      /* the first "admitted" answer arrived */
+    uint64_t   bought;        /* its 200 arrived */
+    uint64_t   solve_us;      /* from a challenge to its proof found */
+    uint64_t   hashes;
+    uint32_t   challenges;
+} track_t;
 
 typedef struct {
     int        fd;
@@ -114,9 +198,16 @@ typedef struct {
     uint64_t   wake_at;       /* SHOPPER_WAITING: when to poll */
     int        failures;      /* polls in a row that got no status */
     char       ticket[TICKET_MAX];
+    char       challenge[TICKET_MAX];
+    int        bits;          /* SHOPPER_SOLVING: zero bits asked */
+    char       nonce[24];     /* n, decimal: the next to try */
+    int        nonce_len;
+    uint64_t   solve_from;    /* when the challenge came */
+    SHA256_CTX prefix;        /* "<challenge>." hashed */
+    track_t    tr;
     int        target;        /* index into opt.hosts / opt.ports */
     size_t     out_len, out_off;
-    char       out[1024];
+    char       out[2048];
     size_t     in_len;
     char       in[BUF_SIZE];
     uint64_t   sent_at;       /* when it was due (open loop) or written */
@@ -153,8 +244,14 @@ static struct {
     const char  *log;
     const char  *expect;
     const char  *queue;
+    const char  *track;
+    const char  *watch;
+    const char  *tickets_out;
+    const char  *poll_file;
+    double       poll_min;
 } opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1", 1, 0,
-          "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL };
+          "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, 0 };
 
 static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
@@ -167,13 +264,23 @@ static series_t   lag;            /* answers' wait in the socket for us */
 static int64_t    real_minus_mono;    /* us: kernel stamps -> monotonic */
 static const char *sched_policy = "other";
 static long       queued, admitted, queue_sold_out, queue_lost;
+static long       challenged, proofs, prequeued, requeued, shoppers_done;
 static char       run_id[64];
+static track_t   *tracks;         /* --queue: every ticket's story */
+static size_t     ntracks, tracks_cap;
+static FILE      *tickets_file;   /* --tickets-out */
+static long       tickets_written;
+static const char *pf_data, *pf_end, *pf_next;   /* --poll-file, mapped */
+static long       pf_lines;
 
 static void push(series_t *s, uint64_t us);
 static void log_response(int status, const char *resp, size_t len,
-    uint64_t us);
+    uint64_t us, uint64_t wire_us);
 static void on_order(conn_t *c, int status, size_t len, uint64_t now);
 static void on_poll(conn_t *c, int status, size_t len, uint64_t now);
+static void shopper_end(conn_t *c, int status);
+static int cmp_u64(const void *a, const void *b);
+static void keep_ticket(const char *resp, size_t len);
 
 static uint64_t
 now_us(void)
@@ -276,32 +383,78 @@ record(int status, uint64_t us)
     }
 }
 
+/* --poll-file: the next ticket of the file, round robin */
+static void
+next_file_ticket(const char **t, int *len)
+{
+    const char  *nl;
+
+    for ( ;; ) {
+        if (pf_next >= pf_end) {
+            pf_next = pf_data;
+        }
+        nl = memchr(pf_next, '\n', pf_end - pf_next);
+        if (nl == NULL) {
+            nl = pf_end;
+        }
+        *t = pf_next;
+        *len = (int) (nl - pf_next);
+        pf_next = nl + 1;
+        if (*len > 0 && *len < TICKET_MAX) {
+            return;
+        }
+    }
+}
+
 static void
 build_request(conn_t *c)
 {
-    char  body[512], key[128], ticket[TICKET_MAX + 32];
-    long  n;
-    long  u;
-    int   blen;
+    char         body[512], key[128], extra[TICKET_MAX + 64];
+    const char  *t;
+    long         n;
+    long         u;
+    int          blen, tlen;
+
+    if (opt.poll_file) {
+        next_file_ticket(&t, &tlen);
+        c->polling = 0;
+        c->out_len = snprintf(c->out, sizeof(c->out),
+                              "GET %s?productId=%s HTTP/1.1\r\n"
+                              "Host: %s\r\nX-Queue-Ticket: %.*s\r\n\r\n",
+                              opt.path, opt.product, opt.hosts[c->target],
+                              tlen, t);
+        c->out_off = 0;
+        return;
+    }
 
     if (c->shopper == SHOPPER_WAITING) {
         c->polling = 1;
         c->out_len = snprintf(c->out, sizeof(c->out),
-                              "GET %s?productId=%s&ticket=%s HTTP/1.1\r\n"
-                              "Host: %s\r\n\r\n", opt.queue, opt.product,
-                              c->ticket, opt.hosts[c->target]);
+                              "GET %s?productId=%s HTTP/1.1\r\n"
+                              "Host: %s\r\nX-Queue-Ticket: %s\r\n\r\n",
+                              opt.queue, opt.product, opt.hosts[c->target],
+                              c->ticket);
         c->out_off = 0;
         return;
     }
     c->polling = 0;
-    ticket[0] = '\0';
+    extra[0] = '\0';
     if (c->shopper == SHOPPER_ADMITTED) {
         /* the same shopper, order and key as before the queue */
         n = c->user;
-        snprintf(ticket, sizeof(ticket), "X-Queue-Ticket: %s\r\n",
+        snprintf(extra, sizeof(extra), "X-Queue-Ticket: %s\r\n",
                  c->ticket);
+    } else if (c->shopper == SHOPPER_PROVING) {
+        /* the same order again, with the work done */
+        n = c->user;
+        snprintf(extra, sizeof(extra), "X-Queue-Proof: %s.%.*s\r\n",
+                 c->challenge, c->nonce_len, c->nonce);
     } else {
         n = c->user = seq++;
+        if (opt.queue) {
+            memset(&c->tr, 0, sizeof(c->tr));
+            c->tr.turn = -1;
+        }
     }
 
     /* --same-key: one body for one key, or the gate answers 422 */
@@ -332,7 +485,7 @@ build_request(conn_t *c)
                           "Content-Type: application/json\r\n"
                           "X-Idempotency-Key: %s\r\n%s"
                           "Content-Length: %d\r\n\r\n%s",
-                          opt.path, opt.hosts[c->target], key, ticket, blen,
+                          opt.path, opt.hosts[c->target], key, extra, blen,
                           body);
     c->out_off = 0;
 }
@@ -372,6 +525,12 @@ open_conn(conn_t *c, int ep)
 static int
 finished(void)
 {
+    if (opt.queue && opt.once) {
+        /* each connection one shopper: until all are done */
+        return shoppers_done >= opt.conns
+               || (opt.duration > 0
+                   && now_us() - t0 >= (uint64_t) (opt.duration * 1e6));
+    }
     if (opt.total && sent >= opt.total) {
         return 1;
     }
@@ -412,9 +571,15 @@ try_send(conn_t *c)
         if (c->shopper == SHOPPER_WAITING && now < c->wake_at) {
             return;
         }
+        if (c->shopper == SHOPPER_SOLVING || c->shopper == SHOPPER_DONE) {
+            return;
+        }
         build_request(c);
         c->busy = 1;
         c->written_at = now;
+        if (opt.queue && c->tr.started == 0) {
+            c->tr.started = now;
+        }
         if (opt.rate > 0) {
             /* timed from when it was due, however late it goes out */
             c->sent_at = due_at(sent);
@@ -509,9 +674,13 @@ on_readable(conn_t *c, int ep)
                 on_poll(c, status, len, t);
             } else {
                 record(status, t - c->sent_at);
-                log_response(status, c->in, len, t - c->sent_at);
+                log_response(status, c->in, len, t - c->sent_at,
+                             t - c->written_at);
                 if (status == 200) {
                     last_200 = t - t0;
+                }
+                if (tickets_file && status == 302) {
+                    keep_ticket(c->in, len);
                 }
                 if (opt.queue) {
                     on_order(c, status, len, t);
@@ -525,12 +694,12 @@ on_readable(conn_t *c, int ep)
                 /* keepalive_requests reached: a new connection, no error */
                 epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
-                if (open_conn(c, ep) == 0 && !opt.once) {
+                if (open_conn(c, ep) == 0 && (!opt.once || opt.queue)) {
                     try_send(c);
                 }
                 return;
             }
-            if (!opt.once) {
+            if (!opt.once || opt.queue) {
                 try_send(c);
             }
         }
@@ -574,9 +743,12 @@ body_of(const char *resp, size_t len, size_t *blen)
     return b;
 }
 
-/* --log: "<status> <orderId> <body status> <latency ms> <ms since start>" */
+/* --log: "<status> <orderId> <body status> <latency ms> <ms since start>
+ * <wire ms>": the last from when the request was written to when its
+ * answer arrived (the latency's start is the due time in open loop) */
 static void
-log_response(int status, const char *resp, size_t len, uint64_t us)
+log_response(int status, const char *resp, size_t len, uint64_t us,
+    uint64_t wire_us)
 {
     const char  *body;
     size_t       blen;
@@ -588,8 +760,8 @@ log_response(int status, const char *resp, size_t len, uint64_t us)
     body = body_of(resp, len, &blen);
     json_field(body, blen, "orderId", id, sizeof(id));
     json_field(body, blen, "status", st, sizeof(st));
-    fprintf(log_file, "%d %s %s %.3f %.1f\n", status, id, st, us / 1000.0,
-            (now_us() - t0) / 1000.0);
+    fprintf(log_file, "%d %s %s %.3f %.1f %.3f\n", status, id, st,
+            us / 1000.0, (now_us() - t0) / 1000.0, wire_us / 1000.0);
 }
 
 /* the value of "name" in a JSON body when it is a number or true/false */
@@ -628,27 +800,264 @@ poll_later(conn_t *c, double seconds, double floor, uint64_t now)
     c->wake_at = now + (uint64_t) (s * 1e6);
 }
 
-/* --queue: the answer to an order */
+/* a ticket's kind and turn, from its own payload: base64url of
+ * "product|buyer|epoch|kind|seq|expires"; a pre-queue place's turn is
+ * the opening's secret (-1) */
 static void
-on_order(conn_t *c, int status, size_t len, uint64_t now)
+ticket_turn(const char *t, char *kind, int64_t *turn)
+{
+    static const char  b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                               "0123456789-_";
+    char         payload[TICKET_MAX], *f[6], *save = NULL;
+    const char  *p, *dot = strchr(t, '.');
+    uint32_t     acc = 0;
+    int          bits = 0, i;
+    size_t       n = 0;
+
+    *kind = '?';
+    *turn = -1;
+    for (p = t; dot && p < dot && n < sizeof(payload) - 1; p++) {
+        const char  *v = memchr(b64, *p, 64);
+
+        if (v == NULL) {
+            return;
+        }
+        acc = (acc << 6) | (uint32_t) (v - b64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            payload[n++] = (char) (acc >> bits);
+        }
+    }
+    payload[n] = '\0';
+    for (i = 0; i < 6; i++) {
+        f[i] = strtok_r(i ? NULL : payload, "|", &save);
+        if (f[i] == NULL) {
+            return;
+        }
+    }
+    *kind = f[3][0];
+    if (*kind == 'q') {
+        *turn = atoll(f[4]);
+    }
+}
+
+/* --tickets-out: the ticket of a 302, one per line */
+static void
+keep_ticket(const char *resp, size_t len)
 {
     const char  *b;
     size_t       blen;
+    char         t[TICKET_MAX];
 
-    c->shopper = SHOPPER_NEW;
-    if (status != 302) {
-        return;
+    b = body_of(resp, len, &blen);
+    json_field(b, blen, "ticket", t, sizeof(t));
+    if (strcmp(t, "-") != 0) {
+        fprintf(tickets_file, "%s\n", t);
+        tickets_written++;
     }
-    b = body_of(c->in, len, &blen);
-    json_field(b, blen, "ticket", c->ticket, sizeof(c->ticket));
-    if (strcmp(c->ticket, "-") == 0) {
-        return;            /* a plain 302: no line to wait in */
+}
+
+static void
+push_track(track_t *t)
+{
+    if (ntracks == tracks_cap) {
+        tracks_cap = tracks_cap ? tracks_cap * 2 : 1024;
+        tracks = realloc(tracks, tracks_cap * sizeof(track_t));
+        if (tracks == NULL) {
+            perror("realloc");
+            exit(1);
+        }
     }
-    queued++;
+    tracks[ntracks++] = *t;
+}
+
+/* the shopper leaves (status: its last order's answer, 0: a lost
+ * ticket, -1: the run ended first); --once: it is done */
+static void
+shopper_end(conn_t *c, int status)
+{
+    if (c->tr.started || c->tr.booked) {
+        c->tr.status = status;
+        push_track(&c->tr);
+    }
+    memset(&c->tr, 0, sizeof(c->tr));
+    c->tr.turn = -1;
+    if (opt.once) {
+        c->shopper = SHOPPER_DONE;
+        shoppers_done++;
+    } else {
+        c->shopper = SHOPPER_NEW;
+    }
+}
+
+/* a ticket came (booked, or held already): keep it, poll at once */
+static void
+take_ticket(conn_t *c, const char *ticket, uint64_t now)
+{
+    if (strcmp(c->ticket, ticket) != 0 || !c->tr.booked) {
+        snprintf(c->ticket, sizeof(c->ticket), "%s", ticket);
+        ticket_turn(c->ticket, &c->tr.kind, &c->tr.turn);
+        if (!c->tr.booked) {
+            c->tr.booked = now;
+        }
+    }
+    /* it was waiting when that order was sent */
+    c->tr.last_wait = c->written_at;
     c->failures = 0;
     /* the page polls as soon as it opens */
     c->shopper = SHOPPER_WAITING;
     c->wake_at = now;
+}
+
+/* --queue: the answer to an order */
+static void
+on_order(conn_t *c, int status, size_t len, uint64_t now)
+{
+    const char  *b, *v;
+    size_t       blen;
+    char         st[32], text[TICKET_MAX];
+
+    c->tr.status = status;
+    if (status == 200) {
+        c->tr.bought = now;
+        shopper_end(c, status);
+        return;
+    }
+    if (status != 302) {
+        /* sold out, refused, or an error: the shopper goes */
+        shopper_end(c, status);
+        return;
+    }
+    b = body_of(c->in, len, &blen);
+    json_field(b, blen, "status", st, sizeof(st));
+
+    if (strcmp(st, "challenge") == 0) {
+        json_field(b, blen, "challenge", text, sizeof(text));
+        v = json_raw(b, blen, "bits");
+        if (strcmp(text, "-") == 0 || v == NULL) {
+            shopper_end(c, status);
+            return;
+        }
+        challenged++;
+        c->tr.challenges++;
+        snprintf(c->challenge, sizeof(c->challenge), "%s", text);
+        c->bits = atoi(v);
+        c->nonce[0] = '0';
+        c->nonce_len = 1;
+        c->solve_from = now;
+        SHA256_Init(&c->prefix);
+        SHA256_Update(&c->prefix, c->challenge, strlen(c->challenge));
+        SHA256_Update(&c->prefix, ".", 1);
+        c->shopper = SHOPPER_SOLVING;
+        return;
+    }
+
+    json_field(b, blen, "ticket", text, sizeof(text));
+    if (strcmp(text, "-") == 0) {
+        /* a plain 302: no line to wait in */
+        shopper_end(c, status);
+        return;
+    }
+    if (c->shopper == SHOPPER_ADMITTED) {
+        /* the gate's record ran ahead of Redis: not yet after all */
+        requeued++;
+    } else {
+        queued++;
+        if (strcmp(st, "prequeue") == 0) {
+            prequeued++;
+        }
+    }
+    take_ticket(c, text, now);
+}
+
+/* n + 1, in decimal, in place */
+static void
+nonce_next(conn_t *c)
+{
+    int  i;
+
+    for (i = c->nonce_len - 1; i >= 0; i--) {
+        if (c->nonce[i] != '9') {
+            c->nonce[i]++;
+            return;
+        }
+        c->nonce[i] = '0';
+    }
+    memmove(c->nonce + 1, c->nonce, c->nonce_len);
+    c->nonce[0] = '1';
+    c->nonce_len++;
+}
+
+static int
+zero_bits(const unsigned char *md)
+{
+    int            n = 0, i;
+    unsigned char  b;
+
+    for (i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        if (md[i] == 0) {
+            n += 8;
+            continue;
+        }
+        for (b = md[i]; !(b & 0x80); b <<= 1) {
+            n++;
+        }
+        break;
+    }
+    return n;
+}
+
+/* up to `slice` tries of one shopper's challenge; 1 when solved */
+static int
+solve_slice(conn_t *c, int slice)
+{
+    SHA256_CTX     x;
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+    int            i;
+
+    for (i = 0; i < slice; i++) {
+        x = c->prefix;
+        SHA256_Update(&x, c->nonce, c->nonce_len);
+        SHA256_Final(md, &x);
+        c->tr.hashes++;
+        if (zero_bits(md) >= c->bits) {
+            return 1;
+        }
+        nonce_next(c);
+    }
+    return 0;
+}
+
+/* the solving shoppers' share of this turn of the loop; returns how many
+ * still solve */
+static int
+solve_some(conn_t *conns)
+{
+    static int  next;
+    int         i, k, budget = SOLVE_BUDGET, solving = 0;
+    uint64_t    now;
+
+    for (k = 0; k < opt.conns && budget > 0; k++) {
+        conn_t  *c = &conns[(next + k) % opt.conns];
+
+        if (c->shopper != SHOPPER_SOLVING) {
+            continue;
+        }
+        budget -= SOLVE_SLICE;
+        if (solve_slice(c, SOLVE_SLICE)) {
+            now = now_us();
+            proofs++;
+            c->tr.solve_us += now - c->solve_from;
+            c->shopper = SHOPPER_PROVING;
+            try_send(c);
+        }
+    }
+    next = (next + k) % opt.conns;
+    for (i = 0; i < opt.conns; i++) {
+        solving += conns[i].shopper == SHOPPER_SOLVING;
+    }
+    return solving;
 }
 
 /* --queue: the answer to a status poll */
@@ -659,10 +1068,13 @@ on_poll(conn_t *c, int status, size_t len, uint64_t now)
     size_t       blen;
     double       ra = retry_after(c), eta, wait;
 
+    if (opt.poll_min > 0) {
+        ra = 0;     /* an instrument: its own schedule */
+    }
     if (status == 400) {
         /* the gate no longer knows the ticket: the shopper leaves */
         queue_lost++;
-        c->shopper = SHOPPER_NEW;
+        shopper_end(c, 0);
         return;
     }
     if (status != 200) {
@@ -676,19 +1088,153 @@ on_poll(conn_t *c, int status, size_t len, uint64_t now)
     v = json_raw(b, blen, "soldOut");
     if (v && strncmp(v, "true", 4) == 0) {
         queue_sold_out++;
-        c->shopper = SHOPPER_NEW;
+        shopper_end(c, 409);
         return;
     }
     v = json_raw(b, blen, "admitted");
     if (v && strncmp(v, "true", 4) == 0) {
         admitted++;
+        if (c->tr.admitted == 0) {
+            c->tr.admitted = now;
+        }
+        if (opt.watch) {
+            /* watching only: seen admitted is the end */
+            shopper_end(c, 200);
+            return;
+        }
         c->shopper = SHOPPER_ADMITTED;
         return;
     }
+    c->tr.last_wait = c->written_at;
     v = json_raw(b, blen, "etaSeconds");
     eta = v ? atof(v) : 0;
     wait = eta / 4 > 1 ? eta / 4 : 1;
+    if (opt.poll_min > 0) {
+        wait = eta / 4 > opt.poll_min ? eta / 4 : opt.poll_min;
+    }
     poll_later(c, wait < POLL_MAX_S ? wait : POLL_MAX_S, ra, now);
+}
+
+/*
+ * Tickets of a later turn seen admitted before a ticket's last "waiting"
+ * poll was sent: that ticket was overtaken.  Sorted by turn, swept from
+ * the last turn down with the earliest admission seen behind.
+ */
+static int
+cmp_turn(const void *a, const void *b)
+{
+    int64_t  x = ((const track_t *) a)->turn, y = ((const track_t *) b)->turn;
+
+    return x < y ? -1 : x > y;
+}
+
+static long
+out_of_order(long *known, double *rate, double *worst_ms)
+{
+    size_t    i, n = 0;
+    track_t  *t = malloc((ntracks + 1) * sizeof(track_t));
+    uint64_t  min_adm = UINT64_MAX;
+    long      bad = 0;
+    size_t    first = SIZE_MAX, last = 0;
+
+    *rate = 0;
+    *worst_ms = 0;
+    *known = 0;
+    if (t == NULL) {
+        return -1;
+    }
+    for (i = 0; i < ntracks; i++) {
+        if (tracks[i].turn >= 0) {
+            t[n++] = tracks[i];
+        }
+    }
+    *known = (long) n;
+    qsort(t, n, sizeof(track_t), cmp_turn);
+    for (i = n; i-- > 0; ) {
+        if (min_adm < t[i].last_wait) {
+            bad++;
+            if ((t[i].last_wait - min_adm) / 1000.0 > *worst_ms) {
+                *worst_ms = (t[i].last_wait - min_adm) / 1000.0;
+            }
+        }
+        if (t[i].admitted && t[i].admitted < min_adm) {
+            min_adm = t[i].admitted;
+        }
+    }
+    /* the pace of admission as the polls saw it: first and last turns
+     * seen admitted */
+    for (i = 0; i < n; i++) {
+        if (t[i].admitted) {
+            if (first == SIZE_MAX) {
+                first = i;
+            }
+            last = i;
+        }
+    }
+    if (first != SIZE_MAX && last > first
+        && t[last].admitted > t[first].admitted)
+    {
+        *rate = (t[last].turn - t[first].turn) * 1e6
+                / (double) (t[last].admitted - t[first].admitted);
+    }
+    free(t);
+    return bad;
+}
+
+static double
+ms_since(uint64_t at)
+{
+    return at ? (double) (at - t0) / 1000.0 : -1;
+}
+
+/* --track: one line per ticket */
+static void
+write_tracks(void)
+{
+    FILE    *f = fopen(opt.track, "w");
+    size_t   i;
+
+    if (f == NULL) {
+        perror(opt.track);
+        return;
+    }
+    for (i = 0; i < ntracks; i++) {
+        track_t  *t = &tracks[i];
+
+        fprintf(f, "%lld %c %.1f %.1f %.1f %.1f %.1f %u %llu %.1f %d\n",
+                (long long) t->turn, t->kind ? t->kind : '?',
+                ms_since(t->started), ms_since(t->booked),
+                ms_since(t->last_wait), ms_since(t->admitted),
+                ms_since(t->bought), t->challenges,
+                (unsigned long long) t->hashes, t->solve_us / 1000.0,
+                t->status);
+    }
+    fclose(f);
+}
+
+/* p-th percentile of the ms between two of a track's times */
+static double
+track_pct(size_t off_from, size_t off_to, double p, long *count)
+{
+    series_t  s = { NULL, 0, 0 };
+    size_t    i;
+    double    v = -1;
+
+    for (i = 0; i < ntracks; i++) {
+        uint64_t  a = *(uint64_t *) ((char *) &tracks[i] + off_from);
+        uint64_t  b = *(uint64_t *) ((char *) &tracks[i] + off_to);
+
+        if (a && b && b >= a) {
+            push(&s, b - a);
+        }
+    }
+    *count = (long) s.n;
+    if (s.n) {
+        qsort(s.lat, s.n, sizeof(uint64_t), cmp_u64);
+        v = s.lat[(size_t) (p * (s.n - 1) + 0.5)] / 1000.0;
+    }
+    free(s.lat);
+    return v;
 }
 
 static int
@@ -716,7 +1262,9 @@ usage(int rc)
         "                  [--products N] [--users N] [--quantity N] [--same-key]\n"
         "                  [--once] [--body json] [--run id] [--log file]\n"
         "                  [--expect 200,409,...] [--log-errors]\n"
-        "                  [--queue /queue/status]\n"
+        "                  [--queue /queue/status [--track file] [--watch file]\n"
+        "                  [--poll-min secs]] [--tickets-out file]\n"
+        "                  [--poll-file file]\n"
         "  -R rate: open loop, latency from each request's due time\n");
     exit(rc);
 }
@@ -737,6 +1285,11 @@ main(int argc, char **argv)
         { "expect", required_argument, NULL, 'E' },
         { "log-errors", no_argument, NULL, 'X' },
         { "queue", required_argument, NULL, 'Q' },
+        { "track", required_argument, NULL, 'T' },
+        { "watch", required_argument, NULL, 'W' },
+        { "poll-min", required_argument, NULL, 'M' },
+        { "tickets-out", required_argument, NULL, 'o' },
+        { "poll-file", required_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -782,6 +1335,11 @@ main(int argc, char **argv)
         case 'E': opt.expect = optarg; break;
         case 'X': opt.log_errors = 1; break;
         case 'Q': opt.queue = optarg; break;
+        case 'T': opt.track = optarg; break;
+        case 'W': opt.watch = optarg; break;
+        case 'M': opt.poll_min = atof(optarg); break;
+        case 'o': opt.tickets_out = optarg; break;
+        case 'F': opt.poll_file = optarg; break;
         case 'h': usage(0); break;
         default: usage(2);
         }
@@ -799,14 +1357,67 @@ main(int argc, char **argv)
     if (opt.conns < 1) {
         usage(2);
     }
-    if (opt.queue && (opt.rate > 0 || opt.once || opt.same_key)) {
+    if (opt.queue && (opt.rate > 0 || opt.total || opt.same_key)) {
         fprintf(stderr, "fg-loadgen: --queue follows shoppers in a closed "
-                "loop: not with -R, --once or --same-key\n");
+                "loop: not with -R, -n or --same-key\n");
         return 2;
+    }
+    if ((opt.watch || opt.track || opt.poll_min > 0) && !opt.queue) {
+        fprintf(stderr, "fg-loadgen: --watch, --track and --poll-min "
+                "follow shoppers: with --queue only\n");
+        return 2;
+    }
+    if (opt.watch && !opt.once) {
+        fprintf(stderr, "fg-loadgen: --watch follows each ticket once: "
+                "with --once\n");
+        return 2;
+    }
+    if (opt.poll_file && (opt.queue || opt.tickets_out)) {
+        fprintf(stderr, "fg-loadgen: --poll-file polls, it does not "
+                "shop: not with --queue or --tickets-out\n");
+        return 2;
+    }
+    if (opt.poll_file || opt.watch) {
+        const char  *name = opt.poll_file ? opt.poll_file : opt.watch;
+        struct stat  st;
+        int          fd = open(name, O_RDONLY);
+
+        if (fd < 0 || fstat(fd, &st) != 0 || st.st_size == 0) {
+            fprintf(stderr, "fg-loadgen: %s: %s\n", name,
+                    fd < 0 ? strerror(errno) : "empty");
+            return 2;
+        }
+        pf_data = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        if (pf_data == MAP_FAILED) {
+            perror("mmap");
+            return 2;
+        }
+        pf_end = pf_data + st.st_size;
+        pf_next = pf_data;
+        for (const char *q = pf_data; q < pf_end; q++) {
+            pf_lines += *q == '\n';
+        }
+        if (pf_end[-1] != '\n') {
+            pf_lines++;
+        }
+        if (opt.watch && opt.conns > pf_lines) {
+            fprintf(stderr, "fg-loadgen: --watch: %d connections, %ld "
+                    "tickets in %s\n", opt.conns, pf_lines, name);
+            return 2;
+        }
+    }
+    if (opt.tickets_out) {
+        tickets_file = fopen(opt.tickets_out, "w");
+        if (tickets_file == NULL) {
+            perror(opt.tickets_out);
+            return 2;
+        }
+        setvbuf(tickets_file, NULL, _IOFBF, 1 << 20);
     }
     /* a gate killed under us: write() to its socket fails, not kills */
     signal(SIGPIPE, SIG_IGN);
-    if (opt.once && !opt.total) {
+    if (opt.once && !opt.total && !opt.queue) {
         opt.total = opt.conns;
     }
     if (opt.expect) {
@@ -874,16 +1485,37 @@ main(int argc, char **argv)
     t0 = now_us();
     for (i = 0; i < opt.conns; i++) {
         conns[i].target = i % opt.targets;
+        conns[i].tr.turn = -1;
+        if (opt.watch) {
+            const char  *t;
+            int          len;
+
+            /* a ticket booked elsewhere, first polled within a second */
+            next_file_ticket(&t, &len);
+            snprintf(conns[i].ticket, sizeof(conns[i].ticket), "%.*s", len,
+                     t);
+            ticket_turn(conns[i].ticket, &conns[i].tr.kind,
+                        &conns[i].tr.turn);
+            conns[i].tr.booked = t0;
+            conns[i].shopper = SHOPPER_WAITING;
+            conns[i].wake_at = t0 + (uint64_t) i * 1000000 / opt.conns;
+        }
         if (open_conn(&conns[i], ep) != 0) {
             return 1;
         }
     }
 
     for ( ;; ) {
+        int  solving = 0;
+
         if (finished() && done >= sent) {
             break;
         }
-        n = epoll_wait(ep, evs, 256, opt.rate > 0 ? 1 : opt.queue ? 5 : 100);
+        if (opt.queue) {
+            solving = solve_some(conns);
+        }
+        n = epoll_wait(ep, evs, 256, solving ? 0 : opt.rate > 0 ? 1
+                                     : opt.queue ? 5 : 100);
         for (i = 0; i < n; i++) {
             conn_t  *c = evs[i].data.ptr;
 
@@ -904,7 +1536,9 @@ main(int argc, char **argv)
         } else if (n == 0 || opt.queue) {
             /* an idle connection, or a queued shopper whose poll is due */
             for (i = 0; i < opt.conns; i++) {
-                if (!conns[i].busy && !(opt.once && sent >= opt.total)) {
+                if (!conns[i].busy
+                    && !(opt.once && !opt.queue && sent >= opt.total))
+                {
                     try_send(&conns[i]);
                 }
             }
@@ -955,13 +1589,64 @@ main(int argc, char **argv)
            lag.n ? pct(&lag, 0.99) : 0,
            lag.n ? lag.lat[lag.n - 1] / 1000.0 : 0);
     if (opt.queue) {
+        long    known = 0, n_wait, n_buy, n_solve, bad;
+        double  rate, worst, w50, w99, b50, b99, s50, s99;
+
+        for (i = 0; i < opt.conns; i++) {
+            if (conns[i].shopper != SHOPPER_DONE
+                && (conns[i].tr.started || conns[i].tr.booked))
+            {
+                conns[i].tr.status = -1;
+                push_track(&conns[i].tr);
+            }
+        }
         if (polls.n) {
             qsort(polls.lat, polls.n, sizeof(uint64_t), cmp_u64);
         }
+        bad = out_of_order(&known, &rate, &worst);
+        w50 = track_pct(offsetof(track_t, booked),
+                        offsetof(track_t, admitted), 0.5, &n_wait);
+        w99 = track_pct(offsetof(track_t, booked),
+                        offsetof(track_t, admitted), 0.99, &n_wait);
+        b50 = track_pct(offsetof(track_t, started),
+                        offsetof(track_t, bought), 0.5, &n_buy);
+        b99 = track_pct(offsetof(track_t, started),
+                        offsetof(track_t, bought), 0.99, &n_buy);
+        {
+            series_t  sv = { NULL, 0, 0 };
+
+            for (size_t k = 0; k < ntracks; k++) {
+                if (tracks[k].challenges) {
+                    push(&sv, tracks[k].solve_us);
+                }
+            }
+            n_solve = (long) sv.n;
+            if (sv.n) {
+                qsort(sv.lat, sv.n, sizeof(uint64_t), cmp_u64);
+            }
+            s50 = sv.n ? pct(&sv, 0.50) : 0;
+            s99 = sv.n ? pct(&sv, 0.99) : 0;
+            free(sv.lat);
+        }
         printf("queue queued=%ld polls=%zu admitted=%ld sold_out=%ld lost=%ld"
-               " p50_ms=%.3f p99_ms=%.3f\n", queued, polls.n, admitted,
+               " p50_ms=%.3f p99_ms=%.3f challenged=%ld proofs=%ld"
+               " prequeued=%ld requeued=%ld done=%ld tickets=%zu"
+               " turns_known=%ld out_of_order=%ld out_of_order_worst_ms=%.1f"
+               " admit_rate=%.1f wait_n=%ld wait_p50_ms=%.1f"
+               " wait_p99_ms=%.1f bought=%ld buy_p50_ms=%.1f"
+               " buy_p99_ms=%.1f solved=%ld solve_p50_ms=%.1f"
+               " solve_p99_ms=%.1f\n", queued, polls.n, admitted,
                queue_sold_out, queue_lost, polls.n ? pct(&polls, 0.50) : 0,
-               polls.n ? pct(&polls, 0.99) : 0);
+               polls.n ? pct(&polls, 0.99) : 0, challenged, proofs,
+               prequeued, requeued, shoppers_done, ntracks, known, bad, worst,
+               rate, n_wait, w50, w99, n_buy, b50, b99, n_solve, s50, s99);
+        if (opt.track) {
+            write_tracks();
+        }
+    }
+    if (tickets_file) {
+        fclose(tickets_file);
+        printf("tickets written=%ld\n", tickets_written);
     }
     for (s = 0; s < MAX_STATUS; s++) {
         series_t  *ser = &by_status[s];
