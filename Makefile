@@ -71,14 +71,22 @@ FUZZ_SECONDS ?= 300
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
+BARE      := $(BUILD)/fg-bare
 
-all: module worker $(LOADGEN)
+all: module worker $(LOADGEN) $(BARE)
 
 # the HTTP client of the crowd tests and the benchmarks (OpenSSL: the
 # waiting room's proof of work)
 $(LOADGEN): bench/loadgen.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< -lcrypto
+
+# the accept path without the gate: order.lua and a produce with the
+# gate's producer settings, for make bench's share of the gate (bench/bare.c)
+$(BARE): bench/bare.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< \
+	    $$(pkg-config --cflags --libs hiredis rdkafka)
 
 setup:
 	@bash scripts/setup.sh
