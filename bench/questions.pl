@@ -11,9 +11,14 @@
 #   accept   the accept path of the shipped gate (Kafka acks=all): its
 #            closed-loop maximum, then open-loop runs at 25/50/75% of it
 #            (latency from each request's due time to its answer's
-#            arrival), and where the time of the 50% run went, from the
-#            access log's $request_time,
-#            $fluxgate_redis_time and $fluxgate_kafka_time
+#            arrival), each beside build/fg-bare at the same rate: the same
+#            EVALSHA and produce with the gate's producer settings, no
+#            nginx (the gate's p50/p99 over the bare client's, three pairs
+#            at 50%); and where the time of the 50% run went, from the
+#            access log's $request_time, $fluxgate_redis_time and
+#            $fluxgate_kafka_time, and per order from fg-loadgen's own log
+#            (request written to answer arrived) less those two: the time
+#            inside nginx beyond Redis and Kafka
 #   flash    flash sales of stock 1,000 and 10,000 under 500 connections on
 #            the shipped gate: time to sold out, the share of the crowd
 #            answered sold_out within 10 ms, acknowledged orders/s
@@ -227,6 +232,113 @@ sub stage_times {
     return \%r;
 }
 
+# the shipped gate's settings that order.lua gets, from its rendered
+# conf (the module's defaults where it says nothing)
+sub shipped_settings {
+    my $conf = slurp("$DIR/nginx/nginx.conf");
+    my %ms = (ms => 1, s => 1000, m => 60000, h => 3600000);
+    my $time = sub {
+        my ($name, $dflt) = @_;
+        return $dflt unless $conf =~ /^\s*$name\s+(\d+)(ms|s|m|h)?\s*;/m;
+        return $1 * $ms{$2 // 's'};
+    };
+    my ($rate, $burst) = $conf =~ /^\s*fluxgate_threshold\s+(\d+)(?:\s+burst=(\d+))?\s*;/m;
+    return {
+        rate => $rate // 0, burst => $burst // 0,
+        window_ms => $time->('fluxgate_queue_window', 30000),
+        ticket_ttl_ms => $time->('fluxgate_queue_ticket_ttl', 3600000),
+        idem_ttl_ms => $time->('fluxgate_idempotency_ttl', 86400000),
+        per_user => ($conf =~ /^\s*fluxgate_per_user_limit\s+(\d+)\s*;/m)[0] // 0,
+        queue => $conf =~ /^\s*fluxgate_queue_secret\s/m ? 1 : 0,
+        # without a proof the gate says '1' (needed if a place is due)
+        proof => ($conf =~ /^\s*fluxgate_queue_pow\s+(\d+)\s*;/m)[0] ? 1 : 0,
+        workers => ($conf =~ /^\s*worker_processes\s+(\S+)\s*;/m)[0] // 1,
+    };
+}
+
+# build/fg-bare at $rate/s for $SECONDS on products $prefix-0 .. -N-1, one
+# process per gate worker (each a Redis connection and a producer, as a
+# worker has): the merged latencies' percentiles
+sub bare_run {
+    my ($prefix, $products, $rate, $set) = @_;
+    my $procs = $set->{workers} eq 'auto' ? `nproc` + 0 : $set->{workers};
+    my @scripts = map { "$DIR/bare-$_.lua" } qw(order done);
+    for my $s (qw(order done)) {
+        system("sh $ROOT/lua/expand.sh $ROOT/lua/$s.lua > $DIR/bare-$s.lua") == 0
+            or die "expand $s.lua\n";
+    }
+    my @h;
+    for my $i (1 .. $procs) {
+        my $out = "$DIR/bare-$i.out";
+        my @args = ('--redis', "127.0.0.1:$ENV{REDIS_PORT}", '--brokers', $ENV{KAFKA_BOOTSTRAP},
+                    '--topic', $ENV{KAFKA_TOPIC}, '--script', $scripts[0],
+                    '--done', $scripts[1], '-R', $rate / $procs, '-d', $SECONDS,
+                    '--product', $prefix, '--products', $products, '--run', "bare$i",
+                    '--latencies', "$DIR/bare-$i.lat",
+                    map({ ("--$_" =~ tr/_/-/r, $set->{$_}) }
+                        qw(burst window_ms ticket_ttl_ms idem_ttl_ms per_user queue proof)),
+                    '--rate-limit', $set->{rate});
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            open STDOUT, '>', $out or die;
+            open STDERR, '>&', \*STDOUT or die;
+            exec "$ROOT/build/fg-bare", @args or die "exec fg-bare: $!";
+        }
+        push @h, [ $pid, $out, "$DIR/bare-$i.lat" ];
+    }
+    my (@lat, %sum, $raw, $rc);
+    for my $h (@h) {
+        waitpid $h->[0], 0;
+        $rc ||= $? >> 8;
+        my $out = slurp($h->[1]);
+        $raw .= $out;
+        my %kv = $out =~ /(\w+)=(\S+)/g;
+        $sum{$_} += $kv{$_} // 0 for qw(due sent reserved other delivered failed unsent);
+        $sum{sched} = $kv{sched};
+        open my $fh, '<', $h->[2] or next;
+        push @lat, map { $_ / 1000 } <$fh>;
+        unlink $h->[1], $h->[2];
+    }
+    @lat = sort { $a <=> $b } @lat;
+    my $q = sub { @lat ? sprintf('%.3f', $lat[int($_[0] * $#lat + 0.5)]) : undef };
+    return { %sum, rc => $rc, raw => $raw, n => scalar @lat, p50_ms => $q->(0.5),
+             p90_ms => $q->(0.9), p99_ms => $q->(0.99), p999_ms => $q->(0.999),
+             max_ms => @lat ? $lat[-1] : undef, procs => $procs };
+}
+
+# per order of the 50% run: fg-loadgen's wire time (written to arrived,
+# kernel-stamped) and the access log's $request_time, less
+# $fluxgate_redis_time and $fluxgate_kafka_time.  Those two are logged in
+# whole milliseconds (truncated), $request_time on nginx's cached
+# millisecond clock: "less the logged times" is an upper bound, "less
+# them plus the millisecond each may have lost" a lower one.
+sub inside_nginx {
+    my ($log, $from, $client) = @_;
+    my %wire = map { $_->[1] => $_->[5] } grep { $_->[0] == 200 && defined $_->[5] } @$client;
+    open my $fh, '<', $log or return {};
+    seek $fh, $from, 0;
+    my (@up, @low, @req);
+    while (<$fh>) {
+        my @f = split ' ';
+        next unless @f >= 6 && $f[-6] eq '200' && $f[-5] eq 'accepted'
+                    && $f[-2] ne '-' && $f[-1] ne '-';
+        my ($redis, $kafka) = map { $_ * 1000 } @f[-2, -1];
+        push @req, $f[-3] * 1000 - $redis - $kafka;
+        my $w = $wire{ $f[-4] } // next;
+        push @up, $w - $redis - $kafka;
+        push @low, $w - $redis - $kafka - 2;
+    }
+    my $p = sub {
+        my ($q, @v) = @_;
+        @v = sort { $a <=> $b } @v;
+        return @v ? sprintf('%.3f', $v[int($q * $#v + 0.5)]) : undef;
+    };
+    return { n => scalar @up, n_log => scalar @req,
+             up_p50 => $p->(0.5, @up), up_p99 => $p->(0.99, @up),
+             low_p50 => $p->(0.5, @low), low_p99 => $p->(0.99, @low),
+             req_p50 => $p->(0.5, @req), req_p99 => $p->(0.99, @req) };
+}
+
 sub bench_accept {
     my $port = shipped_port();
     my $prefix = uniq('acc');
@@ -251,12 +363,88 @@ sub bench_accept {
                   'acks=all; 200s only' . $failed->($r) ];
     main::say(sprintf 'accept max %.0f/s p99 %s ms', $max, $r->{p99_ms});
     my $log = "$DIR/logs/nginx-access.log";
+    my $set = shipped_settings();
+    my @pairs;
     for my $frac (0.25, 0.5, 0.75) {
         drained($prefix, $sent);
         my $rate = int($max * $frac) || 1;
         my $from = -s $log || 0;
-        $r = main::run_load(%o, c => 2 * $CONNS, rate => $rate);
+        $r = main::run_load(%o, c => 2 * $CONNS, rate => $rate, log => $frac == 0.5);
         $sent += $r->{status}{200}{count} // 0;
+        if ($frac == 0.5) {
+            $fig{accept_half_p99} = $r->{p99_ms};
+            $fig{accept_half_p50} = $r->{p50_ms};
+            $fig{accept_half_rate} = $rate;
+            $fig{accept_half_ok} = !$r->{rc};
+            sleep 1.5;   # the access log's flush, before anything else is logged
+            my $s = stage_times($log, $from);
+            for my $k (qw(request redis kafka)) {
+                next unless $s->{$k};
+                push @stages, [ $k, $s->{$k}{p50}, $s->{$k}{p99}, $s->{$k}{n} ];
+                $fig{"stage_${k}_p99"} = $s->{$k}{p99};
+                $fig{"stage_${k}_p50"} = $s->{$k}{p50};
+            }
+            push @stages, [ 'client (fg-loadgen, from due time to arrival)',
+                            $r->{p50_ms}, $r->{p99_ms}, $r->{responses} ];
+            my $in = inside_nginx($log, $from, $r->{log} || []);
+            $fig{inside} = $in;
+            push @stages, [ 'inside nginx beyond Redis and Kafka, upper bound (wire time less the logged Redis and Kafka times)',
+                            $in->{up_p50}, $in->{up_p99}, $in->{n} ];
+            push @stages, [ 'inside nginx beyond Redis and Kafka, lower bound (the same less the 2 ms the logged times may have lost)',
+                            $in->{low_p50}, $in->{low_p99}, $in->{n} ];
+            push @stages, [ 'inside nginx beyond Redis and Kafka, from the log alone ($request_time less both)',
+                            $in->{req_p50}, $in->{req_p99}, $in->{n_log} ];
+            delete $r->{log};
+            push @stages, [ "client's own lag reading answers (not counted above; sched $r->{sched})",
+                            $r->{client_lag_p50_ms}, $r->{client_lag_p99_ms}, $r->{stamped} ];
+        }
+        # the same orders at the same rate without the gate, once the
+        # worker caught up; at 50% three pairs, in turns
+        my @bare;
+        for my $round (1 .. ($frac == 0.5 ? 3 : 1)) {
+            my $g = $r;
+            if ($round > 1) {
+                drained($prefix, $sent);
+                if ($round == 2) {
+                    push @bare, bare_run($prefix, $products, $rate, $set);
+                    $sent += $bare[-1]{delivered};
+                    drained($prefix, $sent);
+                }
+                $g = main::run_load(%o, c => 2 * $CONNS, rate => $rate);
+                $sent += $g->{status}{200}{count} // 0;
+                if ($round == 3) {
+                    drained($prefix, $sent);
+                    push @bare, bare_run($prefix, $products, $rate, $set);
+                    $sent += $bare[-1]{delivered};
+                }
+            } else {
+                drained($prefix, $sent);
+                push @bare, bare_run($prefix, $products, $rate, $set);
+                $sent += $bare[-1]{delivered};
+            }
+            my $b = $bare[-1];
+            push @pairs, [ $frac, $rate, $round, $g, $b ];
+            push @rows, [ 'accept', "bare client (fg-bare, $b->{procs} procs), offered $rate/s",
+                          sprintf('%.0f', $b->{delivered} / ($SECONDS || 1)),
+                          @{$b}{qw(p50_ms p99_ms p999_ms)},
+                          sprintf('EVALSHA order.lua + produce (gate\'s settings), due time to '
+                                  . 'delivery report; client %s; gate / bare p50 %.2f, p99 %.2f%s',
+                                  $b->{sched} // '?', $g->{p50_ms} / ($b->{p50_ms} || 1),
+                                  $g->{p99_ms} / ($b->{p99_ms} || 1),
+                                  $b->{rc} ? "; RUN FAILED: $b->{raw}" : '') ];
+            main::say(sprintf 'accept at %d/s round %d: gate p50 %s p99 %s; bare p50 %s p99 %s',
+                      $rate, $round, @{$g}{qw(p50_ms p99_ms)}, @{$b}{qw(p50_ms p99_ms)});
+        }
+        if ($frac == 0.5) {
+            my @p = grep { $_->[0] == 0.5 } @pairs;
+            $fig{share_p50} = median_of(map { $_->[3]{p50_ms} / ($_->[4]{p50_ms} || 1) } @p);
+            $fig{share_p99} = median_of(map { $_->[3]{p99_ms} / ($_->[4]{p99_ms} || 1) } @p);
+            $fig{share_pairs} = join ', ', map {
+                sprintf('%s/%s vs %s/%s ms', $_->[3]{p50_ms}, $_->[3]{p99_ms},
+                        $_->[4]{p50_ms}, $_->[4]{p99_ms})
+            } @p;
+            $fig{share_ok} = !grep { $_->[3]{rc} || $_->[4]{rc} } @p;
+        }
         # the instrument's own error: how long answers waited in the
         # socket for the client (not counted: latency ends at arrival)
         my $note = sprintf('open loop at %d%% of max; all answers timed, '
@@ -272,24 +460,6 @@ sub bench_accept {
                         @{$r}{qw(p50_ms p90_ms p99_ms p999_ms max_ms)} ];
         main::say(sprintf 'accept at %d/s: p50 %s p99 %s p99.9 %s (%s)', $rate,
                   @{$r}{qw(p50_ms p99_ms p999_ms)}, $note);
-        if ($frac == 0.5) {
-            $fig{accept_half_p99} = $r->{p99_ms};
-            $fig{accept_half_p50} = $r->{p50_ms};
-            $fig{accept_half_rate} = $rate;
-            $fig{accept_half_ok} = !$r->{rc};
-            sleep 1.5;   # the access log's flush
-            my $s = stage_times($log, $from);
-            for my $k (qw(request redis kafka)) {
-                next unless $s->{$k};
-                push @stages, [ $k, $s->{$k}{p50}, $s->{$k}{p99}, $s->{$k}{n} ];
-                $fig{"stage_${k}_p99"} = $s->{$k}{p99};
-                $fig{"stage_${k}_p50"} = $s->{$k}{p50};
-            }
-            push @stages, [ 'client (fg-loadgen, from due time to arrival)',
-                            $r->{p50_ms}, $r->{p99_ms}, $r->{responses} ];
-            push @stages, [ "client's own lag reading answers (not counted above; sched $r->{sched})",
-                            $r->{client_lag_p50_ms}, $r->{client_lag_p99_ms}, $r->{stamped} ];
-        }
     }
 }
 
