@@ -122,7 +122,9 @@
  *                                  every request is GET <path>?productId=
  *                                  <product> with X-Queue-Ticket: the next
  *                                  line of FILE (round robin over the
- *                                  file, mapped, not read into memory);
+ *                                  file, mapped, not read into memory;
+ *                                  --poll-from B: from the line after byte
+ *                                  B, to go on where another run stopped);
  *                                  answers counted as any others.
  */
 
@@ -248,10 +250,11 @@ static struct {
     const char  *watch;
     const char  *tickets_out;
     const char  *poll_file;
+    long         poll_from;
     double       poll_min;
 } opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1", 1, 0,
           "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, 0 };
+          NULL, NULL, 0, 0 };
 
 static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
@@ -1264,7 +1267,7 @@ usage(int rc)
         "                  [--expect 200,409,...] [--log-errors]\n"
         "                  [--queue /queue/status [--track file] [--watch file]\n"
         "                  [--poll-min secs]] [--tickets-out file]\n"
-        "                  [--poll-file file]\n"
+        "                  [--poll-file file [--poll-from byte]]\n"
         "  -R rate: open loop, latency from each request's due time\n");
     exit(rc);
 }
@@ -1290,6 +1293,7 @@ main(int argc, char **argv)
         { "poll-min", required_argument, NULL, 'M' },
         { "tickets-out", required_argument, NULL, 'o' },
         { "poll-file", required_argument, NULL, 'F' },
+        { "poll-from", required_argument, NULL, 'S' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -1340,6 +1344,7 @@ main(int argc, char **argv)
         case 'M': opt.poll_min = atof(optarg); break;
         case 'o': opt.tickets_out = optarg; break;
         case 'F': opt.poll_file = optarg; break;
+        case 'S': opt.poll_from = atol(optarg); break;
         case 'h': usage(0); break;
         default: usage(2);
         }
@@ -1395,6 +1400,14 @@ main(int argc, char **argv)
         }
         pf_end = pf_data + st.st_size;
         pf_next = pf_data;
+        if (opt.poll_from > 0 && opt.poll_from < st.st_size) {
+            /* --poll-from: the line after that byte, where a run before
+             * this one stopped */
+            const char  *nl = memchr(pf_data + opt.poll_from - 1, '\n',
+                                     pf_end - (pf_data + opt.poll_from - 1));
+
+            pf_next = nl && nl + 1 < pf_end ? nl + 1 : pf_data;
+        }
         for (const char *q = pf_data; q < pf_end; q++) {
             pf_lines += *q == '\n';
         }

@@ -308,7 +308,8 @@ sub promtool_check {
 # seen, bought, challenges, hashes, solve ms, status]] per shopper;
 # watch => FILE follows the tickets of FILE without ordering (with
 # queue and once); poll_min => S; tickets_out => FILE keeps each 302's
-# ticket; poll_file => FILE polls (path) with the tickets of FILE
+# ticket; poll_file => FILE polls (path) with the tickets of FILE, from
+# the line after byte poll_from
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
 sub loadgen { loadgen_wait(loadgen_start(@_)) }
 
@@ -343,6 +344,7 @@ sub loadgen_start {
     push @args, '--poll-min', $o{poll_min} if $o{poll_min};
     push @args, '--tickets-out', $o{tickets_out} if $o{tickets_out};
     push @args, '--poll-file', $o{poll_file} if $o{poll_file};
+    push @args, '--poll-from', int($o{poll_from}) if $o{poll_from};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', "$base.out" or die;
