@@ -897,6 +897,8 @@ bench_wrk() if want('wrk');
 bench_metrics() if want('metrics');
 bench_queue() if want('queue');
 bench_line() if want('line');
+bench_flood() if want('flood');
+bench_pow() if want('pow');
 bench_memory() if want('memory');
 bench_drain() if want('drain');
 # the fleet part only when asked for: BENCH_ONLY=fleet

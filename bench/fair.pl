@@ -417,4 +417,460 @@ EOF
     fair_say($_) for @goals;
 }
 
+# --- a bot flood and the people ---------------------------------------------
+
+# the gate for the flood and pow parts: as shipped for a sale (two
+# workers, the buffered access log, no sold-out flag on /order), with
+# fluxgate_queue_pow 16 and a low rate without burst, so that 200 people
+# make a line that lasts; /order-flag is the same with the sold-out flag
+sub fair_gate {
+    my ($name, $workers) = @_;
+    my $secret = "$DIR/bench-$name.secret";
+    system("head -c 48 /dev/urandom | base64 -w0 > $secret") == 0 or die;
+    my $http = main::flux_http(threshold => '20 burst=0')
+             . "    fluxgate_queue_secret $secret;\n    fluxgate_queue_pow 16;\n";
+    my $server = <<'EOF';
+        location = /order { client_max_body_size 4k; fluxgate_sold_out_cache off;
+                            fluxgate_order; }
+        location = /order-flag { client_max_body_size 4k; fluxgate_order; }
+        location = /init { fluxgate_stock_admin; }
+        location = /queue/status { fluxgate_queue_status; }
+        location = /queue/stats { fluxgate_queue_stats; }
+        location = /queue/control { fluxgate_queue_control; }
+EOF
+    return main::nginx_start($name, $workers, "load_module $Module;", $http, $server,
+                             { log => $Buffered });
+}
+
+# POST /init, again while the gate answers 503 (nginx under valgrind
+# connects to Redis and Kafka slowly)
+sub init_retry {
+    my ($port, $p, $n) = @_;
+    my $res;
+    for my $try (1 .. 120) {
+        $res = http_post("http://127.0.0.1:$port/init",
+                         qq({"productId":"$p","quantity":$n}),
+                         { 'X-Idempotency-Key' => "init-$p" });
+        return if $res->{status} == 200;
+        last unless $res->{status} == 503;
+        sleep 0.5;
+    }
+    die "set stock $p: $res->{status} $res->{content}\n";
+}
+
+sub queue_stats {
+    my ($port, $p) = @_;
+    return eval { json_decode(http_get("http://127.0.0.1:$port/queue/stats?productId=$p")->{content}) } || {};
+}
+
+sub queue_control {
+    my ($port, $p, $action) = @_;
+    my $res = http_post("http://127.0.0.1:$port/queue/control",
+                        qq({"productId":"$p","action":"$action"}),
+                        { 'X-Idempotency-Key' => uniq('ctl') });
+    die "queue control $action $p: $res->{status} $res->{content}\n"
+        unless $res->{status} == 200;
+}
+
+# a challenge for buyer $user on product $p, solved here: "C.n"
+sub solved_proof {
+    my ($port, $p, $user, $bits) = @_;
+    require Digest::SHA;
+    my $res = http_post("http://127.0.0.1:$port/order",
+                        qq({"productId":"$p","userId":"$user"}),
+                        { 'X-Idempotency-Key' => uniq('k') });
+    my $b = eval { json_decode($res->{content}) } || {};
+    die "no challenge for $p: $res->{status} $res->{content}\n"
+        unless $res->{status} == 302 && $b->{challenge};
+    my $want = '0' x $b->{bits};
+    for (my $n = 0; ; $n++) {
+        my $bin = unpack('B*', substr(Digest::SHA::sha256("$b->{challenge}.$n"), 0, 4));
+        return ("$b->{challenge}.$n", $b->{challenge}) if substr($bin, 0, $b->{bits}) eq $want;
+    }
+}
+
+# 200 people who solve their challenge as the page does and queue
+sub honest_run {
+    my ($port, $p, %o) = @_;
+    return loadgen_start(port => $port, c => 200, once => 1, d => 120, product => $p,
+                         queue => '/queue/status', expect => '200,302', run => 'h',
+                         track => 1, %o);
+}
+
+sub honest_summary {
+    my ($r) = @_;
+    my $q = $r->{queue} || {};
+    my %s = map { $_ => $q->{$_} } qw(done bought out_of_order turns_known challenged proofs
+                                      solve_p50_ms solve_p99_ms wait_p50_ms buy_p50_ms buy_p99_ms);
+    $s{poll_p50} = $q->{p50_ms};
+    $s{poll_p99} = $q->{p99_ms};
+    $s{order_p99} = $r->{p99_ms};
+    $s{rc} = $r->{rc};
+    return \%s;
+}
+
+sub bench_flood {
+    my $rounds = $ENV{BENCH_ROUNDS} // 3;
+    my $port = fair_gate('flood', 'auto');
+    my @md;
+
+    # --- refusing a script against telling a buyer "sold out" -------------
+    my $busy = uniq('flood-paused');
+    main::init_at($port, $busy, 1_000_000);
+    # a paused line is busy whoever is in it: every proof-less order is
+    # challenged in nginx, however long the rounds take
+    queue_control($port, $busy, 'pause');
+    my $sold = uniq('flood-soldout');
+    main::init_at($port, $sold, 0);
+    my (%rps, %last);
+    my @kinds = ([ 'flood', 'proof-less orders, busy line (challenged)', '/order', $busy, '302' ],
+                 [ 'soldout', 'sold-out path as shipped (Redis)', '/order', $sold, '409' ],
+                 [ 'flag', 'sold-out path with the sold-out flag', '/order-flag', $sold, '409' ]);
+    # the flag up before the rounds
+    main::run_load(port => $port, path => '/order-flag', product => $sold, d => 1);
+    for my $round (1 .. $rounds) {
+        my @order = $round % 2 ? @kinds : reverse @kinds;
+        for my $k (@order) {
+            my ($key, $what, $path, $prod, $expect) = @$k;
+            my $r = main::run_load(port => $port, path => $path, product => $prod,
+                                   expect => $expect);
+            die "flood $key failed: $r->{raw}" if $r->{rc};
+            push @{ $rps{$key} }, $r->{rps};
+            $last{$key} = $r;
+            fair_say(sprintf 'flood round %d: %-44s %8.0f/s p99 %s ms', $round, $what,
+                     $r->{rps}, $r->{p99_ms});
+        }
+    }
+    my %m = map { $_ => main::median(@{ $rps{$_} }) } keys %rps;
+    my $ratio = $m{flood} / ($m{soldout} || 1);
+    my $ratio_flag = $m{flood} / ($m{flag} || 1);
+    $fig{flood_ratio} = $ratio;
+    $fig{flood_ratio_flag} = $ratio_flag;
+    for my $k (@kinds) {
+        my ($key, $what) = @$k;
+        push @rows, [ 'flood', $what, sprintf('%.0f', $m{$key}),
+                      @{ $last{$key} }{qw(p50_ms p99_ms p999_ms)},
+                      'runs: ' . join(' ', map { sprintf '%.0f', $_ } @{ $rps{$key} }) ];
+    }
+    @flood_bars = map { [ $_->[1], $m{ $_->[0] } ] } @kinds;
+
+    # --- the people, without a flood and then with one ----------------------
+    my %h;
+    for my $with (0, 1) {
+        my $p = uniq($with ? 'flood-people' : 'calm-people');
+        main::init_at($port, $p, 1_000_000);
+        my $hh = honest_run($port, $p, run => $with ? 'hf' : 'hc');
+        my $f;
+        if ($with) {
+            # the flood once the people's line is busy
+            wait_until(60, sub { (queue_stats($port, $p)->{waiting} // 0) >= 20 });
+            $f = loadgen_start(port => $port, c => $CONNS, d => $SECONDS, product => $p,
+                               expect => '200,302', run => 'bot');
+        }
+        my $hr = loadgen_wait($hh);
+        my $fr = $f ? loadgen_wait($f) : undef;
+        $h{$with} = { r => $hr, s => honest_summary($hr), f => $fr };
+        fair_say(sprintf 'flood: 200 people %s: %s', $with ? 'under a flood' : 'alone',
+                 join ' ', map { "$_=" . ($h{$with}{s}{$_} // '?') } sort keys %{ $h{$with}{s} });
+        fair_say(sprintf 'flood: the flood beside them: %.0f answers/s (302 %d, 200 %d), p99 %s ms',
+                 $fr->{rps}, $fr->{status}{302}{count} // 0, $fr->{status}{200}{count} // 0,
+                 $fr->{p99_ms}) if $fr;
+    }
+    main::nginx_stop('flood');
+    my ($calm, $storm) = map { $h{$_}{s} } 0, 1;
+    my $fr = $h{1}{f};
+    $fig{flood_people_ooo} = ($calm->{out_of_order} // 1) + ($storm->{out_of_order} // 1);
+    push @rows, [ 'flood', 'flood beside 200 queued people', sprintf('%.0f', $fr->{rps}),
+                  @{$fr}{qw(p50_ms p99_ms p999_ms)},
+                  sprintf('302 %d, 200 %d', $fr->{status}{302}{count} // 0,
+                          $fr->{status}{200}{count} // 0) ];
+    for my $with (0, 1) {
+        my $s = $h{$with}{s};
+        push @rows, [ 'flood', '200 people ' . ($with ? 'under the flood' : 'alone'),
+                      $s->{bought} // 0, $s->{poll_p50}, $s->{poll_p99}, '-',
+                      sprintf('bought in p50 %s / p99 %s ms; solve p50 %s ms; %s out of order',
+                              $s->{buy_p50_ms}, $s->{buy_p99_ms}, $s->{solve_p50_ms},
+                              $s->{out_of_order} // '?') ];
+    }
+    my $verdict = sub { $_[0] ? 'met' : 'NOT met' };
+    my $people_ok = $calm->{done} == 200 && $storm->{done} == 200 && !$calm->{rc} && !$storm->{rc};
+    my @goals = (
+        sprintf('a flood of proof-less orders on a busy line (challenged in nginx, no Redis) '
+                . 'against the sold-out path as shipped (order.lua in Redis): %.2f (%.0f vs %.0f '
+                . 'answers/s, medians of %d alternating rounds; goal >= 0.8): %s; against the '
+                . 'sold-out flag (no Redis either): %.2f (%.0f/s)',
+                $ratio, $m{flood}, $m{soldout}, $rounds, $verdict->($ratio >= 0.8), $ratio_flag,
+                $m{flag}),
+        sprintf('200 honest buyers (fluxgate_queue_pow 16, solved as the page does) under a '
+                . 'flood of %.0f answers/s: %d of 200 bought, %s out of order (alone: %d '
+                . 'bought, %s out of order; goal 0): %s',
+                $fr->{rps}, $storm->{bought} // 0, $storm->{out_of_order} // '?',
+                $calm->{bought} // 0, $calm->{out_of_order} // '?',
+                $verdict->($people_ok && defined $storm->{out_of_order}
+                           && $storm->{out_of_order} == 0 && $calm->{out_of_order} == 0)),
+        sprintf('the people under the flood and alone: status polls p50 %s / p99 %s ms against '
+                . '%s / %s; start to 200 p50 %s / p99 %s ms against %s / %s; their orders\' '
+                . 'answers p99 %s against %s ms',
+                @{$storm}{qw(poll_p50 poll_p99)}, @{$calm}{qw(poll_p50 poll_p99)},
+                @{$storm}{qw(buy_p50_ms buy_p99_ms)}, @{$calm}{qw(buy_p50_ms buy_p99_ms)},
+                $storm->{order_p99}, $calm->{order_p99}),
+    );
+    $fig{flood_goals} = \@goals;
+    push @md, "The gate: two nginx workers, fluxgate_queue_pow 16, fluxgate_threshold 20/s "
+            . "burst 0 (200 people make a line of 10 s), a queue secret, the buffered access "
+            . "log; /order without the sold-out flag (as shipped), /order-flag with it.  The "
+            . "flood: fg-loadgen, $CONNS connections, a new buyer and key per order, no proof, "
+            . "${SECONDS}s per run.  In the rounds the flood's product has its line paused "
+            . "(POST /queue/control): a paused line is busy whoever waits in it, so every "
+            . "order is challenged in nginx without Redis; the sold-out product has stock 0.  "
+            . "The people: fg-loadgen --queue --once, 200 connections, each a buyer who "
+            . "solves the challenge (SHA-256, 16 bits), resends the order with X-Queue-Proof, "
+            . "polls /queue/status with X-Queue-Ticket and buys when admitted; once alone, "
+            . "once with the flood (the same, on their product, started when 20 of them "
+            . "waited).\n\n## Goals\n\n" . join('', map { "- $_\n" } @goals)
+            . "\n## Rounds\n\n| round | "
+            . join(' | ', map { "$_->[1] (answers/s)" } @kinds) . " |\n| ---: |"
+            . join('', map { ' ---: |' } @kinds) . "\n"
+            . join('', map { my $i = $_; sprintf "| %d | %s |\n", $i + 1,
+                             join(' | ', map { sprintf '%.0f', $rps{ $_->[0] }[$i] } @kinds) }
+                   0 .. $rounds - 1)
+            . "\n## The people\n\n| | alone | under the flood |\n| --- | ---: | ---: |\n"
+            . join('', map {
+                  my $k = $_;
+                  sprintf "| %s | %s | %s |\n", $k, $calm->{$k} // '-', $storm->{$k} // '-'
+              } qw(done bought out_of_order turns_known challenged proofs solve_p50_ms
+                   solve_p99_ms wait_p50_ms buy_p50_ms buy_p99_ms poll_p50 poll_p99 order_p99))
+            . "\n(solve: from the challenge to the proof found, the 200 sharing one client "
+            . "process; wait: from the place booked to the first poll that said admitted; buy: "
+            . "from the first request to the 200.)\n\nThe flood beside the people said: `"
+            . join('` `', grep { /^(total|status)/ } split /\n/, $fr->{raw}) . "`\n";
+    write_part('flood', 'A bot flood and the people', @md);
+    fair_say($_) for @goals;
+}
+
+# --- what a proof check costs the gate -----------------------------------------
+
+# Instructions counted by valgrind (callgrind) in one nginx process
+# (master_process off), $n orders of one kind per run: inclusive counts of
+# the module's functions per call (ngx_fluxgate_proof_check,
+# ngx_fluxgate_queue_send_challenge, the order handler; HMAC and SHA256
+# inside them); a machine's speed does not change them
+sub callgrind_kind {
+    my ($kind, $n, %o) = @_;
+    my $root = "$DIR/nginx-cg-$kind";
+    make_path("$root/logs", "$root/tmp");
+    system("chown -R nobody:nogroup $root/tmp") if $> == 0;
+    my $port = free_port();
+    my $secret = "$DIR/bench-pow.secret";
+    system("head -c 48 /dev/urandom | base64 -w0 > $secret") == 0 or die unless -s $secret;
+    my $http = main::flux_http(threshold => '20 burst=0')
+             . "    fluxgate_queue_secret $secret;\n    fluxgate_queue_pow 16;\n";
+    open my $fh, '>', "$root/nginx.conf" or die;
+    print $fh <<"EOF";
+load_module $Module;
+daemon off;
+master_process off;
+worker_processes 1;
+pid $root/logs/nginx.pid;
+error_log $root/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path $root/tmp/body;
+$http
+    server {
+        listen 127.0.0.1:$port;
+        location = /order { fluxgate_sold_out_cache off; fluxgate_order; }
+        location = /init { fluxgate_stock_admin; }
+        location = /queue/control { fluxgate_queue_control; }
+    }
+}
+EOF
+    close $fh;
+    my $out = "$root/callgrind.out";
+    my $pid = fork // die;
+    if ($pid == 0) {
+        open STDOUT, '>', "$root/valgrind.log";
+        open STDERR, '>&', \*STDOUT;
+        exec 'valgrind', '--tool=callgrind', "--callgrind-out-file=$out",
+             'nginx', '-p', $root, '-c', "$root/nginx.conf";
+        die "exec valgrind: $!";
+    }
+    wait_until(120, sub { http_get("http://127.0.0.1:$port/nope")->{status} == 404 })
+        or die "nginx under valgrind did not start: " . `tail -5 $root/valgrind.log`;
+    my %r = (kind => $kind, n => $n);
+    my $p = $o{product}->($port);
+    my @args = (port => $port, c => 4, product => $p, expect => $o{expect},
+                $o{body} ? (body => $o{body}->($p)) : (),
+                $o{header} ? (header => $o{header}->($port, $p)) : ());
+    # once warm (OpenSSL's generators made, the line's record in shared
+    # memory, the connections up), the counts start from zero
+    my $warm = loadgen(@args, n => 100);
+    die "callgrind $kind: warm-up failed: $warm->{raw}" if $warm->{rc};
+    system("callgrind_control -z $pid >/dev/null 2>&1") == 0
+        or die "callgrind_control -z $pid failed\n";
+    my $load = loadgen(@args, n => $n);
+    die "callgrind $kind: failed: $load->{raw}" if $load->{rc};
+    $r{load} = $load;
+    kill 'QUIT', $pid;
+    waitpid $pid, 0;
+    my $ann = `callgrind_annotate --inclusive=yes --threshold=100 $out 2>/dev/null`;
+    for my $f (qw(ngx_fluxgate_proof_check ngx_fluxgate_queue_send_challenge
+                  ngx_fluxgate_order_handler ngx_fluxgate_order_decided
+                  ngx_fluxgate_line_take_proof ngx_fluxgate_line_busy
+                  ngx_fluxgate_challenge_make HMAC SHA256 ngx_http_process_request_line
+                  ngx_http_finalize_request)) {
+        $r{$f} = $1 =~ tr/,//dr if $ann =~ /^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?\S*:\Q$f\E\b/m;
+    }
+    ($r{total}) = $ann =~ /^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?PROG TOTALS/m;
+    $r{total} =~ tr/,//d if $r{total};
+    return \%r;
+}
+
+sub bench_pow {
+    my $n = $ENV{BENCH_POW_ORDERS} // ($ENV{BENCH_QUICK} ? 500 : 2000);
+    my $rounds = $ENV{BENCH_ROUNDS} // 3;
+    my @md;
+    die "bench pow: valgrind is not installed\n" if system('command -v valgrind >/dev/null') != 0;
+
+    # --- answers/s: floods of bad proofs against the sold-out path ----------
+    my $port = fair_gate('pow', 'auto');
+    my $busy = uniq('pow-paused');
+    main::init_at($port, $busy, 1_000_000);
+    queue_control($port, $busy, 'pause');
+    my $sold = uniq('pow-soldout');
+    main::init_at($port, $sold, 0);
+    my $user = 'u-replayer';
+    my ($proof, $challenge) = solved_proof($port, $busy, $user, 16);
+    # taken once: every use after this one is a replay
+    my $res = http_post("http://127.0.0.1:$port/order", qq({"productId":"$busy","userId":"$user"}),
+                        { 'X-Idempotency-Key' => uniq('k'), 'X-Queue-Proof' => $proof });
+    die "the solved proof was not taken: $res->{status} $res->{content}\n"
+        unless $res->{status} == 302 && $res->{content} =~ /"queued"/;
+    # the same challenge with an n whose hash has fewer than 16 zero bits
+    require Digest::SHA;
+    my $weak;
+    for (my $i = 0; ; $i++) {
+        next if unpack('B16', Digest::SHA::sha256("$challenge.$i")) eq '0' x 16;
+        $weak = "$challenge.$i";
+        last;
+    }
+    my $body = qq({"productId":"$busy","userId":"$user"});
+    my @kinds = ([ 'none', 'no proof (challenged)', {} ],
+                 [ 'weak', 'a proof short of the bits (one SHA-256)',
+                   { body => $body, header => "X-Queue-Proof: $weak" } ],
+                 [ 'replay', 'a good proof replayed (SHA-256, HMAC, the nonce looked up)',
+                   { body => $body, header => "X-Queue-Proof: $proof" } ],
+                 [ 'soldout', 'sold-out path as shipped (Redis)', {} ]);
+    my (%rps, %last);
+    for my $round (1 .. $rounds) {
+        my @order = $round % 2 ? @kinds : reverse @kinds;
+        for my $k (@order) {
+            my ($key, $what, $extra) = @$k;
+            my $r = main::run_load(port => $port, product => $key eq 'soldout' ? $sold : $busy,
+                                   expect => $key eq 'soldout' ? '409' : '302', %$extra);
+            die "pow $key failed: $r->{raw}" if $r->{rc};
+            push @{ $rps{$key} }, $r->{rps};
+            $last{$key} = $r;
+            fair_say(sprintf 'pow round %d: %-58s %8.0f/s', $round, $what, $r->{rps});
+        }
+    }
+    main::nginx_stop('pow');
+    my %m = map { $_ => main::median(@{ $rps{$_} }) } keys %rps;
+    for my $k (@kinds) {
+        push @rows, [ 'pow', "flood: $k->[1]", sprintf('%.0f', $m{ $k->[0] }),
+                      @{ $last{ $k->[0] } }{qw(p50_ms p99_ms p999_ms)},
+                      sprintf('%.2f of the sold-out path; runs: %s', $m{ $k->[0] } / ($m{soldout} || 1),
+                              join(' ', map { sprintf '%.0f', $_ } @{ $rps{ $k->[0] } })) ];
+    }
+
+    # --- instructions, one nginx process under callgrind -----------------------
+    my $paused = sub {
+        my ($port) = @_;
+        my $p = uniq('cg');
+        init_retry($port, $p, 1_000_000);
+        queue_control($port, $p, 'pause');
+        return $p;
+    };
+    my %cg;
+    $cg{none} = callgrind_kind('none', $n, product => $paused, expect => '302');
+    $cg{weak} = callgrind_kind('weak', $n, product => $paused, expect => '302',
+        body => sub { qq({"productId":"$_[0]","userId":"$user"}) },
+        header => sub {
+            my ($port, $p) = @_;
+            my (undef, $c) = solved_proof($port, $p, $user, 16);
+            for (my $i = 0; ; $i++) {
+                return "X-Queue-Proof: $c.$i"
+                    if unpack('B16', Digest::SHA::sha256("$c.$i")) ne '0' x 16;
+            }
+        });
+    $cg{replay} = callgrind_kind('replay', $n, product => $paused, expect => '302',
+        body => sub { qq({"productId":"$_[0]","userId":"$user"}) },
+        header => sub {
+            my ($port, $p) = @_;
+            my ($good) = solved_proof($port, $p, $user, 16);
+            http_post("http://127.0.0.1:$port/order", qq({"productId":"$p","userId":"$user"}),
+                      { 'X-Idempotency-Key' => uniq('k'), 'X-Queue-Proof' => $good });
+            return "X-Queue-Proof: $good";
+        });
+    $cg{soldout} = callgrind_kind('soldout', $n, expect => '409',
+        product => sub { my $p = uniq('cg-sold'); init_retry($_[0], $p, 0); $p });
+    my $per = sub { my ($k, $f) = @_; defined $cg{$k}{$f} ? $cg{$k}{$f} / $n : undef };
+    my $check = $per->('replay', 'ngx_fluxgate_proof_check');
+    my $check_weak = $per->('weak', 'ngx_fluxgate_proof_check');
+    $fig{pow_check_ir} = $check;
+    $fig{pow_check_weak_ir} = $check_weak;
+    my $fmt = sub { defined $_[0] ? sprintf('%.0f', $_[0]) : '-' };
+    my @cgrows = map {
+        my $k = $_;
+        sprintf "| %s | %s | %s | %s | %s | %s | %s |\n", $k,
+            $fmt->($per->($k, 'ngx_fluxgate_order_handler')),
+            $fmt->(($per->($k, 'ngx_fluxgate_order_handler') // 0)
+                   + ($per->($k, 'ngx_fluxgate_order_decided') // 0)),
+            $fmt->($per->($k, 'ngx_fluxgate_proof_check')),
+            $fmt->($per->($k, 'ngx_fluxgate_queue_send_challenge')),
+            $fmt->($per->($k, 'ngx_fluxgate_line_busy')),
+            $fmt->($per->($k, 'HMAC'))
+    } qw(none weak replay soldout);
+    my @goals = (
+        sprintf('the gate\'s cost per proof-of-work check (ngx_fluxgate_proof_check, callgrind, '
+                . 'instructions per call): %s for a good proof (SHA-256, the challenge\'s HMAC, '
+                . 'its fields), %s for one short of the bits (SHA-256 only); each refusal then '
+                . 'costs a new challenge, %s instructions (ngx_fluxgate_queue_send_challenge)',
+                $fmt->($check), $fmt->($check_weak),
+                $fmt->($per->('none', 'ngx_fluxgate_queue_send_challenge'))),
+        sprintf('floods against the sold-out path as shipped (Redis), answers/s, medians of %d '
+                . 'rounds: no proof %.2f, a proof short of the bits %.2f, a good proof replayed '
+                . '%.2f (%.0f, %.0f, %.0f vs %.0f/s)', $rounds,
+                (map { $m{$_} / ($m{soldout} || 1) } qw(none weak replay)),
+                @m{qw(none weak replay soldout)}),
+    );
+    $fig{pow_goals} = \@goals;
+    push @md, "The gate as in the flood part (two workers, fluxgate_queue_pow 16, the "
+            . "buffered access log, no sold-out flag); the orders go to a product whose line "
+            . "is paused (busy: every order without a good proof is challenged in nginx), the "
+            . "sold-out ones to a product of stock 0.  A replayed proof: one solved here for "
+            . "a buyer, taken once, then sent by every order of that buyer (each a new key): "
+            . "the most a flood can make the check do without solving each time.\n\n"
+            . "## Results\n\n" . join('', map { "- $_\n" } @goals)
+            . "\n## Instructions per order (callgrind, one nginx process, master_process off, "
+            . "$n orders of each kind over 4 connections, inclusive counts / $n)\n\n"
+            . "| orders | order handler | + order.lua's reply | proof check | new challenge | line busy? | HMAC |\n"
+            . "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" . join('', @cgrows)
+            . "\n(order handler: ngx_fluxgate_order_handler inclusive, which reads the body, "
+            . "checks the proof and sends a challenge or EVALSHA; \"+ order.lua's reply\" adds "
+            . "ngx_fluxgate_order_decided, where the sold-out answer is made; nginx's own "
+            . "request parsing and finalizing are outside both and the same for every kind; "
+            . "the Redis side of the sold-out path is not counted.)\n\n"
+            . "## Floods, answers/s\n\n| round | "
+            . join(' | ', map { $_->[1] } @kinds) . " |\n| ---: |"
+            . join('', map { ' ---: |' } @kinds) . "\n"
+            . join('', map { my $i = $_; sprintf "| %d | %s |\n", $i + 1,
+                             join(' | ', map { sprintf '%.0f', $rps{ $_->[0] }[$i] } @kinds) }
+                   0 .. $rounds - 1);
+    write_part('pow', 'What a proof-of-work check costs the gate', @md);
+    fair_say($_) for @goals;
+}
+
 1;

@@ -118,6 +118,9 @@
  *                                  302 that carries one, one per line: a
  *                                  line booked at full speed.
  *
+ *   fg-loadgen ... --header 'X-Queue-Proof: ...'
+ *                                  one more header on every new order
+ *
  *   fg-loadgen ... -p /queue/status --poll-file FILE
  *                                  every request is GET <path>?productId=
  *                                  <product> with X-Queue-Ticket: the next
@@ -250,11 +253,12 @@ static struct {
     const char  *watch;
     const char  *tickets_out;
     const char  *poll_file;
+    const char  *header;
     long         poll_from;
     double       poll_min;
 } opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1", 1, 0,
           "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, 0, 0 };
+          NULL, NULL, NULL, 0, 0 };
 
 static FILE      *log_file;
 static series_t   by_status[MAX_STATUS];
@@ -453,6 +457,10 @@ build_request(conn_t *c)
         snprintf(extra, sizeof(extra), "X-Queue-Proof: %s.%.*s\r\n",
                  c->challenge, c->nonce_len, c->nonce);
     } else {
+        if (opt.header) {
+            /* --header: on every order (a proof a flood replays, say) */
+            snprintf(extra, sizeof(extra), "%s\r\n", opt.header);
+        }
         n = c->user = seq++;
         if (opt.queue) {
             memset(&c->tr, 0, sizeof(c->tr));
@@ -1268,6 +1276,7 @@ usage(int rc)
         "                  [--queue /queue/status [--track file] [--watch file]\n"
         "                  [--poll-min secs]] [--tickets-out file]\n"
         "                  [--poll-file file [--poll-from byte]]\n"
+        "                  [--header 'Name: value']\n"
         "  -R rate: open loop, latency from each request's due time\n");
     exit(rc);
 }
@@ -1294,6 +1303,7 @@ main(int argc, char **argv)
         { "tickets-out", required_argument, NULL, 'o' },
         { "poll-file", required_argument, NULL, 'F' },
         { "poll-from", required_argument, NULL, 'S' },
+        { "header", required_argument, NULL, 'H' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -1345,6 +1355,7 @@ main(int argc, char **argv)
         case 'o': opt.tickets_out = optarg; break;
         case 'F': opt.poll_file = optarg; break;
         case 'S': opt.poll_from = atol(optarg); break;
+        case 'H': opt.header = optarg; break;
         case 'h': usage(0); break;
         default: usage(2);
         }

@@ -309,7 +309,8 @@ sub promtool_check {
 # watch => FILE follows the tickets of FILE without ordering (with
 # queue and once); poll_min => S; tickets_out => FILE keeps each 302's
 # ticket; poll_file => FILE polls (path) with the tickets of FILE, from
-# the line after byte poll_from
+# the line after byte poll_from; header => 'Name: value' on every order,
+# body => JSON instead of the generated one
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
 sub loadgen { loadgen_wait(loadgen_start(@_)) }
 
@@ -345,6 +346,8 @@ sub loadgen_start {
     push @args, '--tickets-out', $o{tickets_out} if $o{tickets_out};
     push @args, '--poll-file', $o{poll_file} if $o{poll_file};
     push @args, '--poll-from', int($o{poll_from}) if $o{poll_from};
+    push @args, '--header', $o{header} if $o{header};
+    push @args, '--body', $o{body} if $o{body};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', "$base.out" or die;
