@@ -781,6 +781,10 @@ sub report {
     push @ratios, sprintf('waiting room: GET /queue/status %.0f/s on 1 worker, '
                           . '%.2f EVALSHA per poll', $fig{queue_status},
                           $fig{queue_evalsha} // 0) if defined $fig{queue_status};
+    # the fair sale (bench/fair.pl), each part's goals as it wrote them
+    push @ratios, @{ $fig{line_goals} } if $fig{line_goals};
+    push @ratios, @{ $fig{flood_goals} } if $fig{flood_goals};
+    push @ratios, @{ $fig{pow_goals} } if $fig{pow_goals};
 
     my $date = strftime('%Y-%m-%d', localtime);
     my $cpu = `grep -m1 'model name' /proc/cpuinfo`;
@@ -883,9 +887,10 @@ $Load_start = (split ' ', `cat /proc/loadavg`)[0];
 $ENV{BENCH_ROUNDS_SHOWN} = $ENV{BENCH_ROUNDS} // 3;
 # BENCH_ONLY="soldout accept": only these, printed and not written to
 # results/.  The default is the questions of issue 12 (soldout accept
-# flash); the older parts (flux wrk metrics memory drain) run when named.
+# flash) and the fair sale's (line flood); the older parts (flux wrk
+# metrics memory drain) and pow (valgrind) run when named.
 my %Only = map { $_ => 1 } split /[\s,]+/, $ENV{BENCH_ONLY} // '';
-my %Default = map { $_ => 1 } qw(soldout accept flash);
+my %Default = map { $_ => 1 } qw(soldout accept flash line flood);
 sub want { %Only ? $Only{$_[0]} : $Default{$_[0]} }
 
 bench_soldout() if want('soldout');

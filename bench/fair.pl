@@ -92,6 +92,19 @@ sub write_part {
     return $file;
 }
 
+# bench/results/<date>-<part>.png: the part's panel of the make bench
+# chart (bench/questions.pl's line_panel, flood_panel) on its own
+sub part_chart {
+    my ($part, $data, $plot) = @_;
+    my $date = strftime('%Y-%m-%d', localtime);
+    my $file = "$ROOT/bench/results/$date-$part.png";
+    open my $gp, '|-', 'gnuplot' or return;
+    print $gp "set terminal png size 900,560 font \",10\" noenhanced\n"
+            . "set output \"$file\"\nset grid ytics\nset bmargin 4\n$data$plot";
+    close $gp;
+    fair_say("written $file") if -s $file;
+}
+
 # the text of a ticket's payload: product|buyer|epoch|kind|seq|expires
 sub ticket_fields {
     my ($t) = @_;
@@ -413,7 +426,9 @@ EOF
             . "fg-loadgen --watch said: `$rw->{raw}`\n";
     my @keep = grep { /^(total|queue|status)/ } split /\n/, $rp->{raw};
     $md[-1] .= "\nThe poller said: `" . join('` `', @keep) . "`\n";
+    $md[-1] .= "\n![the line's panel](" . strftime('%Y-%m-%d', localtime) . "-line.png)\n";
     write_part('line', 'A line of a million: booking, memory, polls, admission', @md);
+    part_chart('line', main::line_panel());
     fair_say($_) for @goals;
 }
 
@@ -644,7 +659,9 @@ sub bench_flood {
             . "process; wait: from the place booked to the first poll that said admitted; buy: "
             . "from the first request to the 200.)\n\nThe flood beside the people said: `"
             . join('` `', grep { /^(total|status)/ } split /\n/, $fr->{raw}) . "`\n";
+    $md[-1] .= "\n![the flood's panel](" . strftime('%Y-%m-%d', localtime) . "-flood.png)\n";
     write_part('flood', 'A bot flood and the people', @md);
+    part_chart('flood', main::flood_panel());
     fair_say($_) for @goals;
 }
 

@@ -541,18 +541,22 @@ sub chart_questions {
         acc => @accept_runs ? 'plot $acc using 1:3 with linespoints lw 2 title "p99 (due time to arrival)", '
                 . '$acc using 1:2 axes x1y2 with linespoints lw 2 title "achieved 200s/s", '
                 . '10 with lines dt 2 lc rgb "red" title "goal: p99 10 ms"' : $none,
-        cur => @curves ? "plot $curve_plot" : $none,
+        cur => @curves ? "plot $curve_plot" : "unset logscale y; $none",
         fl => @flash ? 'plot $fl using 2:xtic(1) title "time to sold out (s)" lc rgb "#3070b0", '
                 . '$fl using 3 axes x1y2 title "% of crowd sold_out within 10 ms" lc rgb "#b05030"' : $none,
     );
+    my ($line_data, $line_plot) = line_panel();
+    my ($flood_data, $flood_plot) = flood_panel();
     my $nproc = `nproc`; chomp $nproc;
     my $machine = $main::Machine =~ /^quiet/
         ? "a quiet $nproc-CPU machine" : "a shared $nproc-CPU machine (ratios, not absolutes)";
     print $gp <<"EOF";
-set terminal png size 1600,1100 font ",10" noenhanced
+set terminal png size 1600,1650 font ",10" noenhanced
 set output "$base.png"
 set yrange [0:*]
-set multiplot layout 2,2 title "Flux-Gate, one make bench run on $machine"
+set multiplot layout 3,2 title "Flux-Gate, one make bench run on $machine"
+$line_data
+$flood_data
 \$bars << EOD
 $bars
 EOD
@@ -601,9 +605,67 @@ set style data histograms
 set style histogram clustered
 set boxwidth 0.8
 $plot{fl}
+unset y2tics
+unset y2label
+unset y2range
+set style data lines
+$line_plot
+$flood_plot
 unset multiplot
 EOF
     close $gp;
+}
+
+# the line of a million (bench/fair.pl, BENCH_ONLY=line): status polls/s
+# beside nginx return 200, and the Redis commands per poll in the title;
+# (data block, plot commands) for a panel of a gnuplot multiplot
+sub line_panel {
+    our (@line_bars);
+    my $none = 'set label 1 "not run" at graph 0.5, graph 0.5 center; '
+             . "plot [0:1] [0:1] NaN notitle; unset label 1\n";
+    my $title = "A line of a million: GET /queue/status polls/s against nginx return 200";
+    return ('', qq(set title "$title"\n$none)) unless @line_bars;
+    my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @line_bars;
+    my $sub = sprintf('polls / return 200: %.2f (goal >= 0.8)\\nRedis commands per poll: %.5f, '
+                      . 'of them scripts and asks the gate sent %.5f (goal <= 0.001)\\n'
+                      . '%.0f bytes of Redis per waiting buyer; out of order: %s of %s watched',
+                      $fig{line_ratio} // 0, $fig{line_cmds_per_poll} // 0,
+                      $fig{line_sent_per_poll} // 0, $fig{line_bytes} // 0,
+                      $fig{line_ooo} // '?', $fig{line_tracked} // '?');
+    return ("\$line << EOD\n${bars}EOD\n",
+            qq(set title "$title\\n$sub"
+set style fill solid 0.8
+set boxwidth 0.5
+set xtics rotate by 0
+set xlabel ""
+set ylabel "answers/s"
+set yrange [0:*]
+unset logscale y
+plot \$line using 0:2:xtic(1) with boxes notitle lc rgb "#30a070", \\
+     \$line using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle
+));
+}
+
+# a bot flood (bench/fair.pl, BENCH_ONLY=flood): answers/s of proof-less
+# orders challenged in nginx beside the sold-out path's
+sub flood_panel {
+    our (@flood_bars);
+    my $none = 'set label 1 "not run" at graph 0.5, graph 0.5 center; '
+             . "plot [0:1] [0:1] NaN notitle; unset label 1\n";
+    my $title = "A bot flood: challenged in nginx against the sold-out path (answers/s)";
+    return ('', qq(set title "$title"\n$none)) unless @flood_bars;
+    my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @flood_bars;
+    my $sub = sprintf('flood / sold-out as shipped %.2f (goal >= 0.8)\\n200 people, alone and '
+                      . 'under the flood: %s out of order', $fig{flood_ratio} // 0, $fig{flood_people_ooo} // '?');
+    return ("\$flood << EOD\n${bars}EOD\n",
+            qq(set title "$title\\n$sub"
+set style fill solid 0.8
+set boxwidth 0.5
+set ylabel "answers/s"
+set yrange [0:*]
+plot \$flood using 0:2:xtic(1) with boxes notitle lc rgb "#a07030", \\
+     \$flood using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle
+));
 }
 
 1;
