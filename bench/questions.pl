@@ -92,6 +92,11 @@ sub median_of {
 
 sub bench_soldout {
     my $sha = main::script_sha();
+    # the peer loads the script as Redis gets it (lua/expand.sh's)
+    open my $sf, '>', "$DIR/order-expanded.lua" or die;
+    print $sf main::script_text();
+    close $sf;
+    chmod 0644, "$DIR/order-expanded.lua";
     my %port;
     $port{shipped} = shipped_port();
     my $flag_admin;
@@ -121,7 +126,7 @@ sub bench_soldout {
         qq(    lua_package_path "/usr/share/lua/5.1/?.lua;;";
     lua_shared_dict fg_sold_out 1m;
     init_by_lua_block {
-        local f = assert(io.open("$ROOT/lua/order.lua"))
+        local f = assert(io.open("$DIR/order-expanded.lua"))
         GATE_SCRIPT = f:read("*a")
         f:close()
     }),
@@ -188,17 +193,23 @@ sub bench_soldout {
 # alone can answer, the bound of any gate that asks it every time
 sub redis_capacity {
     my ($p, $sha) = @_;
-    my $loaded = redis('SCRIPT', 'LOAD', slurp("$ROOT/lua/order.lua"));
+    my $loaded = redis('SCRIPT', 'LOAD', main::script_text());
     die "SCRIPT LOAD: $loaded\n" unless $loaded eq $sha;
     my $n = $SECONDS * 25000;
     my $t = "fg:{$p}:";
-    my $out = `redis-benchmark -h 127.0.0.1 -p $ENV{REDIS_PORT} -n $n -c $CONNS -P 1 -r 1000000000 -q EVALSHA $sha 6 ${t}stock ${t}rate ${t}buyers ${t}idem:k__rand_int__ ${t}gen ${t}pending u1 1 u1:1 00000000-0000-7000-8000-000000000000 60000 0 0 0 k__rand_int__ 2>&1`;
+    # KEYS and ARGV as ngx_fluxgate_order_decide() sends them (the shipped
+    # gate's queue on, no ticket); "" for the empty ones
+    my @args = ('u1', 1, 'u1:1', '00000000-0000-7000-8000-000000000000', 60000, 1000, 200,
+                0, 'k__rand_int__', 1, 30000000, 3600000000, 'u1', '', 0, 0,
+                '0123456789abcdef0123456789abcdef', '', '', '', '');
+    my $argv = join ' ', map { length $_ ? $_ : '""' } @args;
+    my $out = `redis-benchmark -h 127.0.0.1 -p $ENV{REDIS_PORT} -n $n -c $CONNS -P 1 -r 1000000000 -q EVALSHA $sha 7 ${t}stock ${t}q ${t}buyers ${t}idem:k__rand_int__ ${t}gen ${t}pending ${t}q: $argv 2>&1`;
     my ($rps) = $out =~ /([\d.]+) requests per second/;
     die "redis-benchmark: $out" unless $rps;
     # it must have been the sold-out branch, not an error reply
-    my $check = redis('EVALSHA', $sha, 6, "${t}stock", "${t}rate", "${t}buyers",
-                      "${t}idem:check", "${t}gen", "${t}pending", 'u1', 1, 'u1:1',
-                      '00000000-0000-7000-8000-000000000000', 60000, 0, 0, 0, 'check');
+    $args[8] = 'check';
+    my $check = redis('EVALSHA', $sha, 7, "${t}stock", "${t}q", "${t}buyers",
+                      "${t}idem:check", "${t}gen", "${t}pending", "${t}q:", @args);
     die "the script did not answer sold out: $check\n" unless $check =~ /^6\b/;
     return $rps;
 }
