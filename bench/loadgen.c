@@ -265,7 +265,7 @@ static series_t   by_status[MAX_STATUS];
 static series_t   all;            /* every answer, whatever its status */
 static char       expected[MAX_STATUS];
 static long       seq, sent, done, errors, unexpected, unsent;
-static uint64_t   t0, last_200, max_behind;
+static uint64_t   t0, last_200, max_behind, last_event;
 static series_t   polls;          /* --queue: the status polls' latency */
 static series_t   lag;            /* answers' wait in the socket for us */
 static int64_t    real_minus_mono;    /* us: kernel stamps -> monotonic */
@@ -1529,6 +1529,7 @@ main(int argc, char **argv)
         }
     }
 
+    last_event = now_us();
     for ( ;; ) {
         int  solving = 0;
 
@@ -1567,8 +1568,15 @@ main(int argc, char **argv)
                 }
             }
         }
-        if (opt.duration > 0 && now_us() - t0
-            > (uint64_t) ((opt.duration + 30) * 1e6))
+        if (n > 0) {
+            last_event = now_us();
+        }
+        /* a run of -n requests lasts as long as they take: it gives up
+         * only when nothing came for 30 s; a timed run 30 s after its end */
+        if ((opt.total && !opt.queue)
+            ? sent > done && now_us() - last_event > 30000000
+            : opt.duration > 0
+              && now_us() - t0 > (uint64_t) ((opt.duration + 30) * 1e6))
         {
             fprintf(stderr, "fg-loadgen: %ld responses missing after "
                     "the run; giving up\n", sent - done);
