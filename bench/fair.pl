@@ -159,7 +159,8 @@ EOF
     my @md;
 
     # --- booking -----------------------------------------------------------
-    my $m0 = redis_info('memory')->{used_memory};
+    my $mem0 = redis_info('memory');
+    my $m0 = $mem0->{used_memory};
     my $procs = 2;
     my @files = map { "$DIR/line-tickets-$_.txt" } 1 .. $procs;
     my $t0 = time;
@@ -179,7 +180,11 @@ EOF
     my $p99 = main::median(map { $_->{status}{302}{p99_ms} // 0 } @r);
     # let the connections' buffers go before the memory is read
     sleep 1;
-    my $m1 = redis_info('memory')->{used_memory};
+    my $mem1 = redis_info('memory');
+    my $m1 = $mem1->{used_memory};
+    # INFO memory's own split: the data, and Redis's overhead for it
+    my %split = map { $_ => (($mem1->{"used_memory_$_"} // 0) - ($mem0->{"used_memory_$_"} // 0))
+                             / ($places || 1) } qw(dataset overhead);
     my $per_buyer = ($m1 - $m0) / ($places || 1);
     my $stats = http_get("http://127.0.0.1:$port/queue/stats?productId=$p");
     my $st = eval { json_decode($stats->{content}) } || {};
@@ -194,7 +199,7 @@ EOF
         $usage{$kind}{bytes} += redis('MEMORY', 'USAGE', $k, 'SAMPLES', '0') || 0;
     }
     my ($buyer_len) = map { length((ticket_fields($_))[1]) }
-                      grep { length } split /\n/, `head -1 $files[0]`;
+                      grep { length } split /\n/, `tail -1 $files[0]`;
     fair_say(sprintf 'line: %d places booked in %.1f s (%.0f/s, 302 p99 %.1f ms), '
              . '%d passed at once; Redis %+.1f MB: %.1f bytes per waiting buyer',
              $places, $book_s, $book_rate, $p99, $passed, ($m1 - $m0) / 1e6, $per_buyer);
@@ -393,10 +398,16 @@ EOF
                       . "connections (a new buyer and key per request, buyer ids like `%s`, "
                       . "%d bytes) in %.1f s: **%.0f places/s**, 302 p99 %.1f ms; %d orders "
                       . "passed at once (the burst) before the line formed.  Redis used_memory "
-                      . "%.1f MB before, %.1f MB after: **%.1f bytes per waiting buyer**.  "
-                      . "After the polls: %.1f MB (polls write nothing).\n\n",
+                      . "%.1f MB before, %.1f MB after: **%.1f bytes per waiting buyer** "
+                      . "(INFO memory's used_memory_dataset %.1f and used_memory_overhead %.1f "
+                      . "bytes per buyer).  After the polls: %.1f MB (polls write nothing).  "
+                      . "The one-place-per-buyer hash (buyer -> \"seq:expires\", MEMORY USAGE "
+                      . "below) is the only key that grows with the line; the pre-queue's is "
+                      . "the same shape (q:<e>:pb), and its keyed permutation keeps a seed and "
+                      . "a count in the line's own hash, nothing per buyer.\n\n",
                       $places, $CONNS, 'u-b1<pid>-<n>', $buyer_len // 0, $book_s, $book_rate,
-                      $p99, $passed, $m0 / 1e6, $m1 / 1e6, $per_buyer, $m2 / 1e6)
+                      $p99, $passed, $m0 / 1e6, $m1 / 1e6, $per_buyer, $split{dataset},
+                      $split{overhead}, $m2 / 1e6)
             . "| key | keys | MB (MEMORY USAGE) | bytes per place |\n| --- | ---: | ---: | ---: |\n"
             . $usage
             . sprintf("\nGET /queue/stats after booking: %s\n", $stats->{content} // '?')

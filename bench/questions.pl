@@ -472,6 +472,57 @@ sub bench_accept {
         main::say(sprintf 'accept at %d/s: p50 %s p99 %s p99.9 %s (%s)', $rate,
                   @{$r}{qw(p50_ms p99_ms p999_ms)}, $note);
     }
+    # the gate's share, in its own file (make bench writes <date>.md too)
+    my $in = $fig{inside} || {};
+    my @goals = (
+        sprintf("the gate's p50 / the bare client's at half the maximum (%s/s): %.2f, p99 / p99: "
+                . '%.2f (medians of three pairs; goal <= 1.2): %s', $fig{accept_half_rate} // '?',
+                $fig{share_p50} // 0, $fig{share_p99} // 0,
+                defined $fig{share_p99} && $fig{share_p99} <= 1.2 && $fig{share_p50} <= 1.2
+                ? 'met' : 'NOT met'),
+        sprintf('time inside nginx beyond Redis and Kafka at half the maximum, p99: between %s and '
+                . '%s ms (p50 %s to %s; goal p99 <= 1 ms): %s', $in->{low_p99} // '?',
+                $in->{up_p99} // '?', $in->{low_p50} // '?', $in->{up_p50} // '?',
+                !defined $in->{up_p99} ? 'n/a'
+                : $in->{up_p99} <= 1 ? 'met'
+                : defined $in->{low_p99} && $in->{low_p99} > 1 ? 'NOT met'
+                : 'not resolved by the log (the bounds straddle 1 ms)'),
+    );
+    $fig{accept_goals} = \@goals;
+    main::write_part('accept', "The gate's own share of an order's latency",
+        "The accept path of the bench stack's gate, rendered from conf/nginx.conf as `make run` "
+        . "ships it (two workers, Kafka acks=all), $products products; its closed-loop maximum "
+        . sprintf('%.0f orders/s, then open loop at 25, 50 and 75%% of it, each run beside '
+                  . 'build/fg-bare at the same rate on the same stack: the same EVALSHA of '
+                  . 'order.lua (KEYS and ARGV of ngx_fluxgate_order_decide(), the gate\'s '
+                  . 'settings from its conf: %s), the same message produced with the gate\'s '
+                  . 'librdkafka settings (enable.idempotence, acks=all, linger.ms 5, '
+                  . 'message.timeout.ms 5000), done.lua after the delivery (not timed, as the '
+                  . 'gate answers first), one process per gate worker.  Both are open loop, timed '
+                  . 'from each order\'s due time: the gate to the answer\'s arrival (fg-loadgen), '
+                  . 'the bare client to the delivery report.  At 50%%: three pairs in turns '
+                  . '(gate, bare; bare, gate; gate, bare), after the worker drained the last '
+                  . "run's orders.\n\n", $max,
+                  join(', ', map { "$_ $set->{$_}" } sort keys %$set))
+        . "## Goals\n\n" . join('', map { "- $_\n" } @goals)
+        . "\n## Pairs\n\n| offered/s | pair | gate p50 ms | gate p99 ms | bare p50 ms | bare p99 ms | p50 ratio | p99 ratio | notes |\n"
+        . "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        . join('', map {
+              my ($f, $rate, $round, $g, $b) = @$_;
+              sprintf "| %d | %d | %s | %s | %s | %s | %.2f | %.2f | %s |\n", $rate, $round,
+                  $g->{p50_ms}, $g->{p99_ms}, $b->{p50_ms}, $b->{p99_ms},
+                  $g->{p50_ms} / ($b->{p50_ms} || 1), $g->{p99_ms} / ($b->{p99_ms} || 1),
+                  join('; ', ($g->{rc} ? 'gate run failed' : ()), ($b->{rc} ? 'bare run failed' : ()),
+                       sprintf('bare reserved %d of %d', $b->{reserved} // 0, $b->{due} // 0))
+          } @pairs)
+        . "\n## Where the 50% run's time went (ms)\n\n| stage | p50 | p99 | samples |\n| --- | ---: | ---: | ---: |\n"
+        . join('', map { '| ' . join(' | ', map { $_ // '-' } @$_) . " |\n" } @stages)
+        . "\n\$fluxgate_redis_time and \$fluxgate_kafka_time are logged in whole milliseconds "
+        . "(the module truncates its microseconds), so each may read up to 1 ms short: the wire "
+        . "time less both is an upper bound of the time inside nginx, less both and 2 ms a lower "
+        . "one.  The wire time runs from fg-loadgen's write of the request to the kernel's receive "
+        . "stamp of the answer: it also holds the loopback's two crossings.\n");
+    main::say($_) for @goals;
 }
 
 # --- flash sales ---------------------------------------------------------------
