@@ -33,11 +33,49 @@ my $Buffered = 'buffer=64k flush=1s';
 
 sub fair_say { main::say(@_) }
 
+# a redis-server of the part's own on a free port, so that its memory
+# and its commands are the part's alone (the stack's Redis also holds
+# what the other parts left, expiring while a line is booked, and serves
+# the stack's worker and settler): the port
+our @Private_redis;
+sub private_redis {
+    my ($name) = @_;
+    my $port = free_port();
+    my $dir = "$DIR/redis-$name";
+    make_path($dir);
+    system('redis-server', '--port', $port, '--bind', '127.0.0.1', '--save', '',
+           '--appendonly', 'no', '--daemonize', 'yes', '--dir', $dir,
+           '--pidfile', "$dir/redis.pid", '--logfile', "$dir/redis.log") == 0
+        or die "redis-server for $name did not start\n";
+    wait_until(10, sub { `redis-cli -p $port ping 2>&1` =~ /PONG/ })
+        or die "redis-server for $name did not answer\n";
+    push @Private_redis, $port;
+    return $port;
+}
+
+sub private_redis_stop {
+    my ($port) = @_;
+    system("redis-cli -p $port shutdown nosave >/dev/null 2>&1");
+    @Private_redis = grep { $_ != $port } @Private_redis;
+}
+
+END { system("redis-cli -p $_ shutdown nosave >/dev/null 2>&1") for @Private_redis }
+
+# redis-cli on a port, as FluxGate::Test's redis() on the stack's
+our $Redis_port;
+sub rcli {
+    my $q = join ' ', map { (my $s = $_) =~ s/'/'\\''/g; "'$s'" } @_;
+    my $port = $Redis_port // $ENV{REDIS_PORT};
+    my $out = `redis-cli -h 127.0.0.1 -p $port --raw $q 2>&1`;
+    chomp $out;
+    return wantarray ? split(/\n/, $out) : $out;
+}
+
 # INFO <section> as a hash
 sub redis_info {
     my ($section) = @_;
     my %h;
-    for (redis('INFO', $section)) {
+    for (rcli('INFO', $section)) {
         s/\r//;
         $h{$1} = $2 if /^([^:#]+):(.*)$/;
     }
@@ -135,11 +173,17 @@ sub bench_line {
     my $tracked = $ENV{BENCH_LINE_TRACKED} // ($quick ? 2_000 : 10_000);
     my $rate = 1000;
     my $poll_s = $ENV{BENCH_LINE_SECONDS} // ($SECONDS > 20 ? $SECONDS : 20);
-    my $rounds = $ENV{BENCH_ROUNDS} // 3;
+    # the two nginx side by side on a shared box: five pairs by default
+    my $rounds = $ENV{BENCH_LINE_ROUNDS} // 5;
+    my $tick_us = 1e6 / (`getconf CLK_TCK` || 100);
     my $secret = "$DIR/bench-line.secret";
     system("head -c 48 /dev/urandom | base64 -w0 > $secret") == 0 or die;
-    my $http = main::flux_http(threshold => "$rate burst=200")
-             . "    fluxgate_queue_secret $secret;\n";
+    # a Redis of the line's own: INFO memory and commandstats are the line's
+    my $rport = private_redis('line');
+    local $Redis_port = $rport;
+    (my $http = main::flux_http(threshold => "$rate burst=200")
+             . "    fluxgate_queue_secret $secret;\n")
+        =~ s/fluxgate_redis 127\.0\.0\.1:\d+;/fluxgate_redis 127.0.0.1:$rport;/;
     my $server = <<'EOF';
         location = /order { client_max_body_size 4k; fluxgate_order; }
         location = /init { fluxgate_stock_admin; }
@@ -190,13 +234,13 @@ EOF
     my $st = eval { json_decode($stats->{content}) } || {};
     # what the bytes are: the keys of the product's line
     my %usage;
-    for my $k (grep { length } redis('KEYS', "fg:{$p}:*")) {
+    for my $k (grep { length } rcli('KEYS', "fg:{$p}:*")) {
         (my $kind = $k) =~ s/^fg:\{[^}]+\}://;
         $kind =~ s/^idem:.*/idem:<key>/;
         $kind =~ s/^q:\d+:b:\d+$/q:<e>:b:<bucket>/;
         $kind =~ s/^q:\d+:/q:<e>:/;
         $usage{$kind}{keys}++;
-        $usage{$kind}{bytes} += redis('MEMORY', 'USAGE', $k, 'SAMPLES', '0') || 0;
+        $usage{$kind}{bytes} += rcli('MEMORY', 'USAGE', $k, 'SAMPLES', '0') || 0;
     }
     my ($buyer_len) = map { length((ticket_fields($_))[1]) }
                       grep { length } split /\n/, `tail -1 $files[0]`;
@@ -243,22 +287,33 @@ EOF
     for my $round (1 .. $rounds) {
         my @order = $round % 2 ? ('gate', 'ceiling') : ('ceiling', 'gate');
         for my $who (@order) {
+            my $name = $who eq 'gate' ? 'line' : 'line-ceiling';
+            my $c0 = main::nginx_worker_cpu_ticks($name);
             my $r = loadgen(port => $who eq 'gate' ? $port : $ceiling,
                             c => $CONNS, d => $SECONDS, path => '/queue/status',
                             product => $p, poll_file => $all, poll_from => $next_from,
                             expect => $who eq 'gate' ? '200,400' : '200');
             die "line: $who polls failed: $r->{raw}" if $r->{rc};
+            # the workers' CPU per answer: what each answer costs nginx,
+            # whatever else the box ran meanwhile
+            $r->{cpu_us} = (main::nginx_worker_cpu_ticks($name) - $c0) * $tick_us
+                           / ($r->{responses} || 1);
             push @{ $who eq 'gate' ? \@gate : \@ceil }, $r;
             $next_from = ($next_from + $r->{responses} * $off / ($count || 1)) % $off;
-            fair_say(sprintf 'line: round %d %-7s %.0f answers/s (200: %d, 400: %d) p99 %s ms',
+            fair_say(sprintf 'line: round %d %-7s %.0f answers/s (200: %d, 400: %d) p99 %s ms, '
+                     . '%.1f us of worker CPU per answer',
                      $round, $who, $r->{rps}, $r->{status}{200}{count} // 0,
-                     $r->{status}{400}{count} // 0, $r->{p99_ms});
+                     $r->{status}{400}{count} // 0, $r->{p99_ms}, $r->{cpu_us});
         }
     }
     my $g = main::median(map { $_->{rps} } @gate);
     my $c = main::median(map { $_->{rps} } @ceil);
     my $ratio = $g / ($c || 1);
     my @pairs = map { sprintf '%.2f', $gate[$_]{rps} / ($ceil[$_]{rps} || 1) } 0 .. $#gate;
+    my $gcpu = main::median(map { $_->{cpu_us} } @gate);
+    my $ccpu = main::median(map { $_->{cpu_us} } @ceil);
+    my $cpu_ratio = $ccpu / ($gcpu || 1);
+    $fig{line_cpu_ratio} = $cpu_ratio;
     $fig{line_polls} = $g;
     $fig{line_ceiling} = $c;
     $fig{line_ratio} = $ratio;
@@ -349,8 +404,7 @@ EOF
                           $per_poll, $seen, $picked, $q->{admit_rate} // 0, $ooo // '?') ];
     @line_bars = ([ 'GET /queue/status (gate)', $g ], [ 'nginx return 200', $c ]);
 
-    # the line's keys go, so that Redis gives its memory back
-    redis('UNLINK', grep { length } redis('KEYS', "fg:{$p}:*"));
+    private_redis_stop($rport);
     unlink $all, $watch;
     main::nginx_stop('line');
     main::nginx_stop('line-ceiling');
@@ -365,8 +419,11 @@ EOF
                 . 'goal <= 100): %s', $per_buyer, ($m1 - $m0) / 1e6, $places,
                 $verdict->($per_buyer <= 100)),
         sprintf('poll answers/s / nginx return 200 with the same settings: %.2f '
-                . '(%.0f vs %.0f/s, medians of %d alternating rounds; pairs %s; goal >= 0.8): %s',
-                $ratio, $g, $c, $rounds, join(' ', @pairs), $verdict->($ratio >= 0.8)),
+                . '(%.0f vs %.0f/s, medians of %d alternating rounds; pairs %s; goal >= 0.8): %s; '
+                . 'by the nginx workers\' CPU per answer (%.1f us a poll, %.1f us a return 200, '
+                . 'medians), the capacity ratio is %.2f',
+                $ratio, $g, $c, $rounds, join(' ', @pairs), $verdict->($ratio >= 0.8),
+                $gcpu, $ccpu, $cpu_ratio),
         sprintf('Redis commands per poll over the run (what the polls added to what Redis runs '
                 . 'with the gate idle, measured for as long just before): %.5f counting every '
                 . 'command Redis ran, those inside scripts included (%d in %.1f s for %d polls, '
@@ -385,7 +442,9 @@ EOF
                 $verdict->(defined $ooo && $ooo == 0 && $seen > 0)),
     );
     $fig{line_goals} = \@goals;
-    push @md, "The gate: two nginx workers, fluxgate_threshold $rate/s burst 200 (the shipped "
+    push @md, "The gate: two nginx workers on a Redis of the part's own (so that INFO memory "
+            . "and commandstats count the line and its polls only; Kafka, the worker and "
+            . "PostgreSQL are the bench stack's), fluxgate_threshold $rate/s burst 200 (the shipped "
             . "rate), a queue secret, ticket life 1 h, window 30 s, the buffered access log; "
             . "**fluxgate_queue_pow off** for this part: a million proofs of 16 bits are "
             . "6.5e10 SHA-256 computations, hours of the CPUs the gate itself runs on (the "
@@ -415,13 +474,14 @@ EOF
             . "fg-loadgen --poll-file: $CONNS connections, each poll the next of the $count "
             . "tickets in booking order (X-Queue-Ticket), ${SECONDS}s per run, gate and "
             . "ceiling alternating.\n\n"
-            . "| round | gate answers/s | 200 | 400 (window passed) | p99 ms | ceiling answers/s | p99 ms | gate / ceiling |\n"
-            . "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+            . "| round | gate answers/s | 200 | 400 (window passed) | p99 ms | CPU us/answer | ceiling answers/s | p99 ms | CPU us/answer | gate / ceiling |\n"
+            . "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
             . join('', map {
-                  sprintf "| %d | %.0f | %d | %d | %s | %.0f | %s | %.2f |\n", $_ + 1,
+                  sprintf "| %d | %.0f | %d | %d | %s | %.1f | %.0f | %s | %.1f | %.2f |\n", $_ + 1,
                       $gate[$_]{rps}, $gate[$_]{status}{200}{count} // 0,
-                      $gate[$_]{status}{400}{count} // 0, $gate[$_]{p99_ms},
-                      $ceil[$_]{rps}, $ceil[$_]{p99_ms}, $gate[$_]{rps} / ($ceil[$_]{rps} || 1)
+                      $gate[$_]{status}{400}{count} // 0, $gate[$_]{p99_ms}, $gate[$_]{cpu_us},
+                      $ceil[$_]{rps}, $ceil[$_]{p99_ms}, $ceil[$_]{cpu_us},
+                      $gate[$_]{rps} / ($ceil[$_]{rps} || 1)
               } 0 .. $#gate)
             . "\n## The million poll while the line moves\n\n"
             . sprintf("For %.1f s: the poller (fg-loadgen --poll-file, %d connections, %.0f polls/s, "
@@ -549,9 +609,9 @@ sub bench_flood {
     my $sold = uniq('flood-soldout');
     main::init_at($port, $sold, 0);
     my (%rps, %last);
-    my @kinds = ([ 'flood', 'proof-less orders, busy line (challenged)', '/order', $busy, '302' ],
-                 [ 'soldout', 'sold-out path as shipped (Redis)', '/order', $sold, '409' ],
-                 [ 'flag', 'sold-out path with the sold-out flag', '/order-flag', $sold, '409' ]);
+    my @kinds = ([ 'flood', 'no proof: challenged', '/order', $busy, '302' ],
+                 [ 'soldout', 'sold out (Redis, as shipped)', '/order', $sold, '409' ],
+                 [ 'flag', 'sold out (the flag)', '/order-flag', $sold, '409' ]);
     # the flag up before the rounds
     main::run_load(port => $port, path => '/order-flag', product => $sold, d => 1);
     for my $round (1 .. $rounds) {

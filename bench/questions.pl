@@ -28,7 +28,7 @@ use File::Path qw(make_path);
 use Time::HiRes qw(sleep time);
 
 our ($DIR, $ROOT, %fig, $SECONDS, $CONNS, @rows);
-our (@curves, @accept_runs, @soldout_bars, @stages, @flash);
+our (@curves, @accept_runs, @soldout_bars, @stages, @flash, @bare_runs);
 
 my $ROUNDS = $ENV{BENCH_ROUNDS} // 3;
 my $BUFFERED = 'buffer=64k flush=1s';
@@ -258,7 +258,7 @@ sub shipped_settings {
         rate => $rate // 0, burst => $burst // 0,
         window_ms => $time->('fluxgate_queue_window', 30000),
         ticket_ttl_ms => $time->('fluxgate_queue_ticket_ttl', 3600000),
-        idem_ttl_ms => $time->('fluxgate_idempotency_ttl', 86400000),
+        idem_ttl_ms => $time->('fluxgate_idempotency_ttl', 60000),
         per_user => ($conf =~ /^\s*fluxgate_per_user_limit\s+(\d+)\s*;/m)[0] // 0,
         queue => $conf =~ /^\s*fluxgate_queue_secret\s/m ? 1 : 0,
         # without a proof the gate says '1' (needed if a place is due)
@@ -435,6 +435,7 @@ sub bench_accept {
             }
             my $b = $bare[-1];
             push @pairs, [ $frac, $rate, $round, $g, $b ];
+            push @bare_runs, [ $rate, $b->{p99_ms} ] if $round == 1;
             push @rows, [ 'accept', "bare client (fg-bare, $b->{procs} procs), offered $rate/s",
                           sprintf('%.0f', $b->{delivered} / ($SECONDS || 1)),
                           @{$b}{qw(p50_ms p99_ms p999_ms)},
@@ -585,6 +586,7 @@ sub chart_questions {
     open my $gp, '|-', 'gnuplot' or return;
     my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @soldout_bars;
     my $acc = join '', map { "@$_[0,1,3]\n" } @accept_runs;
+    my $bare = join '', map { "@$_\n" } @bare_runs;
     my @pl = ('p50', 'p90', 'p99', 'p99.9', 'max');
     my $cur = '';
     for my $i (0 .. $#pl) {
@@ -602,7 +604,8 @@ sub chart_questions {
                 . '$bars using 0:2:(sprintf("%.0f", $2)) with labels offset 0,0.7 notitle' : $none,
         acc => @accept_runs ? 'plot $acc using 1:3 with linespoints lw 2 title "p99 (due time to arrival)", '
                 . '$acc using 1:2 axes x1y2 with linespoints lw 2 title "achieved 200s/s", '
-                . '10 with lines dt 2 lc rgb "red" title "goal: p99 10 ms"' : $none,
+                . (@bare_runs ? '$bare using 1:2 with linespoints lw 2 dt 2 title "p99 of the bare client '
+                   . '(fg-bare: the same EVALSHA and produce, no nginx)"' : 'NaN notitle') : $none,
         cur => @curves ? "plot $curve_plot" : "unset logscale y; $none",
         fl => @flash ? 'plot $fl using 2:xtic(1) title "time to sold out (s)" lc rgb "#3070b0", '
                 . '$fl using 3 axes x1y2 title "% of crowd sold_out within 10 ms" lc rgb "#b05030"' : $none,
@@ -625,6 +628,9 @@ EOD
 \$acc << EOD
 $acc
 EOD
+\$bare << EOD
+$bare
+EOD
 \$cur << EOD
 $cur
 EOD
@@ -639,7 +645,7 @@ set ylabel "answers/s"
 set grid ytics
 set bmargin 8
 $plot{bars}
-set title "Accept path (shipped config, Kafka acks=all): achieved vs p99, open loop"
+set title "Accept path (shipped config, Kafka acks=all): achieved vs p99, open loop, beside a bare client"
 set xtics norotate
 set xlabel "offered orders/s"
 set ylabel "ms"
@@ -688,10 +694,11 @@ sub line_panel {
     my $title = "A line of a million: GET /queue/status polls/s against nginx return 200";
     return ('', qq(set title "$title"\n$none)) unless @line_bars;
     my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @line_bars;
-    my $sub = sprintf('polls / return 200: %.2f (goal >= 0.8)\\nRedis commands per poll: %.5f, '
+    my $sub = sprintf('polls / return 200: %.2f (goal >= 0.8); by worker CPU per answer %.2f\\n'
+                      . 'Redis commands per poll: %.5f, '
                       . 'of them scripts and asks the gate sent %.5f (goal <= 0.001)\\n'
                       . '%.0f bytes of Redis per waiting buyer; out of order: %s of %s watched',
-                      $fig{line_ratio} // 0, $fig{line_cmds_per_poll} // 0,
+                      $fig{line_ratio} // 0, $fig{line_cpu_ratio} // 0, $fig{line_cmds_per_poll} // 0,
                       $fig{line_sent_per_poll} // 0, $fig{line_bytes} // 0,
                       $fig{line_ooo} // '?', $fig{line_tracked} // '?');
     return ("\$line << EOD\n${bars}EOD\n",
