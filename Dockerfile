@@ -5,8 +5,9 @@
 #                bash scripts/setup.sh deb && make deb
 #   runtime  Debian's nginx and the two packages, nothing else (no
 #            compiler, no JVM), run by an unprivileged user.  The default
-#            command is nginx; compose.yaml runs the worker from the same
-#            image, and Redis, Kafka and PostgreSQL from their own images.
+#            command is nginx; compose.yaml runs the worker and the
+#            settler from the same image, and Redis, Kafka and PostgreSQL
+#            from their own images.
 #
 #   docker build -t fluxgate .
 #   docker compose up -d          (see compose.yaml)

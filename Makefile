@@ -4,6 +4,8 @@
 #                 and build/fluxgate-reconcile
 #   make run      start the whole stack in the foreground (Ctrl-C stops it)
 #   make up/down  the same stack in the background / stop it
+#   make run-dir  print the stack's run directory (its env file is
+#                 `$(make -s run-dir)/env`)
 #   make test     build (with ASan+UBSan), start an isolated stack on free
 #                 ports, prove t/; SANITIZE=0 tests the plain build instead;
 #                 then the fleet faults (t/7xx-fleet-*.t) on a stack of 3
@@ -34,7 +36,8 @@ FG_CFLAGS := -O2 -g -fPIC -Wall -Wextra -Werror -Wno-unused-parameter
 
 MODULE_SRCS := $(wildcard ngx_fluxgate_module/*.c ngx_fluxgate_module/*.h) \
                $(wildcard include/*.h) \
-               $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh config
+               $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh lua/header.sh \
+               config
 
 # make test runs the suite against the module and the worker built with
 # AddressSanitizer and UndefinedBehaviorSanitizer in build/san.  Debian's
@@ -49,9 +52,9 @@ TEST_ENV  := FG_MODULE=$(SAN_BUILD)/ngx_fluxgate_module.so \
              FG_RECONCILE=$(SAN_BUILD)/fluxgate-reconcile \
              FG_LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
              FG_SANITIZE=1
-TEST_DEPS := all san fuzzers
+TEST_DEPS := all san fuzzers test-tools
 else
-TEST_DEPS := all worker-tests module-tests fuzzers
+TEST_DEPS := all worker-tests module-tests include-tests fuzzers test-tools
 endif
 
 # libFuzzer targets: the order/admin body parser and the buyer's JWT check
@@ -67,13 +70,16 @@ FUZZERS      := $(FUZZ_DIR)/fuzz_parse $(FUZZ_DIR)/fuzz_message \
 FUZZ_SECONDS ?= 300
 
 #   make bench    the benchmarks against a private stack (bench/run)
-.PHONY: all setup module worker worker-tests module-tests san fuzzers fuzz bench run up down test test-fleet clean \
+.PHONY: all setup module worker reconcile worker-tests module-tests include-tests san fuzzers fuzz bench run up down run-dir test test-fleet clean \
+        test-tools \
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
 BARE      := $(BUILD)/fg-bare
+# the suite's drain barrier (t/tools/drained.c, FluxGate::Test::drained)
+DRAINED   := $(BUILD)/fg-drained
 
-all: module worker $(LOADGEN) $(BARE)
+all: module worker reconcile $(LOADGEN) $(BARE)
 
 # the HTTP client of the crowd tests and the benchmarks (OpenSSL: the
 # waiting room's proof of work)
@@ -88,13 +94,26 @@ $(BARE): bench/bare.c
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< \
 	    $$(pkg-config --cflags --libs hiredis rdkafka)
 
+# tools only the suite uses
+test-tools: setup $(DRAINED)
+
+$(DRAINED): t/tools/drained.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< \
+	    $$(pkg-config --cflags --libs rdkafka)
+
 setup:
 	@bash scripts/setup.sh
 
 module: setup $(MODULE)
 
+# the two programs, each from its own folder (both link common/);
+# WORKER_CFLAGS_EXTRA (make san: the sanitizers) goes to both
 worker: setup
 	@$(MAKE) --no-print-directory -C worker OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
+
+reconcile: setup
+	@$(MAKE) --no-print-directory -C reconcile OUT=$(BUILD) CFLAGS_EXTRA="$(WORKER_CFLAGS_EXTRA)"
 
 # the worker's C unit tests, beside the worker they test (t/405, t/406)
 worker-tests: setup
@@ -109,19 +128,46 @@ module-tests: setup $(MODULE_TESTS)
 
 $(BUILD)/module-tests/test_jwt: ngx_fluxgate_module/test_jwt.c \
         ngx_fluxgate_module/ngx_fluxgate_jwt.c ngx_fluxgate_module/ngx_fluxgate_jwt.h \
-        include/fluxgate_ids.h worker/test_tap.h
+        include/fluxgate_ids.h include/test_tap.h
 	@mkdir -p $(@D)
 	@echo "  CCLD    $@"
-	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude -Iworker \
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
 	    $$(pkg-config --cflags jansson libcrypto) $(MODULE_CFLAGS_EXTRA) \
 	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
 	    $$(pkg-config --libs jansson libcrypto)
+
+# the C unit tests of include/'s headers (pure C, header only, shared by
+# the module and the programs), beside the headers they test; TAP on
+# stdout, run by t/700-cluster-slot.t and t/207-shuffle.t.  make san
+# builds them sanitized into build/san/include-tests/, as the module.
+INCLUDE_TESTS := $(BUILD)/include-tests/test_slot \
+                 $(BUILD)/include-tests/test_shuffle
+
+include-tests: setup $(INCLUDE_TESTS)
+
+# the Redis Cluster slot function: nothing else linked
+$(BUILD)/include-tests/test_slot: include/test_slot.c include/fluxgate_slot.h \
+        include/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
+	    $(MODULE_CFLAGS_EXTRA) -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA)
+
+# the pre-queue's shuffle: OpenSSL's SHA-1
+$(BUILD)/include-tests/test_shuffle: include/test_shuffle.c \
+        include/fluxgate_shuffle.h include/test_tap.h
+	@mkdir -p $(@D)
+	@echo "  CCLD    $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
+	    $$(pkg-config --cflags libcrypto) $(MODULE_CFLAGS_EXTRA) \
+	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
+	    $$(pkg-config --libs libcrypto)
 
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the
 # packaged binary.  We configure a private copy so nothing under /usr changes.
 $(NGX_BUILD)/Makefile: config $(wildcard lua/*.lua lua/lib/*.lua) lua/expand.sh \
-        | $(NGX_SRC)/configure
+        lua/header.sh | $(NGX_SRC)/configure
 	@rm -rf $(NGX_BUILD)
 	@mkdir -p $(BUILD)
 	@cp -a $(NGX_SRC) $(NGX_BUILD)
@@ -140,8 +186,10 @@ $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	    > $(BUILD)/module.log 2>&1 || { cat $(BUILD)/module.log; exit 1; }
 	@# a new inode, never overwritten in place: a running nginx maps this
 	@# file, and rewriting it under its workers crashes them
-	@cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@.tmp && mv -f $@.tmp $@
-	@echo "built $@"
+	@# (and only when it changed: a kept test stack restarts what was rebuilt)
+	@if cmp -s $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@; then :; \
+	else cp $(NGX_BUILD)/objs/ngx_fluxgate_module.so $@.tmp && mv -f $@.tmp $@ \
+	    && echo "built $@"; fi
 
 fuzzers: setup $(FUZZERS)
 
@@ -187,7 +235,8 @@ DEB_DIR     := $(BUILD)/deb
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB_ARCH    := $(shell dpkg --print-architecture)
 DEB_TREE    := $(DEB_DIR)/fluxgate-$(DEB_VERSION)
-DEB_INPUTS  := config README.md debian include ngx_fluxgate_module lua worker sql conf
+DEB_INPUTS  := config README.md docs debian include ngx_fluxgate_module lua common worker \
+               reconcile sql conf
 DEBS        := $(DEB_DIR)/libnginx-mod-http-fluxgate_$(DEB_VERSION)_$(DEB_ARCH).deb \
                $(DEB_DIR)/fluxgate-worker_$(DEB_VERSION)_$(DEB_ARCH).deb
 
@@ -222,11 +271,17 @@ up: all
 down:
 	@bash scripts/stack down $(RUN_DIR)
 
+# where make run keeps the stack: another shell reaches it with
+#   . "$$(make -s run-dir)/env"
+run-dir:
+	@echo '$(RUN_DIR)'
+
 san: setup
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SANITIZE=0 \
 	    MODULE_CFLAGS_EXTRA="$(SAN_FLAGS) -DNGX_FLUXGATE_TESTING=1" \
 	    MODULE_LDFLAGS_EXTRA="$(SAN_FLAGS)" \
-	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker worker-tests module-tests
+	    WORKER_CFLAGS_EXTRA="$(SAN_FLAGS)" module worker reconcile worker-tests \
+	    module-tests include-tests
 
 # the suite on one stack, then the fleet faults (t/7xx-fleet-*.t) on a stack of three
 # Kafka brokers, two gates and two workers
@@ -243,6 +298,7 @@ test-fleet: $(TEST_DEPS)
 clean:
 	rm -rf $(BUILD)
 	@$(MAKE) --no-print-directory -C worker clean OUT=$(BUILD) >/dev/null
+	@$(MAKE) --no-print-directory -C reconcile clean OUT=$(BUILD) >/dev/null
 
 distclean: clean
 	rm -rf .cache .run

@@ -54,6 +54,9 @@
  *                                  one that fails moves to the next gate
  *
  * Output is one "key=value" line per status, easy to read from Perl and sh;
+ * the total line's started_at_ms is the wall-clock time (Unix ms) the
+ * log's "ms since the start" count from, so a test can place a fault it
+ * injected on the same time line;
  * --log FILE writes "<status> <orderId> <body status> <latency ms> <ms
  * since the start>" per response; with --log-errors also
  * "0 - <what> - <ms since the start>" per request that got no answer (the
@@ -1609,7 +1612,7 @@ main(int argc, char **argv)
            " rate=%.0f max_behind_ms=%.1f p50_ms=%.3f p90_ms=%.3f"
            " p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sched=%s stamped=%zu"
            " client_lag_p50_ms=%.3f client_lag_p99_ms=%.3f"
-           " client_lag_max_ms=%.3f\n",
+           " client_lag_max_ms=%.3f started_at_ms=%.1f\n",
            sent, total_ok, errors, unexpected, unsent, secs, total_ok / secs,
            last_200 / 1000.0, opt.rate > 0 ? "open" : "closed", opt.rate,
            max_behind / 1000.0,
@@ -1619,7 +1622,8 @@ main(int argc, char **argv)
            all.n ? all.lat[all.n - 1] / 1000.0 : 0,
            sched_policy, lag.n, lag.n ? pct(&lag, 0.50) : 0,
            lag.n ? pct(&lag, 0.99) : 0,
-           lag.n ? lag.lat[lag.n - 1] / 1000.0 : 0);
+           lag.n ? lag.lat[lag.n - 1] / 1000.0 : 0,
+           (double) ((int64_t) t0 + real_minus_mono) / 1000.0);
     if (opt.queue) {
         long    known = 0, n_wait, n_buy, n_solve, bad;
         double  rate, worst, w50, w99, b50, b99, s50, s99;

@@ -1,8 +1,10 @@
 /*
  * fluxgate_ids.h: the one place for the rules of Flux-Gate's ids and keys
- * (DESIGN.md, "HTTP API"), shared by the nginx module's parser, the
- * worker's message parser and fluxgate-reconcile, so that what the gate
- * accepts is exactly what the worker and the tools accept:
+ * (DESIGN.md, "HTTP API"), shared by the nginx module's parser
+ * (ngx_fluxgate_parse.h) and its JWT check, fluxgate-worker's message
+ * parser (message.h) and fluxgate-reconcile's --product (reconcile.c), so
+ * that what the gate accepts is exactly what the worker and the tools
+ * accept:
  *   productId, userId       1-64 of [A-Za-z0-9._-]
  *   X-Idempotency-Key       1-64 of [A-Za-z0-9_-] (no '.')
  * Header only and pure (libc types, no allocation), so each side and each

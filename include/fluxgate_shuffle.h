@@ -11,7 +11,8 @@
  * function is SHA-1 of "<seed>:<round>:<half>" in hex, its first eight
  * digits as a number, masked to h bits: lua/order.lua computes the same
  * with redis.sha1hex(), and t/207-shuffle.t checks that both agree.
- * Pure C, header only (OpenSSL's SHA-1); n at most 2^40.
+ * Pure C, header only (OpenSSL's SHA-1); n at most 2^40.  Used by the
+ * module (ngx_fluxgate_line.c); include/test_shuffle.c tests it.
  */
 #ifndef FLUXGATE_SHUFFLE_H
 #define FLUXGATE_SHUFFLE_H

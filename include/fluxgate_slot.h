@@ -1,9 +1,10 @@
 /*
  * fluxgate_slot.h: the Redis Cluster hash slot of a key, as Redis computes
  * it (CRC16-XMODEM of the key, or of its hash tag, modulo 16384).  Pure C,
- * header only: the nginx module routes its commands with it and the
- * worker's fluxgate-reconcile does the same; worker/test_slot.c tests it,
- * t/700-cluster-slot.t compares it to a real Redis's CLUSTER KEYSLOT.
+ * header only: the nginx module routes its commands with it
+ * (ngx_fluxgate_redis_cluster.c) and fluxgate-reconcile does the same
+ * (reconcile_redis.c); include/test_slot.c tests it, t/700-cluster-slot.t
+ * compares it to a real Redis's CLUSTER KEYSLOT.
  *
  * The hash tag is what lies between the first '{' and the first '}' after
  * it, when that is not empty; every key of a product is fg:{<id>}:..., so

@@ -6,6 +6,11 @@
 -- KEYS[1] fg:{p}:idem:<key>   KEYS[2] fg:{p}:pending
 -- ARGV    orderId, idempotency ttl (ms), idempotency key
 -- Returns 1 when the key is this order's, else 0.
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: idem pending
+--- args: order_id ttl key
+--- replies: NOT_OURS=0 DONE=1
 
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then
     return 0

@@ -1,7 +1,7 @@
 #!/bin/sh
 # lua/expand.sh FILE: the Redis script FILE as Redis gets it, each line
 # "-- #include NAME" replaced by lua/lib/NAME (what several scripts share).
-# config (the module) and worker/Makefile compile the scripts through it,
+# config (the module) and reconcile/Makefile compile the scripts through it,
 # and hash what it prints for EVALSHA.
 set -e
 lib=$(dirname "$1")/lib

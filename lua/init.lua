@@ -1,7 +1,8 @@
 -- Flux-Gate: POST /init, a new generation of a product's stock.
 --
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:gen   KEYS[3] fg:{p}:admin:<key>
--- KEYS[4] fg:{p}:q (the line)   KEYS[5] fg:{p}:q: (its epochs' keys)
+-- KEYS[4] fg:{p}:q (the line)   KEYS[5] fg:{p}:q: (its epochs' keys):
+--         only with opensAt
 -- ARGV    stock, ifGeneration ('' = unconditional), fingerprint,
 --         idempotency ttl (ms), '1' when the request had an
 --         X-Idempotency-Key (KEYS[3] is then its key), opensAt (us of
@@ -21,6 +22,11 @@
 --   {2, generation, stock}   replay of the key's first answer
 --   {3, generation}          ifGeneration is not the current generation
 --   {4}                      key used with another body
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: stock gen admin line prefix
+--- args: stock if_generation fingerprint ttl has_key opens_at
+--- replies: SET=1 REPLAY=2 MISMATCH=3 KEY_REUSED=4
 
 local stock_key, gen_key, admin_key, line_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4]

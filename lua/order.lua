@@ -78,6 +78,15 @@
 -- it was reserved): done.lua or release.lua end it, and a claim whose
 -- Kafka outcome is unknown is settled by fluxgate-reconcile, never left
 -- to expire into a second sale.
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: stock line buyers idem gen pending prefix
+--- args: user quantity fingerprint order_id ttl rate burst per_user key
+--- args: queue window ticket_ttl buyer client per_client proof seed
+--- args: ticket_epoch ticket_kind ticket_seq ticket_expires
+--- replies: RESERVED=1 REPLAY=2 IN_PROGRESS=3 MISMATCH=4 REDIRECT=5
+--- replies: SOLD_OUT=6 LIMIT_REACHED=7 UNKNOWN=8 QUEUED=9 BAD_TICKET=10
+--- replies: QUEUE_FULL=11 CANCELED=12 CHALLENGE=13 CLIENT_FULL=14 CLOSED=15
 
 -- #include line.lua
 -- #include shuffle.lua
@@ -195,7 +204,8 @@ local function answer(kind, seq, expires)
     else
         wait = math.ceil((turn + 1 - H) / rate * 1000)
     end
-    return {9, line.e, kind, seq, expires, turn - admitted + 1, wait, opens}
+    return {9, line.e, kind, seq, expires, math.max(1, turn - admitted + 1),
+            wait, opens}
 end
 
 -- is a place (the ticket's or the buyer's own) usable now?  nil: yes;
@@ -326,6 +336,9 @@ else
         book('p', k, expires)
         write_line()
         return answer('p', k, expires)
+
+    elseif line.st ~= 'paused' and rate == 0 then
+        -- no rate (fluxgate_threshold off): no line to take a turn in
 
     elseif line.st ~= 'paused' and H >= line.n + 1 then
         -- a free turn: taken at once

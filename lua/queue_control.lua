@@ -16,6 +16,11 @@
 --   {1, state, rate}     done     {2, state, rate}   replay
 --   {4}                  key used with another body
 --   {8}                  unknown product
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: line gen ctl
+--- args: action rate fingerprint ttl gate_rate burst seed
+--- replies: DONE=1 REPLAY=2 KEY_REUSED=4 UNKNOWN=8
 
 -- #include line.lua
 
@@ -44,12 +49,13 @@ line_open(line, line_key, now, seed)
 -- the head as of now becomes the base the change starts from
 local H = line_head(line, now, rate, burst)
 
-if action == 'pause' then
-    line.st = 'paused'
+if action == 'pause' or action == 'close' then
+    -- stopped: no turn is free meanwhile (the capacity an idle product
+    -- saved up would admit the first arrivals of a paused line)
+    line.st = action == 'pause' and 'paused' or 'closed'
+    H = math.min(H, line.n)
 elseif action == 'resume' then
     line.st = ''
-elseif action == 'close' then
-    line.st = 'closed'
 elseif action == 'rate' then
     line.r = new_rate
     rate = new_rate

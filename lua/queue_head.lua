@@ -12,6 +12,11 @@
 --         rate, state, opensAt (0: none), P (-1: not opened), seed,
 --         window (turns), admitted, waiting, no-shows, oldest wait (us)}
 -- (times in microseconds of Redis TIME; state '', 'paused', 'closed')
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: stock line gen prefix
+--- args: rate burst window seed
+--- replies: FIELDS=17
 
 -- #include line.lua
 

@@ -22,6 +22,11 @@
 -- server's socket: the key gets a tombstone naming the order (with the
 -- gate's ttl), and order.lua, finding it, reserves nothing.  Another order
 -- of the same key (a retry) is decided as if the tombstone were not there.
+--
+-- The contract, read by lua/header.sh into C #defines:
+--- keys: stock buyers idem gen pending prefix
+--- args: order_id key ttl
+--- replies: NONE=0 GIVEN=1 OVER=2
 
 local stock_key, buyers_key, idem_key, gen_key, pending_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]

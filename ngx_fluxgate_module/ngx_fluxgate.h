@@ -2,17 +2,23 @@
 /*
  * Flux-Gate: the types the files of ngx_fluxgate_module share.
  *
- * ngx_fluxgate_module.c  directives, configuration, variables, processes
+ * ngx_fluxgate_module.c  directives, configuration, processes
+ * ngx_fluxgate_variables.c  $fluxgate_outcome and the others
  * ngx_fluxgate_http.c    JSON in, JSON out: what both handlers share
- * ngx_fluxgate_redis.c   one hiredis connection per worker per address
+ * ngx_fluxgate_redis.c   one hiredis connection per worker per address,
+ *                        and its heartbeat
+ * ngx_fluxgate_redis_command.c  commands on them: EVALSHA, WAIT, NOSCRIPT
  * ngx_fluxgate_redis_cluster.c  Redis Cluster: slot map, MOVED and ASK
  * ngx_fluxgate_kafka.c   one librdkafka producer per worker
+ * ngx_fluxgate_kafka_health.c  the topic's health, asked by a thread
+ * ngx_fluxgate_buyer.c   who is buying: token, buyer, ticket or proof
  * ngx_fluxgate_order.c   POST /order from body to response
  * ngx_fluxgate_admin.c   POST /init (stock administration)
  * ngx_fluxgate_sold_out.c the sold-out flag in shared memory
- * ngx_fluxgate_metrics.c  fluxgate_metrics and fluxgate_health
- * ngx_fluxgate_queue.c   the waiting room's answers: 302s, polls, statistics,
- *                        live controls
+ * ngx_fluxgate_metrics.c  the counts of every process, and their text
+ * ngx_fluxgate_health.c  the fluxgate_health and fluxgate_metrics locations
+ * ngx_fluxgate_queue.c   the waiting room's answers: 302s, polls
+ * ngx_fluxgate_queue_admin.c  the line's statistics and live controls
  * ngx_fluxgate_ticket.c  tickets, challenges and proofs (signed, checked)
  * ngx_fluxgate_line.c    each product's line in shared memory (polls need
  *                        no Redis), proofs taken
@@ -29,6 +35,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+
+#include "ngx_fluxgate_parse.h"
 
 #include <hiredis.h>
 #include <async.h>
@@ -71,6 +79,9 @@ typedef enum {
 } ngx_fluxgate_outcome_e;
 
 #define NGX_FLUXGATE_OUTCOMES  (NGX_FLUXGATE_REFUSED + 1)
+
+/* their names (ngx_fluxgate_metrics.c) */
+extern ngx_str_t  ngx_fluxgate_outcome_names[NGX_FLUXGATE_OUTCOMES];
 
 
 /* the plain counters of fluxgate_metrics */
@@ -122,6 +133,13 @@ typedef struct {
 
 /* the replies of a script that WAIT follows: their first integers */
 #define ngx_fluxgate_redis_wait_code(n)  ((ngx_uint_t) 1 << (n))
+
+/*
+ * Called by a lower layer (Redis, Kafka) when its state changed, so that
+ * whoever shows that state (the metrics' gauges) can look again: set by
+ * ngx_fluxgate_module.c, the lower layers know nothing above them
+ */
+typedef void (*ngx_fluxgate_changed_pt)(void);
 
 /* reply is NULL when the connection went away before the reply came */
 typedef void (*ngx_fluxgate_redis_handler_pt)(redisReply *reply, void *data);
@@ -283,22 +301,57 @@ typedef struct {
 } ngx_fluxgate_standing_t;
 
 
+typedef struct ngx_fluxgate_op_s  ngx_fluxgate_op_t;
+
+/* what an operation adds to each of its log lines: ", order: ..." */
+typedef u_char *(*ngx_fluxgate_describe_pt)(ngx_fluxgate_op_t *op,
+    u_char *buf, size_t len);
+
 /*
- * What an order and a stock update share: a life that may outlive its
- * request.  The delivery tie (first: librdkafka's msg_opaque points here),
- * the link to the request (a cleanup in r->pool cuts it when the request
- * goes away for any reason), the deadline timer, whether the client has
- * its answer, and the in-flight count that ngx_fluxgate_op_start() raises
- * and ngx_fluxgate_op_end() lowers.  Embedded first in each handler's
- * state, so the state is found from the delivery pointer.
+ * What an order, a stock update and a queue control share: a life that
+ * may outlive its request.  The delivery tie (first: librdkafka's
+ * msg_opaque points here), the link to the request (a cleanup in r->pool
+ * cuts it when the request goes away for any reason), the deadline timer,
+ * whether the client has its answer, and the in-flight count that
+ * ngx_fluxgate_op_start() raises and ngx_fluxgate_op_end() lowers.  Its
+ * own log, copied from the connection's: each line says what the
+ * operation was doing (log.action, set at each step) and which it is (the
+ * describe handler), from the client's address on, even once the
+ * connection is gone.  Embedded first in each handler's state, so the
+ * state is found from the delivery pointer.
  */
-typedef struct {
+struct ngx_fluxgate_op_s {
     ngx_fluxgate_delivery_t      delivery;
     ngx_http_request_t          *request;
     ngx_pool_cleanup_t          *cleanup;
     ngx_event_t                  timer;
+    ngx_log_t                    log;
+    ngx_fluxgate_describe_pt     describe;
+    u_char                       client[NGX_SOCKADDR_STRLEN];
+    size_t                       client_len;
     unsigned                     answered:1;
-} ngx_fluxgate_op_t;
+};
+
+
+/* a per-client key longer than this is hashed (MD5, hex) */
+#define NGX_FLUXGATE_CLIENT_MAX           64
+
+
+/*
+ * What an order's request says, checked before anything is allocated
+ * (ngx_fluxgate_buyer.c): its body, key, buyer, and ticket or proof
+ */
+typedef struct {
+    ngx_fluxgate_order_req_t    req;
+    ngx_str_t                   key;
+    ngx_str_t                   product;
+    ngx_str_t                   buyer;        /* req's user_id */
+    ngx_fluxgate_ticket_t       ticket;
+    u_char                      client[NGX_FLUXGATE_CLIENT_MAX];
+    size_t                      client_len;
+    u_char                      proof;        /* order.lua's: 0, 1, 2 */
+    unsigned                    has_ticket:1;
+} ngx_fluxgate_buyer_t;
 
 
 /* per request, in r->pool: what the variables show */
@@ -333,6 +386,9 @@ extern ngx_fluxgate_script_t  ngx_fluxgate_script_queue_head;
 extern ngx_fluxgate_script_t  ngx_fluxgate_script_queue_control;
 
 
+/* ngx_fluxgate_variables.c */
+ngx_int_t ngx_fluxgate_add_variables(ngx_conf_t *cf);
+
 /* ngx_fluxgate_http.c: what both handlers share */
 ngx_int_t ngx_fluxgate_http_init(ngx_conf_t *cf);
 ngx_fluxgate_ctx_t *ngx_fluxgate_get_ctx(ngx_http_request_t *r);
@@ -355,8 +411,8 @@ ngx_int_t ngx_fluxgate_waiting_room(ngx_http_request_t *r, ngx_str_t *product,
     ngx_str_t *extra, ngx_str_t *where);
 void ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
-    ngx_fluxgate_delivery_pt delivered, ngx_event_handler_pt timeout,
-    void *data);
+    ngx_fluxgate_describe_pt describe, ngx_fluxgate_delivery_pt delivered,
+    ngx_event_handler_pt timeout, void *data);
 ngx_http_request_t *ngx_fluxgate_op_answer(ngx_fluxgate_op_t *op);
 void ngx_fluxgate_op_fail(ngx_fluxgate_op_t *op, const char *error);
 void ngx_fluxgate_op_end(ngx_fluxgate_op_t *op);
@@ -365,6 +421,16 @@ ngx_int_t ngx_fluxgate_idempotency_key(ngx_http_request_t *r,
 ngx_int_t ngx_fluxgate_single_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value);
 uint64_t ngx_fluxgate_now_ms(void);
+
+/* ngx_fluxgate_buyer.c */
+char *ngx_fluxgate_user_token(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_fluxgate_queue_per_client(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_fluxgate_buyer_read(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_buyer_t *in);
+ngx_int_t ngx_fluxgate_buyer_place(ngx_http_request_t *r,
+    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_buyer_t *in);
 
 /* ngx_fluxgate_order.c, ngx_fluxgate_admin.c */
 ngx_int_t ngx_fluxgate_order_handler(ngx_http_request_t *r);
@@ -386,6 +452,10 @@ ngx_int_t ngx_fluxgate_queue_send_challenge(ngx_http_request_t *r,
 ngx_int_t ngx_fluxgate_queue_send_refused(ngx_http_request_t *r,
     const char *reason, const char *field);
 ngx_int_t ngx_fluxgate_queue_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_fluxgate_queue_get_product(ngx_http_request_t *r,
+    ngx_str_t *product, ngx_int_t *rc);
+
+/* ngx_fluxgate_queue_admin.c */
 ngx_int_t ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r);
 ngx_int_t ngx_fluxgate_queue_control_handler(ngx_http_request_t *r);
 
@@ -407,7 +477,9 @@ char *ngx_fluxgate_queue_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_shm_zone_t *ngx_fluxgate_line_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size, ngx_msec_t refresh);
 ngx_int_t ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf,
-    ngx_str_t *product, ngx_fluxgate_line_t *line);
+    ngx_str_t *product, ngx_uint_t create, ngx_fluxgate_line_t *line);
+void ngx_fluxgate_line_touch(ngx_fluxgate_loc_conf_t *flcf,
+    ngx_str_t *product);
 ngx_int_t ngx_fluxgate_line_parse(redisReply *reply,
     ngx_fluxgate_line_t *line);
 int64_t ngx_fluxgate_line_now(ngx_fluxgate_line_t *line);
@@ -421,6 +493,7 @@ ngx_int_t ngx_fluxgate_line_take_proof(ngx_shm_zone_t *zone, u_char *nonce,
 ngx_uint_t ngx_fluxgate_line_each(ngx_shm_zone_t *zone,
     ngx_fluxgate_line_t *lines, ngx_str_t *products, u_char *ids,
     ngx_uint_t max);
+void ngx_fluxgate_line_sum(ngx_shm_zone_t *zone, ngx_fluxgate_line_t *sum);
 
 /* ngx_fluxgate_redis.c */
 ngx_fluxgate_redis_t *ngx_fluxgate_redis_add(ngx_conf_t *cf, ngx_str_t *addr);
@@ -451,6 +524,7 @@ void ngx_fluxgate_args_int(ngx_fluxgate_args_t *a, int64_t v);
 ngx_uint_t ngx_fluxgate_redis_up(ngx_fluxgate_redis_t *rds);
 ngx_uint_t ngx_fluxgate_redis_all_up(ngx_fluxgate_main_conf_t *fmcf);
 void ngx_fluxgate_redis_timed_out(ngx_fluxgate_redis_t *rds);
+void ngx_fluxgate_redis_on_change(ngx_fluxgate_changed_pt handler);
 const char *ngx_fluxgate_redis_refusal(redisReply *reply);
 ngx_uint_t ngx_fluxgate_redis_error_is(redisReply *reply, const char *code);
 ngx_uint_t ngx_fluxgate_redis_not_run(redisReply *reply);
@@ -466,8 +540,23 @@ void ngx_fluxgate_kafka_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_fluxgate_kafka_ready(void);
 ngx_uint_t ngx_fluxgate_kafka_up(void);
 ngx_uint_t ngx_fluxgate_kafka_queue_len(void);
+void ngx_fluxgate_kafka_on_change(ngx_fluxgate_changed_pt handler);
 ngx_int_t ngx_fluxgate_kafka_produce(ngx_str_t *key, ngx_str_t *value,
     ngx_fluxgate_delivery_t *dlv);
+
+/* ngx_fluxgate_kafka_health.c */
+typedef enum {
+    NGX_FLUXGATE_TOPIC_UNKNOWN = 0,       /* not asked yet */
+    NGX_FLUXGATE_TOPIC_OK,
+    NGX_FLUXGATE_TOPIC_BAD
+} ngx_fluxgate_topic_e;
+
+ngx_int_t ngx_fluxgate_kafka_health_start(ngx_cycle_t *cycle, rd_kafka_t *rk,
+    rd_kafka_topic_t *rkt, ngx_fluxgate_changed_pt checked);
+void ngx_fluxgate_kafka_health_stop(void);
+void ngx_fluxgate_kafka_health_use(rd_kafka_t *rk, rd_kafka_topic_t *rkt);
+ngx_uint_t ngx_fluxgate_kafka_health_busy(void);
+ngx_fluxgate_topic_e ngx_fluxgate_kafka_topic_state(void);
 
 /* ngx_fluxgate_sold_out.c */
 ngx_shm_zone_t *ngx_fluxgate_sold_out_zone(ngx_conf_t *cf);
@@ -494,6 +583,9 @@ void ngx_fluxgate_metrics_observe(ngx_fluxgate_histogram_e histogram,
 uint64_t ngx_fluxgate_metrics_clock(void);
 void ngx_fluxgate_metrics_in_flight(void);
 void ngx_fluxgate_metrics_state(void);
+ngx_int_t ngx_fluxgate_metrics_text(ngx_pool_t *pool, ngx_str_t *text);
+
+/* ngx_fluxgate_health.c */
 ngx_int_t ngx_fluxgate_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_fluxgate_health_handler(ngx_http_request_t *r);
 

@@ -26,7 +26,7 @@
 
 
 #include "ngx_fluxgate.h"
-#include "ngx_fluxgate_parse.h"
+#include "ngx_fluxgate_lua.h"
 
 
 /* as for orders: how long a late reply keeps a reloading worker */
@@ -35,13 +35,6 @@
 /* fg:{<productId>}:admin:<key> and shorter */
 #define NGX_FLUXGATE_ADMIN_KEY_LEN                                           \
     (sizeof("fg:{}:admin:") - 1 + NGX_FLUXGATE_ID_MAX + NGX_FLUXGATE_KEY_MAX)
-
-
-/* init.lua's replies */
-#define NGX_FLUXGATE_INIT_SET             1
-#define NGX_FLUXGATE_INIT_REPLAY          2
-#define NGX_FLUXGATE_INIT_MISMATCH        3
-#define NGX_FLUXGATE_INIT_KEY_REUSED      4
 
 
 typedef struct {
@@ -71,6 +64,8 @@ static void ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op);
 static void ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_fluxgate_delivery_e status, const char *err);
 static void ngx_fluxgate_admin_timeout(ngx_event_t *ev);
+static u_char *ngx_fluxgate_admin_describe(ngx_fluxgate_op_t *fop,
+    u_char *buf, size_t len);
 static void ngx_fluxgate_admin_free(ngx_fluxgate_admin_t *op);
 
 
@@ -154,7 +149,8 @@ ngx_fluxgate_admin_start(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_fluxgate_op_start(&op->op, r, ngx_fluxgate_admin_delivered,
+    if (ngx_fluxgate_op_start(&op->op, r, ngx_fluxgate_admin_describe,
+                              ngx_fluxgate_admin_delivered,
                               ngx_fluxgate_admin_timeout, op)
         != NGX_OK)
     {
@@ -184,6 +180,7 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
     u_char               keys[5][NGX_FLUXGATE_ADMIN_KEY_LEN];
     u_char               fp[3 * NGX_INT64_LEN + 3];
     char                *p = op->req.product_id;
+    ngx_uint_t           nkeys;
     ngx_fluxgate_args_t  a;
 
     a.n = 0;
@@ -198,10 +195,23 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
     ngx_fluxgate_args_text(&a, keys[2],
                            ngx_sprintf(keys[2], "fg:{%s}:admin:%V", p, key)
                            - keys[2]);
-    ngx_fluxgate_args_text(&a, keys[3],
-                           ngx_sprintf(keys[3], "fg:{%s}:q", p) - keys[3]);
-    ngx_fluxgate_args_text(&a, keys[4],
-                           ngx_sprintf(keys[4], "fg:{%s}:q:", p) - keys[4]);
+    /*
+     * The line's keys only for a sale announced (they may not exist: a
+     * command on a migrating slot naming a missing key gets TRYAGAIN, and
+     * a restock must go through a migration as it always did)
+     */
+
+    nkeys = NGX_FLUXGATE_LUA_INIT_NKEYS - 2;
+
+    if (op->req.opens_at >= 0) {
+        ngx_fluxgate_args_text(&a, keys[3],
+                               ngx_sprintf(keys[3], "fg:{%s}:q", p)
+                               - keys[3]);
+        ngx_fluxgate_args_text(&a, keys[4],
+                               ngx_sprintf(keys[4], "fg:{%s}:q:", p)
+                               - keys[4]);
+        nkeys = NGX_FLUXGATE_LUA_INIT_NKEYS;
+    }
 
     ngx_fluxgate_args_int(&a, op->req.stock);
 
@@ -229,6 +239,8 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
         ngx_fluxgate_args_int(&a, op->req.opens_at * 1000000);
     }
 
+    op->op.log.action = "setting the stock (init.lua)";
+
     /* a cluster: the product's own node must be up too */
 
     op->node = ngx_fluxgate_redis_node(flcf->redis, &a.arg[0]);
@@ -245,14 +257,15 @@ ngx_fluxgate_admin_set(ngx_fluxgate_admin_t *op,
      */
 
     return ngx_fluxgate_redis_eval_wait(flcf->redis,
-                                        &ngx_fluxgate_script_init, 5, a.n,
+                                        &ngx_fluxgate_script_init,
+                                        nkeys, a.n,
                                         a.arg,
                                         flcf->redis_wait,
                                         flcf->redis_wait_timeout,
                                         ngx_fluxgate_redis_wait_code(
-                                            NGX_FLUXGATE_INIT_SET)
+                                            NGX_FLUXGATE_LUA_INIT_SET)
                                         | ngx_fluxgate_redis_wait_code(
-                                            NGX_FLUXGATE_INIT_REPLAY),
+                                            NGX_FLUXGATE_LUA_INIT_REPLAY),
                                         ngx_fluxgate_admin_decided, op);
 }
 
@@ -273,7 +286,7 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
         || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, &op->op.log, 0,
                       "fluxgate: stock of \"%s\" not confirmed by redis "
                       "(%s): its stock_set event is not published; retry "
                       "the same request", op->req.product_id,
@@ -288,7 +301,7 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
 
     switch (e[0]->integer) {
 
-    case NGX_FLUXGATE_INIT_REPLAY:
+    case NGX_FLUXGATE_LUA_INIT_REPLAY:
         if (reply->elements != 3 || e[2]->type != REDIS_REPLY_INTEGER) {
             break;
         }
@@ -299,7 +312,7 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
 
         /* fall through */
 
-    case NGX_FLUXGATE_INIT_SET:
+    case NGX_FLUXGATE_LUA_INIT_SET:
         if (reply->elements < 2 || e[1]->type != REDIS_REPLY_INTEGER) {
             break;
         }
@@ -308,14 +321,14 @@ ngx_fluxgate_admin_decided(redisReply *reply, void *data)
         ngx_fluxgate_admin_publish(op);
         return;
 
-    case NGX_FLUXGATE_INIT_MISMATCH:
-    case NGX_FLUXGATE_INIT_KEY_REUSED:
+    case NGX_FLUXGATE_LUA_INIT_MISMATCH:
+    case NGX_FLUXGATE_LUA_INIT_KEY_REUSED:
         ngx_fluxgate_admin_refused(op, reply);
         ngx_fluxgate_admin_free(op);
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+    ngx_log_error(NGX_LOG_ERR, &op->op.log, 0,
                   "fluxgate: init.lua: unexpected reply %L", e[0]->integer);
 
     ngx_fluxgate_op_fail(&op->op, "unexpected redis reply");
@@ -338,7 +351,7 @@ ngx_fluxgate_admin_refused(ngx_fluxgate_admin_t *op, redisReply *reply)
         return;
     }
 
-    if (reply->element[0]->integer == NGX_FLUXGATE_INIT_KEY_REUSED) {
+    if (reply->element[0]->integer == NGX_FLUXGATE_LUA_INIT_KEY_REUSED) {
         rc = ngx_fluxgate_send_error(r, NGX_FLUXGATE_HTTP_UNPROCESSABLE,
                                      NGX_FLUXGATE_INVALID,
                                      "X-Idempotency-Key was already used "
@@ -401,7 +414,7 @@ ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op)
     value[msg.len++] = '}';
 
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, &op->op.log, 0,
                       "fluxgate: generation %L of \"%s\" (stock %L) set in "
                       "redis, but its stock_set event was not published; "
                       "retry the same request to publish it",
@@ -413,6 +426,11 @@ ngx_fluxgate_admin_publish(ngx_fluxgate_admin_t *op)
     }
 
     op->producing = 1;
+    op->op.log.action = "publishing the stock_set event";
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &op->op.log, 0,
+                   "fluxgate: generation %L set, publishing", op->generation);
+
     ngx_add_timer(&op->op.timer, op->kafka_wait);
 }
 
@@ -429,7 +447,7 @@ ngx_fluxgate_admin_delivered(ngx_fluxgate_delivery_t *dlv,
     ngx_http_request_t  *r;
 
     if (status != NGX_FLUXGATE_DELIVERED) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, &op->op.log, 0,
                       "fluxgate: generation %L of \"%s\" (stock %L) set in "
                       "redis, but its stock_set event was not delivered: "
                       "%s; retry the same request to publish it",
@@ -509,6 +527,16 @@ ngx_fluxgate_admin_timeout(ngx_event_t *ev)
                                                 : "redis timed out");
 
     ngx_add_timer(&op->op.timer, NGX_FLUXGATE_ADMIN_GRACE);
+}
+
+
+static u_char *
+ngx_fluxgate_admin_describe(ngx_fluxgate_op_t *fop, u_char *buf, size_t len)
+{
+    ngx_fluxgate_admin_t  *op = (ngx_fluxgate_admin_t *) fop;
+
+    return ngx_snprintf(buf, len, ", stock update of \"%s\"",
+                        op->req.product_id);
 }
 
 

@@ -16,6 +16,8 @@ static ngx_int_t ngx_fluxgate_error_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_error_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static void ngx_fluxgate_op_cleanup(void *data);
+static u_char *ngx_fluxgate_op_log_error(ngx_log_t *log, u_char *buf,
+    size_t len);
 
 
 static ngx_str_t  ngx_fluxgate_json_type = ngx_string("application/json");
@@ -419,9 +421,10 @@ ngx_fluxgate_finalize(ngx_http_request_t *r, ngx_int_t rc)
 
 ngx_int_t
 ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
-    ngx_fluxgate_delivery_pt delivered, ngx_event_handler_pt timeout,
-    void *data)
+    ngx_fluxgate_describe_pt describe, ngx_fluxgate_delivery_pt delivered,
+    ngx_event_handler_pt timeout, void *data)
 {
+    ngx_connection_t    *c;
     ngx_pool_cleanup_t  *cln;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -436,15 +439,56 @@ ngx_fluxgate_op_start(ngx_fluxgate_op_t *op, ngx_http_request_t *r,
     op->cleanup = cln;
     op->delivery.handler = delivered;
 
-    /* it outlives the connection: log to the cycle's log */
+    /* its own log: it outlives the connection whose log it copies */
+
+    c = r->connection;
+
+    op->log = *c->log;
+    op->log.handler = ngx_fluxgate_op_log_error;
+    op->log.data = op;
+    op->log.action = NULL;
+    op->describe = describe;
+    op->client_len = ngx_min(c->addr_text.len, NGX_SOCKADDR_STRLEN);
+    ngx_memcpy(op->client, c->addr_text.data, op->client_len);
+
     op->timer.handler = timeout;
     op->timer.data = data;
-    op->timer.log = ngx_cycle->log;
+    op->timer.log = &op->log;
 
     ngx_fluxgate_in_flight++;
     ngx_fluxgate_metrics_in_flight();
 
     return NGX_OK;
+}
+
+
+/* " while <action>, client: ..., <what the operation is>" */
+
+static u_char *
+ngx_fluxgate_op_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    u_char             *p;
+    ngx_fluxgate_op_t  *op;
+
+    p = buf;
+
+    if (log->action) {
+        p = ngx_snprintf(buf, len, " while %s", log->action);
+        len -= p - buf;
+        buf = p;
+    }
+
+    op = log->data;
+
+    p = ngx_snprintf(buf, len, ", client: %*s", op->client_len, op->client);
+    len -= p - buf;
+    buf = p;
+
+    if (op->describe) {
+        p = op->describe(op, buf, len);
+    }
+
+    return p;
 }
 
 

@@ -16,15 +16,11 @@
  * fenced epoch) refuses every message from then on: it is replaced by a
  * new one at once, after what it still held got its delivery reports.
  *
- * Health asks instead of waiting to be told.  "A broker is up" says
- * little: a frozen broker keeps its socket open, a partition may have no
- * leader, fewer in-sync replicas than min.insync.replicas refuse acks=all,
- * the topic may be gone.  So a thread of the worker process asks the
- * cluster every NGX_FLUXGATE_KAFKA_HEALTH ms, traffic or not, for the
- * topic's metadata (every partition has a leader and enough in-sync
- * replicas) with a deadline; rd_kafka_metadata() blocks, which the event
- * loop may not, and the answer comes back through a pipe that is an nginx
- * read event.  And deliveries must succeed: after
+ * Health asks instead of waiting to be told: "a broker is up" says
+ * little (a frozen broker keeps its socket open, a partition may have no
+ * leader, too few replicas may be in sync, the topic may be gone), so
+ * ngx_fluxgate_kafka_health.c asks for the topic's metadata every second,
+ * traffic or not.  And deliveries must succeed: after
  * NGX_FLUXGATE_KAFKA_FAILURES undelivered reports in a row, new orders
  * fail fast, but one order per NGX_FLUXGATE_KAFKA_PROBE ms is let through
  * to find out whether deliveries work again.
@@ -34,7 +30,6 @@
 #include "ngx_fluxgate.h"
 
 #include <jansson.h>
-#include <pthread.h>
 
 
 #define NGX_FLUXGATE_KAFKA_MESSAGE_TIMEOUT  "5000"
@@ -43,48 +38,9 @@
 /* while down, failing or without statistics: one order tries this often */
 #define NGX_FLUXGATE_KAFKA_PROBE            2000
 
-/* the topic's metadata: asked this often, each ask with this deadline */
-#define NGX_FLUXGATE_KAFKA_HEALTH           1000
-#define NGX_FLUXGATE_KAFKA_HEALTH_TIMEOUT   1500
-
-/* asks that failed in a row before the topic is down (a broker may answer
- * for a frozen one once), and the asks between two reads of the topic's
- * min.insync.replicas */
-#define NGX_FLUXGATE_KAFKA_HEALTH_MISSES    2
-#define NGX_FLUXGATE_KAFKA_CONFIG_EVERY     60
-
 /* undelivered reports in a row before new orders fail fast */
 #define NGX_FLUXGATE_KAFKA_FAILURES         3
 
-
-typedef enum {
-    NGX_FLUXGATE_TOPIC_UNKNOWN = 0,       /* not asked yet */
-    NGX_FLUXGATE_TOPIC_OK,
-    NGX_FLUXGATE_TOPIC_BAD
-} ngx_fluxgate_topic_e;
-
-
-/*
- * The asking thread and the event loop share this, under the mutex: the
- * loop asks (asked), the thread answers (ok, why) and writes a byte to
- * the pipe.  The thread alone keeps min_isr and asks.
- */
-typedef struct {
-    pthread_t                    thread;
-    pthread_mutex_t              mutex;
-    pthread_cond_t               cond;
-    rd_kafka_t                  *rk;
-    rd_kafka_topic_t            *rkt;
-    int                          wake;        /* the pipe's write end */
-
-    unsigned                     asked:1;
-    unsigned                     stop:1;
-    unsigned                     ok:1;
-    char                         why[256];
-
-    int                          min_isr;
-    ngx_uint_t                   asks;
-} ngx_fluxgate_kafka_health_t;
 
 
 static rd_kafka_conf_t *ngx_fluxgate_kafka_conf_new(ngx_conf_t *cf);
@@ -102,14 +58,9 @@ static int ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json,
 static ngx_int_t ngx_fluxgate_kafka_create(ngx_log_t *log);
 static void ngx_fluxgate_kafka_destroy(void);
 static void ngx_fluxgate_kafka_replace(void);
-static ngx_int_t ngx_fluxgate_kafka_health_start(ngx_cycle_t *cycle);
-static void ngx_fluxgate_kafka_health_stop(void);
-static void ngx_fluxgate_kafka_health_ask(ngx_event_t *ev);
-static void ngx_fluxgate_kafka_health_answered(ngx_event_t *ev);
-static void *ngx_fluxgate_kafka_health_thread(void *data);
-static void ngx_fluxgate_kafka_health_check(ngx_fluxgate_kafka_health_t *h);
-static int ngx_fluxgate_kafka_min_isr(rd_kafka_t *rk, const char *topic);
+static void ngx_fluxgate_kafka_checked(void);
 static ngx_uint_t ngx_fluxgate_kafka_probe(void);
+static void ngx_fluxgate_kafka_changed(void);
 
 
 static rd_kafka_t        *ngx_fluxgate_rk;
@@ -124,20 +75,15 @@ static ngx_msec_t         ngx_fluxgate_kafka_down_since;
 static ngx_uint_t         ngx_fluxgate_kafka_stats_on;
 static ngx_msec_t         ngx_fluxgate_kafka_probed;  /* last order let by */
 
-/* what the asking thread found, and the deliveries */
-static ngx_fluxgate_topic_e  ngx_fluxgate_kafka_topic_state;
-static ngx_uint_t         ngx_fluxgate_kafka_misses;
+/* the deliveries: undelivered reports in a row */
 static ngx_uint_t         ngx_fluxgate_kafka_undelivered;
-
-static ngx_fluxgate_kafka_health_t  *ngx_fluxgate_kafka_health;
-static ngx_connection_t  *ngx_fluxgate_kafka_health_conn;
-static ngx_event_t        ngx_fluxgate_kafka_health_timer;
-static ngx_uint_t         ngx_fluxgate_kafka_health_asking;
 
 /* the producer's configuration and topic, for a replacement */
 static ngx_fluxgate_main_conf_t  *ngx_fluxgate_kafka_fmcf;
 static u_char            *ngx_fluxgate_kafka_topic;
 static ngx_uint_t         ngx_fluxgate_kafka_fatal;
+
+static ngx_fluxgate_changed_pt  ngx_fluxgate_kafka_change_handler;
 
 #if (NGX_FLUXGATE_TESTING)
 /*
@@ -293,6 +239,24 @@ ngx_fluxgate_kafka_init_conf(ngx_conf_t *cf, ngx_fluxgate_main_conf_t *fmcf)
 }
 
 
+/* who looks again at the producer's state when it changes */
+
+void
+ngx_fluxgate_kafka_on_change(ngx_fluxgate_changed_pt handler)
+{
+    ngx_fluxgate_kafka_change_handler = handler;
+}
+
+
+static void
+ngx_fluxgate_kafka_changed(void)
+{
+    if (ngx_fluxgate_kafka_change_handler) {
+        ngx_fluxgate_kafka_change_handler();
+    }
+}
+
+
 /* worker processes */
 
 ngx_int_t
@@ -309,8 +273,6 @@ ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
 
     ngx_fluxgate_kafka_fmcf = fmcf;
     ngx_fluxgate_kafka_fatal = 0;
-    ngx_fluxgate_kafka_topic_state = NGX_FLUXGATE_TOPIC_UNKNOWN;
-    ngx_fluxgate_kafka_misses = 0;
     ngx_fluxgate_kafka_undelivered = 0;
     ngx_fluxgate_kafka_probed = 0;
 
@@ -373,7 +335,10 @@ ngx_fluxgate_kafka_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    return ngx_fluxgate_kafka_health_start(cycle);
+    /* the topic's checks, with this producer */
+    return ngx_fluxgate_kafka_health_start(cycle, ngx_fluxgate_rk,
+                                           ngx_fluxgate_rkt,
+                                           ngx_fluxgate_kafka_checked);
 }
 
 
@@ -455,7 +420,7 @@ ngx_fluxgate_kafka_destroy(void)
 static void
 ngx_fluxgate_kafka_replace(void)
 {
-    if (ngx_fluxgate_kafka_health_asking) {
+    if (ngx_fluxgate_kafka_health_busy()) {
         /* the thread uses the producer: replaced once it answered */
         return;
     }
@@ -473,13 +438,15 @@ ngx_fluxgate_kafka_replace(void)
     ngx_fluxgate_kafka_fatal = 0;
 
     if (ngx_fluxgate_kafka_create(ngx_cycle->log) != NGX_OK) {
+        ngx_fluxgate_kafka_health_use(NULL, NULL);
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "fluxgate: kafka: no new producer could be made; "
                       "orders get 503 until nginx is reloaded");
         return;
     }
 
-    ngx_fluxgate_metrics_state();
+    ngx_fluxgate_kafka_health_use(ngx_fluxgate_rk, ngx_fluxgate_rkt);
+    ngx_fluxgate_kafka_changed();
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "fluxgate: kafka: producer replaced after a fatal error");
@@ -560,13 +527,27 @@ ngx_fluxgate_kafka_ready(void)
                   >= NGX_FLUXGATE_KAFKA_PROBE;
     }
 
-    if (ngx_fluxgate_kafka_topic_state == NGX_FLUXGATE_TOPIC_BAD
+    if (ngx_fluxgate_kafka_topic_state() == NGX_FLUXGATE_TOPIC_BAD
         || ngx_fluxgate_kafka_undelivered >= NGX_FLUXGATE_KAFKA_FAILURES)
     {
         return ngx_fluxgate_kafka_probe();
     }
 
     return 1;
+}
+
+
+/* the topic was asked about: the gauges may change, a replacement wait */
+
+static void
+ngx_fluxgate_kafka_checked(void)
+{
+    ngx_fluxgate_kafka_changed();
+
+    /* a replacement waited for the thread to let go of the producer */
+    if (ngx_fluxgate_kafka_fatal && !ngx_fluxgate_exiting) {
+        ngx_fluxgate_kafka_replace();
+    }
 }
 
 
@@ -600,7 +581,7 @@ ngx_fluxgate_kafka_up(void)
     return ngx_fluxgate_rkt != NULL
            && !ngx_fluxgate_kafka_down
            && !ngx_fluxgate_kafka_fatal
-           && ngx_fluxgate_kafka_topic_state == NGX_FLUXGATE_TOPIC_OK
+           && ngx_fluxgate_kafka_topic_state() == NGX_FLUXGATE_TOPIC_OK
            && ngx_fluxgate_kafka_undelivered < NGX_FLUXGATE_KAFKA_FAILURES;
 }
 
@@ -684,7 +665,7 @@ ngx_fluxgate_kafka_poll(void)
     /* not from inside a callback: rd_kafka_destroy() may not run there */
 
     if (ngx_fluxgate_kafka_fatal && !ngx_fluxgate_exiting
-        && !ngx_fluxgate_kafka_health_asking)
+        && !ngx_fluxgate_kafka_health_busy())
     {
         ngx_fluxgate_kafka_replace();
     }
@@ -717,7 +698,7 @@ ngx_fluxgate_kafka_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg,
             ngx_fluxgate_kafka_down = 0;
         }
 
-        ngx_fluxgate_metrics_state();
+        ngx_fluxgate_kafka_changed();
 
     } else {
         status = (rd_kafka_message_status(msg)
@@ -733,7 +714,7 @@ ngx_fluxgate_kafka_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg,
                           NGX_FLUXGATE_KAFKA_FAILURES,
                           rd_kafka_err2str(msg->err),
                           NGX_FLUXGATE_KAFKA_PROBE);
-            ngx_fluxgate_metrics_state();
+            ngx_fluxgate_kafka_changed();
         }
     }
 
@@ -784,7 +765,7 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
                       "replacing the producer", errstr);
 
         ngx_fluxgate_kafka_fatal = 1;
-        ngx_fluxgate_metrics_state();
+        ngx_fluxgate_kafka_changed();
         return;
     }
 
@@ -796,7 +777,7 @@ ngx_fluxgate_kafka_error(rd_kafka_t *rk, int err, const char *reason,
                       "until one is");
 
         ngx_fluxgate_kafka_down = 1;
-        ngx_fluxgate_metrics_state();
+        ngx_fluxgate_kafka_changed();
         ngx_fluxgate_kafka_down_since = ngx_current_msec;
     }
 
@@ -846,449 +827,14 @@ ngx_fluxgate_kafka_stats(rd_kafka_t *rk, char *json, size_t json_len,
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "fluxgate: kafka: %ui broker(s) up again", up);
         ngx_fluxgate_kafka_down = 0;
-        ngx_fluxgate_metrics_state();
+        ngx_fluxgate_kafka_changed();
 
     } else if (up == 0 && !ngx_fluxgate_kafka_down) {
         ngx_fluxgate_kafka_down = 1;
-        ngx_fluxgate_metrics_state();
+        ngx_fluxgate_kafka_changed();
         ngx_fluxgate_kafka_down_since = ngx_current_msec;
     }
 
     /* 0: librdkafka frees the JSON */
     return 0;
-}
-
-
-/* the topic's health: the asking thread */
-
-static ngx_int_t
-ngx_fluxgate_kafka_health_start(ngx_cycle_t *cycle)
-{
-    int                           fds[2], err;
-    ngx_connection_t             *c;
-    ngx_fluxgate_kafka_health_t  *h;
-
-    h = ngx_pcalloc(cycle->pool, sizeof(ngx_fluxgate_kafka_health_t));
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (pipe2(fds, O_NONBLOCK|O_CLOEXEC) == -1) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                      "fluxgate: pipe2() failed");
-        return NGX_ERROR;
-    }
-
-    c = ngx_get_connection(fds[0], cycle->log);
-    if (c == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        return NGX_ERROR;
-    }
-
-    c->read->handler = ngx_fluxgate_kafka_health_answered;
-    c->read->log = cycle->log;
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_close_connection(c);
-        close(fds[1]);
-        return NGX_ERROR;
-    }
-
-    h->wake = fds[1];
-    h->min_isr = 1;
-
-    (void) pthread_mutex_init(&h->mutex, NULL);
-    (void) pthread_cond_init(&h->cond, NULL);
-
-    err = pthread_create(&h->thread, NULL, ngx_fluxgate_kafka_health_thread,
-                         h);
-    if (err != 0) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, err,
-                      "fluxgate: kafka: pthread_create() failed");
-        ngx_close_connection(c);
-        close(fds[1]);
-        return NGX_ERROR;
-    }
-
-    ngx_fluxgate_kafka_health = h;
-    ngx_fluxgate_kafka_health_conn = c;
-    ngx_fluxgate_kafka_health_asking = 0;
-
-    ngx_fluxgate_kafka_health_timer.handler = ngx_fluxgate_kafka_health_ask;
-    ngx_fluxgate_kafka_health_timer.log = cycle->log;
-    /* a connection: what nginx's timer debug lines name an event by */
-    ngx_fluxgate_kafka_health_timer.data = c;
-    ngx_fluxgate_kafka_health_timer.cancelable = 1;
-
-    /* at once: health is "up" only after the first answer */
-    ngx_fluxgate_kafka_health_ask(&ngx_fluxgate_kafka_health_timer);
-
-    return NGX_OK;
-}
-
-
-/* the worker leaves: the thread ends its ask (bounded) and is joined */
-
-static void
-ngx_fluxgate_kafka_health_stop(void)
-{
-    ngx_fluxgate_kafka_health_t  *h;
-
-    h = ngx_fluxgate_kafka_health;
-
-    if (h == NULL) {
-        return;
-    }
-
-    if (ngx_fluxgate_kafka_health_timer.timer_set) {
-        ngx_del_timer(&ngx_fluxgate_kafka_health_timer);
-    }
-
-    (void) pthread_mutex_lock(&h->mutex);
-    h->stop = 1;
-    (void) pthread_cond_signal(&h->cond);
-    (void) pthread_mutex_unlock(&h->mutex);
-
-    (void) pthread_join(h->thread, NULL);
-
-    ngx_close_connection(ngx_fluxgate_kafka_health_conn);
-    close(h->wake);
-
-    (void) pthread_mutex_destroy(&h->mutex);
-    (void) pthread_cond_destroy(&h->cond);
-
-    ngx_fluxgate_kafka_health = NULL;
-    ngx_fluxgate_kafka_health_conn = NULL;
-    ngx_fluxgate_kafka_health_asking = 0;
-}
-
-
-static void
-ngx_fluxgate_kafka_health_ask(ngx_event_t *ev)
-{
-    ngx_fluxgate_kafka_health_t  *h;
-
-    h = ngx_fluxgate_kafka_health;
-
-    if (h == NULL || ngx_fluxgate_rk == NULL || ngx_fluxgate_exiting) {
-        return;
-    }
-
-    if (ngx_fluxgate_kafka_health_asking) {
-        /* still asking (the thread's deadline bounds it): next time */
-        ngx_add_timer(ev, NGX_FLUXGATE_KAFKA_HEALTH);
-        return;
-    }
-
-    (void) pthread_mutex_lock(&h->mutex);
-    h->rk = ngx_fluxgate_rk;
-    h->rkt = ngx_fluxgate_rkt;
-    h->asked = 1;
-    (void) pthread_cond_signal(&h->cond);
-    (void) pthread_mutex_unlock(&h->mutex);
-
-    ngx_fluxgate_kafka_health_asking = 1;
-}
-
-
-static void
-ngx_fluxgate_kafka_health_answered(ngx_event_t *ev)
-{
-    u_char                        buf[16], why[256];
-    ssize_t                       n;
-    ngx_uint_t                    ok;
-    ngx_connection_t             *c;
-    ngx_fluxgate_topic_e          was;
-    ngx_fluxgate_kafka_health_t  *h;
-
-    c = ev->data;
-    h = ngx_fluxgate_kafka_health;
-
-    do {
-        n = read(c->fd, buf, sizeof(buf));
-    } while (n > 0);
-
-    ev->ready = 0;
-
-    if (h == NULL || !ngx_fluxgate_kafka_health_asking) {
-        return;
-    }
-
-    (void) pthread_mutex_lock(&h->mutex);
-
-    if (h->asked) {
-        /* a byte from an earlier answer: this one is still coming */
-        (void) pthread_mutex_unlock(&h->mutex);
-        return;
-    }
-
-    ok = h->ok;
-    (void) ngx_cpystrn(why, (u_char *) h->why, sizeof(why));
-    (void) pthread_mutex_unlock(&h->mutex);
-
-    ngx_fluxgate_kafka_health_asking = 0;
-
-    was = ngx_fluxgate_kafka_topic_state;
-
-    if (ok) {
-        ngx_fluxgate_kafka_misses = 0;
-        ngx_fluxgate_kafka_topic_state = NGX_FLUXGATE_TOPIC_OK;
-
-        if (was == NGX_FLUXGATE_TOPIC_BAD) {
-            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "fluxgate: kafka: topic \"%s\" is fit again",
-                          ngx_fluxgate_kafka_topic);
-        }
-
-    } else if (++ngx_fluxgate_kafka_misses
-               >= NGX_FLUXGATE_KAFKA_HEALTH_MISSES)
-    {
-        ngx_fluxgate_kafka_topic_state = NGX_FLUXGATE_TOPIC_BAD;
-
-        if (was != NGX_FLUXGATE_TOPIC_BAD) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "fluxgate: kafka: topic \"%s\": %s: new orders "
-                          "get 503, one every %dms tries",
-                          ngx_fluxgate_kafka_topic, why,
-                          NGX_FLUXGATE_KAFKA_PROBE);
-        }
-
-    } else {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "fluxgate: kafka: topic \"%s\": %s",
-                      ngx_fluxgate_kafka_topic, why);
-    }
-
-    if (ngx_fluxgate_kafka_topic_state != was) {
-        ngx_fluxgate_metrics_state();
-    }
-
-    /* a replacement waited for the thread to let go of the producer */
-    if (ngx_fluxgate_kafka_fatal && !ngx_fluxgate_exiting) {
-        ngx_fluxgate_kafka_replace();
-    }
-
-    if (!ngx_fluxgate_exiting
-        && !ngx_fluxgate_kafka_health_timer.timer_set)
-    {
-        ngx_add_timer(&ngx_fluxgate_kafka_health_timer,
-                      NGX_FLUXGATE_KAFKA_HEALTH);
-    }
-}
-
-
-/* the thread: nothing of nginx's here, only librdkafka and the pipe */
-
-static void *
-ngx_fluxgate_kafka_health_thread(void *data)
-{
-    ngx_fluxgate_kafka_health_t  *h = data;
-
-    sigset_t  set;
-
-    /* signals are the event loop's */
-    (void) sigfillset(&set);
-    (void) pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-    (void) pthread_mutex_lock(&h->mutex);
-
-    for ( ;; ) {
-        while (!h->asked && !h->stop) {
-            (void) pthread_cond_wait(&h->cond, &h->mutex);
-        }
-
-        if (h->stop) {
-            break;
-        }
-
-        (void) pthread_mutex_unlock(&h->mutex);
-
-        ngx_fluxgate_kafka_health_check(h);
-
-        (void) pthread_mutex_lock(&h->mutex);
-        h->asked = 0;
-
-        if (write(h->wake, "1", 1) == -1) {
-            /* the pipe is full: a byte is waiting to be read anyway */
-        }
-    }
-
-    (void) pthread_mutex_unlock(&h->mutex);
-
-    return NULL;
-}
-
-
-/* one ask: sets h->ok and h->why (under the mutex) */
-
-static void
-ngx_fluxgate_kafka_health_check(ngx_fluxgate_kafka_health_t *h)
-{
-    int                                   i, min_isr;
-    char                                  why[256];
-    const char                           *topic;
-    rd_kafka_resp_err_t                   err;
-    const struct rd_kafka_metadata       *md;
-    const struct rd_kafka_metadata_topic *t;
-    const struct rd_kafka_metadata_partition  *pt;
-
-    topic = rd_kafka_topic_name(h->rkt);
-
-    why[0] = '\0';
-
-    err = rd_kafka_metadata(h->rk, 0, h->rkt, &md,
-                            NGX_FLUXGATE_KAFKA_HEALTH_TIMEOUT);
-
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        (void) snprintf(why, sizeof(why), "no metadata within %dms: %s",
-                        NGX_FLUXGATE_KAFKA_HEALTH_TIMEOUT,
-                        rd_kafka_err2str(err));
-        goto done;
-    }
-
-    if (md->topic_cnt != 1) {
-        (void) snprintf(why, sizeof(why), "not in the metadata");
-        goto destroy;
-    }
-
-    t = &md->topics[0];
-
-    if (t->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        (void) snprintf(why, sizeof(why), "%s", rd_kafka_err2str(t->err));
-        goto destroy;
-    }
-
-    if (t->partition_cnt == 0) {
-        (void) snprintf(why, sizeof(why), "has no partitions");
-        goto destroy;
-    }
-
-    /*
-     * The brokers answer: now (and once a minute) the topic's
-     * min.insync.replicas too.  Not before: each call may block for its
-     * deadline, and a worker process that exits waits for the thread.
-     */
-
-    if (h->asks++ % NGX_FLUXGATE_KAFKA_CONFIG_EVERY == 0) {
-        min_isr = ngx_fluxgate_kafka_min_isr(h->rk, topic);
-
-        if (min_isr > 0) {
-            h->min_isr = min_isr;
-
-        } else {
-            /* not known: asked again next time */
-            h->asks = 0;
-        }
-    }
-
-    for (i = 0; i < t->partition_cnt; i++) {
-        pt = &t->partitions[i];
-
-        if (pt->leader < 0) {
-            (void) snprintf(why, sizeof(why), "partition %d has no leader",
-                            (int) pt->id);
-            goto destroy;
-        }
-
-        if (pt->isr_cnt < h->min_isr) {
-            (void) snprintf(why, sizeof(why),
-                            "partition %d has %d in-sync replicas, "
-                            "min.insync.replicas is %d",
-                            (int) pt->id, pt->isr_cnt, h->min_isr);
-            goto destroy;
-        }
-    }
-
-destroy:
-
-    rd_kafka_metadata_destroy(md);
-
-done:
-
-    (void) pthread_mutex_lock(&h->mutex);
-    h->ok = (why[0] == '\0');
-    (void) snprintf(h->why, sizeof(h->why), "%s", why);
-    (void) pthread_mutex_unlock(&h->mutex);
-}
-
-
-/* the topic's min.insync.replicas (its own, or the brokers'), 0: unknown */
-
-static int
-ngx_fluxgate_kafka_min_isr(rd_kafka_t *rk, const char *topic)
-{
-    int                                  min_isr;
-    char                                 errstr[256];
-    size_t                               i, n;
-    rd_kafka_event_t                    *ev;
-    rd_kafka_queue_t                    *q;
-    rd_kafka_AdminOptions_t             *options;
-    rd_kafka_ConfigResource_t           *resource;
-    const rd_kafka_ConfigEntry_t       **entries;
-    const rd_kafka_ConfigResource_t    **resources;
-    const rd_kafka_DescribeConfigs_result_t  *result;
-
-    min_isr = 0;
-
-    q = rd_kafka_queue_new(rk);
-    options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-    resource = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
-
-    if (q == NULL || options == NULL || resource == NULL
-        || rd_kafka_AdminOptions_set_request_timeout(options,
-                                  NGX_FLUXGATE_KAFKA_HEALTH_TIMEOUT,
-                                  errstr, sizeof(errstr))
-           != RD_KAFKA_RESP_ERR_NO_ERROR)
-    {
-        goto free;
-    }
-
-    rd_kafka_DescribeConfigs(rk, &resource, 1, options, q);
-
-    ev = rd_kafka_queue_poll(q, NGX_FLUXGATE_KAFKA_HEALTH_TIMEOUT + 500);
-
-    if (ev == NULL) {
-        goto free;
-    }
-
-    result = rd_kafka_event_DescribeConfigs_result(ev);
-
-    if (result != NULL && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        resources = rd_kafka_DescribeConfigs_result_resources(result, &n);
-
-        if (n == 1
-            && rd_kafka_ConfigResource_error(resources[0])
-               == RD_KAFKA_RESP_ERR_NO_ERROR)
-        {
-            entries = rd_kafka_ConfigResource_configs(resources[0], &n);
-
-            for (i = 0; i < n; i++) {
-                if (strcmp(rd_kafka_ConfigEntry_name(entries[i]),
-                           "min.insync.replicas") == 0
-                    && rd_kafka_ConfigEntry_value(entries[i]) != NULL)
-                {
-                    min_isr = atoi(rd_kafka_ConfigEntry_value(entries[i]));
-                }
-            }
-        }
-    }
-
-    rd_kafka_event_destroy(ev);
-
-free:
-
-    if (resource != NULL) {
-        rd_kafka_ConfigResource_destroy(resource);
-    }
-
-    if (options != NULL) {
-        rd_kafka_AdminOptions_destroy(options);
-    }
-
-    if (q != NULL) {
-        rd_kafka_queue_destroy(q);
-    }
-
-    return min_isr;
 }

@@ -22,7 +22,7 @@
 
 
 #include "ngx_fluxgate.h"
-#include "ngx_fluxgate_parse.h"
+#include "ngx_fluxgate_lua.h"
 #include "fluxgate_shuffle.h"
 
 #include <openssl/rand.h>
@@ -30,9 +30,6 @@
 
 #define NGX_FLUXGATE_LINE_ZONE_SIZE   (1024 * 1024)
 #define NGX_FLUXGATE_LINE_REFRESH     100
-
-/* queue_head.lua's reply */
-#define NGX_FLUXGATE_LINE_FIELDS      17
 
 
 typedef struct {
@@ -265,15 +262,19 @@ ngx_fluxgate_line_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 /*
  * The product's record, copied into line: NGX_OK once one came from
- * Redis, NGX_AGAIN while none has yet (an ask is out: look again in a
- * moment), NGX_ERROR when none can be asked.  A record older than the
- * refresh interval is asked again in the background, by this process
- * unless another asked already.
+ * Redis, NGX_AGAIN while none has yet or the one there is stale (an ask
+ * is out: look again in a moment; line holds the stale one, fetched 0 if
+ * none), NGX_ERROR when none can be asked, NGX_DECLINED when there is
+ * none and create is 0.  A record older than the refresh interval is
+ * asked again in the background, by this process unless another asked
+ * already.  Only what proves a product real makes a record: a poll with
+ * a ticket we signed, an answer of order.lua about its line; an order's
+ * own product id could be anything a script sends.
  */
 
 ngx_int_t
 ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
-    ngx_fluxgate_line_t *line)
+    ngx_uint_t create, ngx_fluxgate_line_t *line)
 {
     ngx_uint_t                 ask;
     ngx_shm_zone_t            *zone;
@@ -286,19 +287,25 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ln = ngx_fluxgate_line_node(ctx, product, 1);
+    ln = ngx_fluxgate_line_node(ctx, product, create);
 
     if (ln == NULL) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NGX_ERROR;
+        return create ? NGX_ERROR : NGX_DECLINED;
     }
 
     *line = ln->line;
 
-    /* one ask at a time; one stuck past the deadlines is given up */
+    /*
+     * One ask at a time; one stuck past the deadlines is given up.  The
+     * times were written by any worker process, whose clock may be a
+     * little ahead of this one's: a signed difference, not a wrapped one
+     */
     if ((ln->line.fetched == 0
-         || ngx_current_msec - ln->line.fetched >= ctx->refresh)
-        && (ln->asked == 0 || ngx_current_msec - ln->asked > 2000))
+         || (ngx_msec_int_t) (ngx_current_msec - ln->line.fetched)
+            >= (ngx_msec_int_t) ctx->refresh)
+        && (ln->asked == 0
+            || (ngx_msec_int_t) (ngx_current_msec - ln->asked) > 2000))
     {
         ln->asked = ngx_current_msec ? ngx_current_msec : 1;
         ask = 1;
@@ -319,7 +326,20 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
         }
     }
 
-    return line->fetched ? NGX_OK : NGX_AGAIN;
+    /*
+     * A record much older than the refresh (a quiet product, polled again
+     * after a while) would answer one poll late: the caller waits for the
+     * new one instead, with the old one in hand should it not come
+     */
+
+    if (line->fetched == 0
+        || (ngx_msec_int_t) (ngx_current_msec - line->fetched)
+           > (ngx_msec_int_t) (10 * ctx->refresh))
+    {
+        return NGX_AGAIN;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -440,7 +460,8 @@ ngx_fluxgate_line_ask(ngx_fluxgate_loc_conf_t *flcf, ngx_shm_zone_t *zone,
     ngx_memcpy(ask->product, product->data, product->len);
 
     if (ngx_fluxgate_redis_eval(flcf->redis, &ngx_fluxgate_script_queue_head,
-                                4, 8, args, ngx_fluxgate_line_answered, ask)
+                                NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS, 8, args,
+                                ngx_fluxgate_line_answered, ask)
         != NGX_OK)
     {
         ngx_free(ask);
@@ -592,7 +613,7 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
         return NGX_OK;
     }
 
-    if (reply->elements != NGX_FLUXGATE_LINE_FIELDS
+    if (reply->elements != NGX_FLUXGATE_LUA_QUEUE_HEAD_FIELDS
         || e[5]->type != REDIS_REPLY_STRING
         || e[8]->type != REDIS_REPLY_STRING
         || e[11]->type != REDIS_REPLY_STRING
@@ -601,7 +622,7 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
         return NGX_ERROR;
     }
 
-    for (i = 2; i < NGX_FLUXGATE_LINE_FIELDS; i++) {
+    for (i = 2; i < NGX_FLUXGATE_LUA_QUEUE_HEAD_FIELDS; i++) {
         if (i != 5 && i != 8 && i != 11
             && e[i]->type != REDIS_REPLY_INTEGER)
         {
@@ -641,7 +662,10 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
     line->no_shows = e[15]->integer;
     line->oldest = e[16]->integer;
 
-    if (line->opens_at && line->pre < 0) {
+    /* closed wins: a sale closed before it opened never opens */
+    if (line->opens_at && line->pre < 0
+        && line->state != NGX_FLUXGATE_LINE_CLOSED)
+    {
         line->state = NGX_FLUXGATE_LINE_SCHEDULED;
     }
 
@@ -766,7 +790,7 @@ ngx_fluxgate_line_busy(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product)
     double               H;
     ngx_fluxgate_line_t  line;
 
-    if (ngx_fluxgate_line_get(flcf, product, &line) != NGX_OK
+    if (ngx_fluxgate_line_get(flcf, product, 0, &line) != NGX_OK
         || !line.known)
     {
         return 0;
@@ -780,6 +804,19 @@ ngx_fluxgate_line_busy(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product)
     H = ngx_fluxgate_line_head(&line, ngx_fluxgate_line_now(&line));
 
     return H < (double) line.n + 1;
+}
+
+
+/* order.lua said the product has a line: the gate follows it from now */
+
+void
+ngx_fluxgate_line_touch(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product)
+{
+    ngx_fluxgate_line_t  line;
+
+    if (flcf->queue_zone != NULL) {
+        (void) ngx_fluxgate_line_get(flcf, product, 1, &line);
+    }
 }
 
 
@@ -937,4 +974,43 @@ ngx_fluxgate_line_each(ngx_shm_zone_t *zone, ngx_fluxgate_line_t *lines,
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return n;
+}
+
+
+/* every product's record summed, for the metrics without product labels */
+
+void
+ngx_fluxgate_line_sum(ngx_shm_zone_t *zone, ngx_fluxgate_line_t *sum)
+{
+    ngx_queue_t               *q;
+    ngx_fluxgate_line_ctx_t   *ctx;
+    ngx_fluxgate_line_node_t  *ln;
+
+    ngx_memzero(sum, sizeof(ngx_fluxgate_line_t));
+
+    if (zone == NULL) {
+        return;
+    }
+
+    ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (q = ngx_queue_head(&ctx->sh->lru);
+         q != ngx_queue_sentinel(&ctx->sh->lru);
+         q = ngx_queue_next(q))
+    {
+        ln = ngx_queue_data(q, ngx_fluxgate_line_node_t, queue);
+
+        if (!ln->line.known) {
+            continue;
+        }
+
+        sum->waiting += ln->line.waiting;
+        sum->oldest = ngx_max(sum->oldest, ln->line.oldest);
+        sum->admitted += ln->line.admitted;
+        sum->no_shows += ln->line.no_shows;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }

@@ -24,12 +24,11 @@
  * Per-product counts (opt-in) are shared by all processes and added to with
  * ngx_atomic_fetch_add().
  *
- * fluxgate_health answers from the serving worker's own state.
+ * The text of a scrape is made here; ngx_fluxgate_health.c serves it.
  */
 
 
 #include "ngx_fluxgate.h"
-#include "ngx_fluxgate_parse.h"
 
 
 #define NGX_FLUXGATE_METRICS_BOUNDS    13
@@ -132,7 +131,7 @@ static u_char *ngx_fluxgate_metrics_gauges(u_char *p, u_char *last,
     ngx_fluxgate_metrics_sh_t *sh);
 static u_char *ngx_fluxgate_metrics_products_text(u_char *p, u_char *last,
     ngx_fluxgate_metrics_sh_t *sh);
-static u_char *ngx_fluxgate_metrics_queue(ngx_http_request_t *r, u_char *p,
+static u_char *ngx_fluxgate_metrics_queue(ngx_pool_t *pool, u_char *p,
     u_char *last, ngx_fluxgate_metrics_counts_t *c);
 
 
@@ -150,11 +149,23 @@ static char  *ngx_fluxgate_metrics_le[NGX_FLUXGATE_METRICS_BOUNDS + 1] = {
     "0.25", "0.5", "1", "2.5", "5", "+Inf"
 };
 
-/* $fluxgate_outcome's values, in the order of ngx_fluxgate_outcome_e */
-static char  *ngx_fluxgate_metrics_outcomes[NGX_FLUXGATE_OUTCOMES] = {
-    NULL, "accepted", "duplicate", "in_progress", "redirected", "sold_out",
-    "limit_reached", "invalid", "error", "unknown_product", "challenged",
-    "refused"
+/*
+ * $fluxgate_outcome's values, in the order of ngx_fluxgate_outcome_e: the
+ * one table of them (the variable shows them, the counters are named so)
+ */
+ngx_str_t  ngx_fluxgate_outcome_names[NGX_FLUXGATE_OUTCOMES] = {
+    ngx_null_string,
+    ngx_string("accepted"),
+    ngx_string("duplicate"),
+    ngx_string("in_progress"),
+    ngx_string("redirected"),
+    ngx_string("sold_out"),
+    ngx_string("limit_reached"),
+    ngx_string("invalid"),
+    ngx_string("error"),
+    ngx_string("unknown_product"),
+    ngx_string("challenged"),
+    ngx_string("refused")
 };
 
 
@@ -167,9 +178,6 @@ static ngx_fluxgate_main_conf_t     *ngx_fluxgate_metrics_fmcf;
 static ngx_event_t                   ngx_fluxgate_metrics_timer;
 
 
-static ngx_str_t  ngx_fluxgate_metrics_type =
-    ngx_string("text/plain; version=0.0.4; charset=utf-8");
-static ngx_str_t  ngx_fluxgate_health_type = ngx_string("application/json");
 
 
 /* configuration */
@@ -562,31 +570,23 @@ ngx_fluxgate_metrics_alive(ngx_fluxgate_metrics_slot_t *s)
 }
 
 
-/* fluxgate_metrics; */
+/*
+ * The exposition text of every process together: NGX_DECLINED when no
+ * location serves fluxgate_metrics (there is no zone)
+ */
 
 ngx_int_t
-ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
+ngx_fluxgate_metrics_text(ngx_pool_t *pool, ngx_str_t *text)
 {
     u_char                         *p, *last;
     size_t                          size;
-    ngx_int_t                       rc;
-    ngx_str_t                       body;
     ngx_fluxgate_metrics_sh_t      *sh;
     ngx_fluxgate_metrics_counts_t   total;
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
 
     sh = ngx_fluxgate_metrics_sh;
 
     if (sh == NULL) {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+        return NGX_DECLINED;
     }
 
     /* the serving worker's own gauges are as of now */
@@ -596,13 +596,13 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
                    * (NGX_FLUXGATE_ID_MAX + 96)
            + ngx_max(sh->max_products, 1) * 4 * (NGX_FLUXGATE_ID_MAX + 96);
 
-    body.data = ngx_pnalloc(r->pool, size);
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    text->data = ngx_pnalloc(pool, size);
+    if (text->data == NULL) {
+        return NGX_ERROR;
     }
 
-    p = body.data;
-    last = body.data + size;
+    p = text->data;
+    last = text->data + size;
 
     ngx_fluxgate_metrics_sum(sh, &total);
 
@@ -624,12 +624,11 @@ ngx_fluxgate_metrics_handler(ngx_http_request_t *r)
         p = ngx_fluxgate_metrics_products_text(p, last, sh);
     }
 
-    p = ngx_fluxgate_metrics_queue(r, p, last, &total);
+    p = ngx_fluxgate_metrics_queue(pool, p, last, &total);
 
-    body.len = p - body.data;
+    text->len = p - text->data;
 
-    return ngx_fluxgate_send_body(r, NGX_HTTP_OK, &ngx_fluxgate_metrics_type,
-                                  &body);
+    return NGX_OK;
 }
 
 
@@ -672,8 +671,8 @@ ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
 
     for (i = 1; i < NGX_FLUXGATE_OUTCOMES; i++) {
         p = ngx_slprintf(p, last,
-                         "fluxgate_orders_total{outcome=\"%s\"} %uA\n",
-                         ngx_fluxgate_metrics_outcomes[i], c->orders[i]);
+                         "fluxgate_orders_total{outcome=\"%V\"} %uA\n",
+                         &ngx_fluxgate_outcome_names[i], c->orders[i]);
     }
 
     p = ngx_slprintf(p, last,
@@ -693,8 +692,8 @@ ngx_fluxgate_metrics_counters(u_char *p, u_char *last,
         }
 
         p = ngx_slprintf(p, last,
-                         "fluxgate_stock_updates_total{outcome=\"%s\"} %uA\n",
-                         ngx_fluxgate_metrics_outcomes[i],
+                         "fluxgate_stock_updates_total{outcome=\"%V\"} %uA\n",
+                         &ngx_fluxgate_outcome_names[i],
                          c->stock_updates[i]);
     }
 
@@ -820,9 +819,9 @@ ngx_fluxgate_metrics_products_text(u_char *p, u_char *last,
 
             p = ngx_slprintf(p, last,
                              "fluxgate_product_orders_total{product=\"%*s\","
-                             "outcome=\"%s\"} %uA\n",
+                             "outcome=\"%V\"} %uA\n",
                              (size_t) pr->len, pr->id,
-                             ngx_fluxgate_metrics_outcomes[j], pr->orders[j]);
+                             &ngx_fluxgate_outcome_names[j], pr->orders[j]);
         }
     }
 
@@ -862,49 +861,6 @@ ngx_fluxgate_metrics_histogram(u_char *p, u_char *last, const char *name,
 }
 
 
-/* fluxgate_health; */
-
-ngx_int_t
-ngx_fluxgate_health_handler(ngx_http_request_t *r)
-{
-    ngx_int_t                 rc;
-    ngx_str_t                 body;
-    ngx_uint_t                redis_up, kafka_up;
-    ngx_fluxgate_loc_conf_t  *flcf;
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
-
-    redis_up = ngx_fluxgate_redis_up(flcf->redis);
-    kafka_up = ngx_fluxgate_kafka_up();
-
-    body.data = ngx_pnalloc(r->pool, 128);
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.len = ngx_sprintf(body.data, "{\"status\":\"%s\",\"redis\":\"%s\","
-                           "\"kafka\":\"%s\"}",
-                           (redis_up && kafka_up) ? "ok" : "unavailable",
-                           redis_up ? "up" : "down",
-                           kafka_up ? "up" : "down")
-               - body.data;
-
-    return ngx_fluxgate_send_body(r, (redis_up && kafka_up)
-                                     ? NGX_HTTP_OK
-                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  &ngx_fluxgate_health_type, &body);
-}
-
-
 /*
  * The waiting room: its challenges and controls (counted per process), and
  * each product's line as the gate last saw it (ngx_fluxgate_line.c keeps
@@ -913,13 +869,13 @@ ngx_fluxgate_health_handler(ngx_http_request_t *r)
  */
 
 static u_char *
-ngx_fluxgate_metrics_queue(ngx_http_request_t *r, u_char *p, u_char *last,
+ngx_fluxgate_metrics_queue(ngx_pool_t *pool, u_char *p, u_char *last,
     ngx_fluxgate_metrics_counts_t *c)
 {
     u_char                    *ids;
     ngx_str_t                 *products;
     ngx_uint_t                 i, n, max;
-    ngx_fluxgate_line_t       *lines, sum;
+    ngx_fluxgate_line_t       *lines;
     ngx_fluxgate_metrics_sh_t *sh;
 
     static const char  *names[] = {
@@ -967,30 +923,22 @@ ngx_fluxgate_metrics_queue(ngx_http_request_t *r, u_char *p, u_char *last,
     sh = ngx_fluxgate_metrics_sh;
     max = ngx_max(sh->max_products, 1);
 
-    lines = ngx_palloc(r->pool, max * sizeof(ngx_fluxgate_line_t));
-    products = ngx_palloc(r->pool, max * sizeof(ngx_str_t));
-    ids = ngx_pnalloc(r->pool, max * NGX_FLUXGATE_ID_MAX);
+    lines = ngx_palloc(pool, max * sizeof(ngx_fluxgate_line_t));
+    products = ngx_palloc(pool, max * sizeof(ngx_str_t));
+    ids = ngx_pnalloc(pool, max * NGX_FLUXGATE_ID_MAX);
 
     if (lines == NULL || products == NULL || ids == NULL) {
         return p;
     }
 
-    n = ngx_fluxgate_line_each(ngx_fluxgate_metrics_fmcf->queue_zone, lines,
-                               products, ids, max);
-
     if (sh->max_products == 0) {
-        /* one line for all: the products' sum */
-        ngx_memzero(&sum, sizeof(ngx_fluxgate_line_t));
-
-        for (i = 0; i < n; i++) {
-            sum.waiting += lines[i].waiting;
-            sum.oldest = ngx_max(sum.oldest, lines[i].oldest);
-            sum.admitted += lines[i].admitted;
-            sum.no_shows += lines[i].no_shows;
-        }
-
-        lines[0] = sum;
+        /* one line for all: every product's summed */
+        ngx_fluxgate_line_sum(ngx_fluxgate_metrics_fmcf->queue_zone, &lines[0]);
         n = 1;
+
+    } else {
+        n = ngx_fluxgate_line_each(ngx_fluxgate_metrics_fmcf->queue_zone,
+                                   lines, products, ids, max);
     }
 
     for (i = 0; i < 4; i++) {

@@ -1,15 +1,14 @@
 
 /*
- * Flux-Gate: the module itself.  Directives and their merging, the
- * $fluxgate_* variables, and the per-process start and stop of the Redis
- * connections and the Kafka producer.
+ * Flux-Gate: the module itself.  Directives and their merging, and the
+ * per-process start and stop of the Redis connections and the Kafka
+ * producer (the $fluxgate_* variables: ngx_fluxgate_variables.c).
  */
 
 
 #include "ngx_fluxgate.h"
 
 
-static ngx_int_t ngx_fluxgate_add_variables(ngx_conf_t *cf);
 static void *ngx_fluxgate_create_main_conf(ngx_conf_t *cf);
 static char *ngx_fluxgate_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_fluxgate_create_loc_conf(ngx_conf_t *cf);
@@ -27,21 +26,11 @@ static char *ngx_fluxgate_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_fluxgate_sold_out_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_fluxgate_queue_per_client(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-static char *ngx_fluxgate_user_token(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_fluxgate_merge_queue(ngx_conf_t *cf,
     ngx_fluxgate_loc_conf_t *prev, ngx_fluxgate_loc_conf_t *conf);
 static char *ngx_fluxgate_positive(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_fluxgate_positive_msec(ngx_conf_t *cf, void *post,
     void *data);
-static ngx_int_t ngx_fluxgate_outcome_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_fluxgate_time_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_fluxgate_init_process(ngx_cycle_t *cycle);
 static void ngx_fluxgate_exit_process(ngx_cycle_t *cycle);
 
@@ -246,9 +235,9 @@ static ngx_command_t  ngx_fluxgate_commands[] = {
       0,
       NULL },
 
-    /* fluxgate_user_token $variable secret=<file> [required] */
+    /* fluxgate_user_token $variable secret=<file> [required] | off */
     { ngx_string("fluxgate_user_token"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_fluxgate_user_token,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -289,38 +278,8 @@ ngx_module_t  ngx_fluxgate_module = {
 };
 
 
-static ngx_http_variable_t  ngx_fluxgate_vars[] = {
-
-    { ngx_string("fluxgate_outcome"), NULL, ngx_fluxgate_outcome_variable,
-      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("fluxgate_order_id"), NULL, ngx_fluxgate_order_id_variable,
-      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("fluxgate_redis_time"), NULL, ngx_fluxgate_time_variable,
-      NGX_FLUXGATE_HISTOGRAM_REDIS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("fluxgate_kafka_time"), NULL, ngx_fluxgate_time_variable,
-      NGX_FLUXGATE_HISTOGRAM_KAFKA, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
-static ngx_str_t  ngx_fluxgate_outcomes[] = {
-    ngx_null_string,
-    ngx_string("accepted"),
-    ngx_string("duplicate"),
-    ngx_string("in_progress"),
-    ngx_string("redirected"),
-    ngx_string("sold_out"),
-    ngx_string("limit_reached"),
-    ngx_string("invalid"),
-    ngx_string("error"),
-    ngx_string("unknown_product"),
-    ngx_string("challenged"),
-    ngx_string("refused")
-};
 
 
 ngx_uint_t  ngx_fluxgate_exiting;
@@ -879,157 +838,6 @@ ngx_fluxgate_sold_out_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/*
- * fluxgate_queue_per_client N [key=$variable]: N live places per client
- * key and product (the key as limit_req_zone's, $binary_remote_addr by
- * default); 0 or off: no cap
- */
-
-static char *
-ngx_fluxgate_queue_per_client(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_fluxgate_loc_conf_t *flcf = conf;
-
-    ngx_int_t                          n;
-    ngx_str_t                         *value, key;
-    ngx_http_compile_complex_value_t   ccv;
-
-    if (flcf->queue_per_client != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        n = 0;
-
-    } else {
-        n = ngx_atoi(value[1].data, value[1].len);
-        if (n == NGX_ERROR || n > 1000000) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\" in \"%V\" directive",
-                               &value[1], &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    ngx_str_set(&key, "$binary_remote_addr");
-
-    if (cf->args->nelts == 3) {
-        if (ngx_strncmp(value[2].data, "key=", 4) != 0
-            || value[2].len == 4)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\" in \"%V\" directive",
-                               &value[2], &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-
-        key.data = value[2].data + 4;
-        key.len = value[2].len - 4;
-    }
-
-    flcf->queue_client_key = ngx_palloc(cf->pool,
-                                        sizeof(ngx_http_complex_value_t));
-    if (flcf->queue_client_key == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-    ccv.cf = cf;
-    ccv.value = &key;
-    ccv.complex_value = flcf->queue_client_key;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    flcf->queue_per_client = n;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * fluxgate_user_token $variable secret=<file> [required]: the buyer is the
- * sub of an HS256 JWT read from the variable; "off" turns it off
- */
-
-static char *
-ngx_fluxgate_user_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_fluxgate_loc_conf_t *flcf = conf;
-
-    ngx_str_t                         *value, path;
-    ngx_uint_t                         i;
-    ngx_http_compile_complex_value_t   ccv;
-
-    if (flcf->user_token != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    ngx_str_null(&path);
-    flcf->user_required = 0;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "secret=", 7) == 0
-            && value[i].len > 7)
-        {
-            path.data = value[i].data + 7;
-            path.len = value[i].len - 7;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "required") == 0) {
-            flcf->user_required = 1;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\" directive",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (path.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" needs secret=<file> (the HS256 key)",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (value[1].data[0] != '$') {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" reads the token from a variable, not "
-                           "\"%V\" (for example $cookie_shop_session or "
-                           "$http_authorization)", &cmd->name, &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    flcf->user_token = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-    if (flcf->user_token == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-    ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = flcf->user_token;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    return ngx_fluxgate_secret_file(cf, &cmd->name, &path,
-                                    &flcf->user_secret);
-}
-
-
 static char *
 ngx_fluxgate_positive(ngx_conf_t *cf, void *post, void *data)
 {
@@ -1053,119 +861,6 @@ ngx_fluxgate_positive_msec(ngx_conf_t *cf, void *post, void *data)
     }
 
     return NGX_CONF_OK;
-}
-
-
-/* variables */
-
-static ngx_int_t
-ngx_fluxgate_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_fluxgate_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_fluxgate_outcome_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_fluxgate_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
-
-    if (ctx == NULL || ctx->outcome == NGX_FLUXGATE_NONE) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    v->len = ngx_fluxgate_outcomes[ctx->outcome].len;
-    v->data = ngx_fluxgate_outcomes[ctx->outcome].data;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_fluxgate_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
-
-    if (ctx == NULL || !ctx->has_order_id) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    v->len = NGX_FLUXGATE_UUID_LEN;
-    v->data = ctx->order_id;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-/*
- * $fluxgate_redis_time, $fluxgate_kafka_time: seconds with millisecond
- * resolution, as $upstream_response_time; "-" when the order never got
- * that far
- */
-
-static ngx_int_t
-ngx_fluxgate_time_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char              *p;
-    uint64_t             usec;
-    ngx_uint_t           ms;
-    ngx_fluxgate_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    if (ctx == NULL
-        || (data == NGX_FLUXGATE_HISTOGRAM_REDIS && !ctx->has_redis_time)
-        || (data == NGX_FLUXGATE_HISTOGRAM_KAFKA && !ctx->has_kafka_time))
-    {
-        v->len = 1;
-        v->data = (u_char *) "-";
-        return NGX_OK;
-    }
-
-    usec = (data == NGX_FLUXGATE_HISTOGRAM_REDIS) ? ctx->redis_time
-                                                  : ctx->kafka_time;
-    ms = (ngx_uint_t) (usec / 1000);
-
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 4);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-    v->len = ngx_sprintf(p, "%ui.%03ui", ms / 1000, ms % 1000) - p;
-
-    return NGX_OK;
 }
 
 
@@ -1193,6 +888,10 @@ ngx_fluxgate_init_process(ngx_cycle_t *cycle)
     if (fmcf->handlers == 0) {
         return NGX_OK;
     }
+
+    /* Redis and Kafka say when their state changes; the gauges follow */
+    ngx_fluxgate_redis_on_change(ngx_fluxgate_metrics_state);
+    ngx_fluxgate_kafka_on_change(ngx_fluxgate_metrics_state);
 
     if (ngx_fluxgate_kafka_init_process(cycle, fmcf) != NGX_OK) {
         return NGX_ERROR;

@@ -14,19 +14,9 @@
  *        and the reservation (a pending claim in the generation of the
  *        stock it took)
  *                                           (deadline: redis_timeout)
- *     -> reserved: the message, with its generation, to Kafka
- *                                           (deadline: message.timeout.ms)
- *     -> delivered: the client gets 200, done.lua ends the claim
- *        not delivered: release.lua gives the reservation back, 503
- *        maybe delivered: 503, the claim stays pending (settled later)
- *
- * release.lua only gives back what this order's pending key says it took,
- * so it is safe whenever it is unknown whether order.lua ran (the
- * connection broke with it in flight); done.lua is idempotent too.  Both
- * are retried, across a reconnect and error replies, until
- * NGX_FLUXGATE_FINISH_GRACE passed.  A claim no script could end (nginx
- * killed, Redis away for longer) has no TTL: fluxgate-reconcile settles it
- * against PostgreSQL, so it never expires into a second sale.
+ *     -> reserved: ngx_fluxgate_order_finish.c takes it on (the message
+ *        to Kafka, the answer, done.lua or release.lua)
+ *     -> any other outcome: answered here, from order.lua's reply
  *
  * The order's state is not in r->pool: it is allocated on its own, because
  * it may outlive the request.  When the Redis deadline passes the client
@@ -38,135 +28,17 @@
  */
 
 
-#include "ngx_fluxgate.h"
-#include "ngx_fluxgate_parse.h"
-#include "ngx_fluxgate_jwt.h"
-#include <ngx_md5.h>
+#include "ngx_fluxgate_order.h"
 
 #include <openssl/rand.h>
 
 
-/* fg:{<productId>}:idem:<key> and shorter */
-#define NGX_FLUXGATE_ORDER_KEY_LEN                                           \
-    (sizeof("fg:{}:idem:") - 1 + NGX_FLUXGATE_ID_MAX + NGX_FLUXGATE_KEY_MAX)
-
-
-/*
- * After the client got its answer, a late reply is still waited for, and
- * done.lua or release.lua retried, with a live timer for
- * NGX_FLUXGATE_FINISH_GRACE: long enough for a Redis restart and for a
- * graceful reload not to cut it off, short enough that a frozen Redis does
- * not hold an old worker for long.  A claim left pending after that is
- * fluxgate-reconcile's to settle.
- */
-#define NGX_FLUXGATE_ORDER_RETRY          200
-
-
-/* order.lua's replies */
-#define NGX_FLUXGATE_ORDER_RESERVED       1
-#define NGX_FLUXGATE_ORDER_REPLAY         2
-#define NGX_FLUXGATE_ORDER_IN_PROGRESS    3
-#define NGX_FLUXGATE_ORDER_MISMATCH       4
-#define NGX_FLUXGATE_ORDER_REDIRECT       5
-#define NGX_FLUXGATE_ORDER_SOLD_OUT       6
-#define NGX_FLUXGATE_ORDER_LIMIT_REACHED  7
-#define NGX_FLUXGATE_ORDER_UNKNOWN        8
-#define NGX_FLUXGATE_ORDER_QUEUED         9
-#define NGX_FLUXGATE_ORDER_BAD_TICKET     10
-#define NGX_FLUXGATE_ORDER_QUEUE_FULL     11
-#define NGX_FLUXGATE_ORDER_CANCELED       12  /* released before it ran */
-#define NGX_FLUXGATE_ORDER_CHALLENGE      13  /* a place, but no proof */
-#define NGX_FLUXGATE_ORDER_CLIENT_FULL    14  /* fluxgate_queue_per_client */
-#define NGX_FLUXGATE_ORDER_CLOSED         15
-
-/* release.lua's: units given back to the stock of their generation */
-#define NGX_FLUXGATE_RELEASE_GIVEN        1
-#define NGX_FLUXGATE_RELEASE_OVER         2   /* released, generation over */
-
-
-typedef enum {
-    NGX_FLUXGATE_ORDER_DECIDING = 0,      /* order.lua sent */
-    NGX_FLUXGATE_ORDER_PRODUCING,         /* message given to Kafka */
-    NGX_FLUXGATE_ORDER_FINISHING          /* done.lua or release.lua sent */
-} ngx_fluxgate_order_state_e;
-
-
-/* a per-client key longer than this is hashed (MD5, hex) */
-#define NGX_FLUXGATE_CLIENT_MAX           64
-
-
-/* what the request says, checked, before anything is allocated */
-typedef struct {
-    ngx_fluxgate_order_req_t    req;
-    ngx_str_t                   key;
-    ngx_str_t                   product;
-    ngx_str_t                   buyer;        /* req's user_id */
-    ngx_fluxgate_ticket_t       ticket;
-    u_char                      client[NGX_FLUXGATE_CLIENT_MAX];
-    size_t                      client_len;
-    u_char                      proof;        /* order.lua's: 0, 1, 2 */
-    unsigned                    has_ticket:1;
-} ngx_fluxgate_order_in_t;
-
-
-typedef struct {
-    ngx_fluxgate_op_t           op;           /* first: see ngx_fluxgate.h */
-
-    ngx_fluxgate_redis_t       *redis;
-    ngx_shm_zone_t             *sold_out;     /* NULL: cache off here */
-    ngx_msec_t                  sold_out_cache;
-    ngx_fluxgate_order_state_e  state;
-    ngx_msec_t                  kafka_wait;
-    uint64_t                    sent;         /* usec: order.lua, produce */
-
-    ngx_msec_t                  deadline;     /* of the finishing step */
-    ngx_msec_t                  ttl;          /* fluxgate_idempotency_ttl */
-
-    int64_t                     generation;   /* reserved in, order.lua */
-    int64_t                     generation_stock;
-
-    unsigned                    releasing:1;  /* release.lua, not done.lua */
-    unsigned                    waiting:1;    /* its reply is outstanding */
-    unsigned                    has_ticket:1; /* X-Queue-Ticket, checked */
-    u_char                      proof;
-
-    ngx_fluxgate_ticket_t       ticket;
-
-    ngx_fluxgate_order_req_t    req;
-    ngx_str_t                   key;
-    u_char                      order_id[NGX_FLUXGATE_UUID_LEN];
-    u_char                      client[NGX_FLUXGATE_CLIENT_MAX];
-    size_t                      client_len;
-
-    ngx_str_t                   stock_key;
-    ngx_str_t                   line_key;
-    ngx_str_t                   buyers_key;
-    ngx_str_t                   idem_key;
-    ngx_str_t                   gen_key;
-    ngx_str_t                   pending_key;
-    ngx_str_t                   prefix_key;
-    u_char                      keys[7 * NGX_FLUXGATE_ORDER_KEY_LEN
-                                     + NGX_FLUXGATE_KEY_MAX];
-} ngx_fluxgate_order_t;
-
-
 static void ngx_fluxgate_order_body(ngx_http_request_t *r);
 static ngx_int_t ngx_fluxgate_order_start(ngx_http_request_t *r);
-static ngx_int_t ngx_fluxgate_order_read(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
-static ngx_int_t ngx_fluxgate_order_user(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
-static ngx_int_t ngx_fluxgate_order_place(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
-static ngx_int_t ngx_fluxgate_order_client(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in);
 static ngx_int_t ngx_fluxgate_order_product(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req);
 static ngx_fluxgate_order_t *ngx_fluxgate_order_create(ngx_http_request_t *r,
-    ngx_fluxgate_order_in_t *in);
-
-static void ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
-    ngx_fluxgate_histogram_e histogram);
+    ngx_fluxgate_buyer_t *in);
 static ngx_int_t ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
     ngx_fluxgate_loc_conf_t *flcf);
 static void ngx_fluxgate_order_decided(redisReply *reply, void *data);
@@ -186,19 +58,6 @@ static ngx_int_t ngx_fluxgate_order_queued(ngx_http_request_t *r,
     ngx_fluxgate_order_t *op, redisReply *reply);
 static ngx_int_t ngx_fluxgate_order_bad_ticket(ngx_http_request_t *r,
     redisReply *reply);
-static ngx_int_t ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op);
-static void ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
-    ngx_fluxgate_delivery_e status, const char *err);
-static void ngx_fluxgate_order_accept(ngx_fluxgate_order_t *op);
-static void ngx_fluxgate_order_release(ngx_fluxgate_order_t *op);
-static void ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op,
-    ngx_uint_t release);
-static void ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op);
-static void ngx_fluxgate_order_finished(redisReply *reply, void *data);
-static void ngx_fluxgate_order_settled(ngx_fluxgate_order_t *op,
-    long long rc);
-static void ngx_fluxgate_order_timeout(ngx_event_t *ev);
-static void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
 
 
 ngx_int_t
@@ -229,18 +88,18 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
     ngx_int_t                   rc;
     ngx_str_t                   body;
     ngx_fluxgate_order_t       *op;
-    ngx_fluxgate_order_in_t     in;
+    ngx_fluxgate_buyer_t     in;
     ngx_fluxgate_loc_conf_t    *flcf;
     ngx_fluxgate_main_conf_t   *fmcf;
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
     fmcf = ngx_http_get_module_main_conf(r, ngx_fluxgate_module);
 
-    ngx_memzero(&in, sizeof(ngx_fluxgate_order_in_t));
+    ngx_memzero(&in, sizeof(ngx_fluxgate_buyer_t));
 
     /* the body, the key, the buyer, a ticket or a proof: no I/O yet */
 
-    rc = ngx_fluxgate_order_read(r, flcf, &in);
+    rc = ngx_fluxgate_buyer_read(r, flcf, &in);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -268,7 +127,7 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
                                  &body);
     }
 
-    rc = ngx_fluxgate_order_place(r, flcf, &in);
+    rc = ngx_fluxgate_buyer_place(r, flcf, &in);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -307,263 +166,6 @@ ngx_fluxgate_order_start(ngx_http_request_t *r)
 }
 
 
-/*
- * Body, key and buyer: NGX_DECLINED to go on, else what the answer sent
- * (400, 401, 403) returned
- */
-
-static ngx_int_t
-ngx_fluxgate_order_read(ngx_http_request_t *r, ngx_fluxgate_loc_conf_t *flcf,
-    ngx_fluxgate_order_in_t *in)
-{
-    ngx_int_t                   rc;
-    ngx_str_t                   body;
-    ngx_fluxgate_parse_error_t  err;
-
-    rc = ngx_fluxgate_request_body(r, &body);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                       NGX_FLUXGATE_INVALID,
-                                       "body too large", "body");
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_fluxgate_idempotency_key(r, &in->key) != NGX_OK) {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                       NGX_FLUXGATE_INVALID,
-                                       "X-Idempotency-Key given more than once",
-                                       "X-Idempotency-Key");
-    }
-
-    /* with verified users the body may leave userId out */
-
-    if (ngx_fluxgate_parse_idempotency_key((char *) in->key.data,
-                                           in->key.len, &err)
-        != 0
-        || ngx_fluxgate_parse_order((char *) body.data, body.len,
-                                    flcf->max_quantity,
-                                    flcf->user_token != NULL, &in->req, &err)
-           != 0)
-    {
-        return ngx_fluxgate_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                       NGX_FLUXGATE_INVALID, err.error,
-                                       err.field);
-    }
-
-    in->product.data = (u_char *) in->req.product_id;
-    in->product.len = in->req.product_id_len;
-
-    rc = ngx_fluxgate_order_user(r, flcf, in);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    /* the buyer: the verified user, else userId, else the key */
-
-    in->buyer.data = (u_char *) in->req.user_id;
-    in->buyer.len = in->req.user_id_len;
-
-    return ngx_fluxgate_order_client(r, flcf, in);
-}
-
-
-/*
- * fluxgate_user_token: the token checked before any Redis call.  A valid
- * one makes its sub the user (a body userId that differs: 403); a missing
- * or bad one is 401 where required, else the request has no verified
- * user (and must name its userId).
- */
-
-static ngx_int_t
-ngx_fluxgate_order_user(ngx_http_request_t *r, ngx_fluxgate_loc_conf_t *flcf,
-    ngx_fluxgate_order_in_t *in)
-{
-    ngx_str_t            token, body, value;
-    const char          *why;
-    ngx_fluxgate_jwt_t   jwt;
-
-    if (flcf->user_token == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_complex_value(r, flcf->user_token, &token) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    why = NULL;
-
-    if (ngx_fluxgate_jwt_verify(token.data, token.len,
-                                flcf->user_secret.data, flcf->user_secret.len,
-                                (long long) ngx_time(), &jwt, &why)
-        != 0)
-    {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "fluxgate: user token refused: %s", why);
-
-        if (flcf->user_required) {
-            ngx_str_set(&value, "Bearer");
-
-            if (ngx_fluxgate_add_header(r, "WWW-Authenticate", &value)
-                != NGX_OK)
-            {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            ngx_str_set(&body, "{\"status\":\"unauthenticated\"}");
-            return ngx_fluxgate_send(r, NGX_HTTP_UNAUTHORIZED,
-                                     NGX_FLUXGATE_REFUSED, &body);
-        }
-
-        if (in->req.user_id_len == 0) {
-            /* anonymous: the key stands for the buyer (its charset fits) */
-            ngx_memcpy(in->req.user_id, in->key.data, in->key.len);
-            in->req.user_id[in->key.len] = '\0';
-            in->req.user_id_len = in->key.len;
-        }
-
-        return NGX_DECLINED;
-    }
-
-    if (in->req.user_id_len
-        && (in->req.user_id_len != jwt.sub_len
-            || ngx_strncmp(in->req.user_id, jwt.sub, jwt.sub_len) != 0))
-    {
-        ngx_str_set(&body, "{\"status\":\"user_mismatch\"}");
-        return ngx_fluxgate_send(r, NGX_HTTP_FORBIDDEN, NGX_FLUXGATE_REFUSED,
-                                 &body);
-    }
-
-    ngx_memcpy(in->req.user_id, jwt.sub, jwt.sub_len + 1);
-    in->req.user_id_len = jwt.sub_len;
-
-    return NGX_DECLINED;
-}
-
-
-/* fluxgate_queue_per_client's key: short ones as they are, long ones hashed */
-
-static ngx_int_t
-ngx_fluxgate_order_client(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in)
-{
-    u_char     md[16];
-    ngx_md5_t  md5;
-    ngx_str_t  value;
-
-    if (flcf->queue_per_client == 0) {
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_complex_value(r, flcf->queue_client_key, &value) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (value.len <= NGX_FLUXGATE_CLIENT_MAX) {
-        in->client_len = value.len;
-        ngx_memcpy(in->client, value.data, value.len);
-        return NGX_DECLINED;
-    }
-
-    ngx_md5_init(&md5);
-    ngx_md5_update(&md5, value.data, value.len);
-    ngx_md5_final(md, &md5);
-
-    in->client_len = ngx_hex_dump(in->client, md, sizeof(md)) - in->client;
-
-    return NGX_DECLINED;
-}
-
-
-/*
- * The waiting room's part before any I/O: an X-Queue-Ticket checked (a
- * bad one: 400), else a proof of work where fluxgate_queue_pow asks one
- * (bad, or none while the line is busy: 302 with a challenge, Redis never
- * asked).  NGX_DECLINED: go on to Redis.
- */
-
-static ngx_int_t
-ngx_fluxgate_order_place(ngx_http_request_t *r,
-    ngx_fluxgate_loc_conf_t *flcf, ngx_fluxgate_order_in_t *in)
-{
-    u_char                 nonce[NGX_FLUXGATE_NONCE_LEN];
-    ngx_int_t              rc;
-    ngx_str_t              proof, name = ngx_string("X-Queue-Proof");
-    const char            *error;
-    ngx_fluxgate_proof_e   checked;
-
-    /* a ticket this gate did not sign for this buyer never reaches Redis */
-
-    rc = ngx_fluxgate_queue_ticket(r, flcf, &in->product, &in->buyer,
-                                   &in->ticket, &error);
-
-    if (rc == NGX_ERROR) {
-        return ngx_fluxgate_queue_send_refused(r, error, "X-Queue-Ticket");
-    }
-
-    if (rc == NGX_OK) {
-        in->has_ticket = 1;
-        in->proof = '0';
-        return NGX_DECLINED;
-    }
-
-    if (flcf->queue_pow == 0 || flcf->queue_secret.data == NULL) {
-        in->proof = '0';
-        return NGX_DECLINED;
-    }
-
-    if (ngx_fluxgate_single_header(r, &name, &proof) != NGX_OK) {
-        return ngx_fluxgate_queue_send_refused(r, "given more than once",
-                                               "X-Queue-Proof");
-    }
-
-    if (proof.data != NULL) {
-        checked = ngx_fluxgate_proof_check(&flcf->queue_secret, &proof,
-                                           flcf->queue_pow, &in->product,
-                                           &in->buyer, ngx_time(), nonce);
-
-        if (checked == NGX_FLUXGATE_PROOF_OK
-            && ngx_fluxgate_line_take_proof(flcf->queue_zone, nonce,
-                                            ngx_time() + 3600)
-               != NGX_OK)
-        {
-            checked = NGX_FLUXGATE_PROOF_REUSED;
-        }
-
-        if (checked == NGX_FLUXGATE_PROOF_OK) {
-            ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_CHALLENGE_SOLVED);
-            in->proof = '2';
-            return NGX_DECLINED;
-        }
-
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "fluxgate: X-Queue-Proof for \"%V\" refused (%d), "
-                      "challenging again", &in->product, checked);
-
-        ngx_fluxgate_metrics_count(checked == NGX_FLUXGATE_PROOF_REUSED
-                                   ? NGX_FLUXGATE_METRIC_CHALLENGE_REUSED
-                                   : NGX_FLUXGATE_METRIC_CHALLENGE_FAILED);
-
-        return ngx_fluxgate_queue_send_challenge(r, &in->product,
-                                                 &in->buyer);
-    }
-
-    /* no proof: while the line is busy a place is due, Redis or not */
-
-    if (ngx_fluxgate_line_busy(flcf, &in->product)) {
-        return ngx_fluxgate_queue_send_challenge(r, &in->product,
-                                                 &in->buyer);
-    }
-
-    in->proof = '1';
-
-    return NGX_DECLINED;
-}
-
-
 static ngx_int_t
 ngx_fluxgate_order_product(ngx_http_request_t *r,
     ngx_fluxgate_order_req_t *req)
@@ -588,7 +190,7 @@ ngx_fluxgate_order_product(ngx_http_request_t *r,
 
 
 static ngx_fluxgate_order_t *
-ngx_fluxgate_order_create(ngx_http_request_t *r, ngx_fluxgate_order_in_t *in)
+ngx_fluxgate_order_create(ngx_http_request_t *r, ngx_fluxgate_buyer_t *in)
 {
     u_char                    *p, *id;
     ngx_fluxgate_order_t      *op;
@@ -603,7 +205,8 @@ ngx_fluxgate_order_create(ngx_http_request_t *r, ngx_fluxgate_order_in_t *in)
         return NULL;
     }
 
-    if (ngx_fluxgate_op_start(&op->op, r, ngx_fluxgate_order_delivered,
+    if (ngx_fluxgate_op_start(&op->op, r, ngx_fluxgate_order_describe,
+                              ngx_fluxgate_order_delivered,
                               ngx_fluxgate_order_timeout, op)
         != NGX_OK)
     {
@@ -738,18 +341,29 @@ ngx_fluxgate_order_decide(ngx_fluxgate_order_t *op,
         ngx_fluxgate_args_text(&a, NULL, 0);
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "fluxgate: order %*s: deciding (order.lua)",
-                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id);
+    op->op.log.action = "deciding the order (order.lua)";
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, &op->op.log, 0,
+                   "fluxgate: order.lua sent");
 
     op->sent = ngx_fluxgate_metrics_clock();
 
     /* fluxgate_redis_wait: a reservation counts once replicas have it */
+    /* the script's own contract (lua/header.sh): a mismatch is a bug */
+    if (a.n != NGX_FLUXGATE_LUA_ORDER_NKEYS + NGX_FLUXGATE_LUA_ORDER_NARGS) {
+        ngx_log_error(NGX_LOG_ALERT, &op->op.log, 0,
+                      "fluxgate: order.lua takes %d arguments, not %ui",
+                      NGX_FLUXGATE_LUA_ORDER_NKEYS
+                      + NGX_FLUXGATE_LUA_ORDER_NARGS, a.n);
+        return NGX_ERROR;
+    }
+
     return ngx_fluxgate_redis_eval_wait(op->redis, &ngx_fluxgate_script_order,
-                                        7, a.n, a.arg, flcf->redis_wait,
+                                        NGX_FLUXGATE_LUA_ORDER_NKEYS, a.n,
+                                        a.arg, flcf->redis_wait,
                                         flcf->redis_wait_timeout,
                                         ngx_fluxgate_redis_wait_code(
-                                            NGX_FLUXGATE_ORDER_RESERVED),
+                                            NGX_FLUXGATE_LUA_ORDER_RESERVED),
                                         ngx_fluxgate_order_decided, op);
 }
 
@@ -773,10 +387,8 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
     if (ngx_fluxgate_redis_not_run(reply)) {
         /* refused before it ran: nothing to release */
 
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "fluxgate: order %*s for \"%s\": order.lua refused: "
-                      "%*s", (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                      op->req.product_id,
+        ngx_log_error(NGX_LOG_ERR, &op->op.log, 0,
+                      "fluxgate: order.lua refused: %*s",
                       (size_t) ngx_min(reply->len, 200), reply->str);
 
         ngx_fluxgate_op_fail(&op->op, "redis unavailable");
@@ -791,11 +403,9 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
     {
         /* whether the script ran is unknown: release what it may hold */
 
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "fluxgate: order %*s for \"%s\": order.lua: %s%*s, "
-                      "releasing what it may have reserved",
-                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                      op->req.product_id,
+        ngx_log_error(NGX_LOG_ERR, &op->op.log, 0,
+                      "fluxgate: order.lua: %s%*s, releasing what it may "
+                      "have reserved",
                       reply ? "unexpected reply " : "connection lost",
                       (size_t) (reply && reply->str ? reply->len : 0),
                       reply && reply->str ? reply->str : "");
@@ -805,18 +415,15 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
         return;
     }
 
-    if (reply->element[0]->integer == NGX_FLUXGATE_ORDER_RESERVED) {
+    if (reply->element[0]->integer == NGX_FLUXGATE_LUA_ORDER_RESERVED) {
 
         if (reply->elements != 4
             || reply->element[2]->type != REDIS_REPLY_INTEGER
             || reply->element[3]->type != REDIS_REPLY_INTEGER)
         {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                          "fluxgate: order %*s for \"%s\": order.lua "
-                          "reserved without a generation (an older "
-                          "script?), releasing it",
-                          (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                          op->req.product_id);
+            ngx_log_error(NGX_LOG_ALERT, &op->op.log, 0,
+                          "fluxgate: order.lua reserved without a "
+                          "generation (an older script?), releasing it");
 
             ngx_fluxgate_op_fail(&op->op, "unexpected redis reply");
             ngx_fluxgate_order_release(op);
@@ -828,11 +435,9 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
 
         if (op->op.answered) {
             /* the client was told 503: what the script took goes back */
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "fluxgate: order %*s for \"%s\" reserved after "
-                          "its deadline, releasing it",
-                          (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                          op->req.product_id);
+            ngx_log_error(NGX_LOG_WARN, &op->op.log, 0,
+                          "fluxgate: reserved after its deadline, "
+                          "releasing it");
 
             ngx_fluxgate_order_release(op);
             return;
@@ -849,7 +454,7 @@ ngx_fluxgate_order_decided(redisReply *reply, void *data)
 
     /* every other outcome is final here */
 
-    if (reply->element[0]->integer == NGX_FLUXGATE_ORDER_SOLD_OUT) {
+    if (reply->element[0]->integer == NGX_FLUXGATE_LUA_ORDER_SOLD_OUT) {
         ngx_fluxgate_order_sold_out(op, reply);
     }
 
@@ -896,45 +501,45 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
 
     switch (reply->element[0]->integer) {
 
-    case NGX_FLUXGATE_ORDER_REPLAY:
+    case NGX_FLUXGATE_LUA_ORDER_REPLAY:
         return ngx_fluxgate_order_replay(r, reply);
 
-    case NGX_FLUXGATE_ORDER_IN_PROGRESS:
+    case NGX_FLUXGATE_LUA_ORDER_IN_PROGRESS:
         return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
                                          NGX_FLUXGATE_IN_PROGRESS,
                                          "in_progress");
 
-    case NGX_FLUXGATE_ORDER_MISMATCH:
+    case NGX_FLUXGATE_LUA_ORDER_MISMATCH:
         return ngx_fluxgate_send_error(r, NGX_FLUXGATE_HTTP_UNPROCESSABLE,
                                        NGX_FLUXGATE_INVALID,
                                        "X-Idempotency-Key was already used "
                                        "with another body",
                                        "X-Idempotency-Key");
 
-    case NGX_FLUXGATE_ORDER_REDIRECT:
+    case NGX_FLUXGATE_LUA_ORDER_REDIRECT:
         return ngx_fluxgate_order_redirect(r, op, reply);
 
-    case NGX_FLUXGATE_ORDER_SOLD_OUT:
+    case NGX_FLUXGATE_LUA_ORDER_SOLD_OUT:
         return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
                                          NGX_FLUXGATE_SOLD_OUT, "sold_out");
 
-    case NGX_FLUXGATE_ORDER_LIMIT_REACHED:
+    case NGX_FLUXGATE_LUA_ORDER_LIMIT_REACHED:
         return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
                                          NGX_FLUXGATE_LIMIT_REACHED,
                                          "limit_reached");
 
-    case NGX_FLUXGATE_ORDER_UNKNOWN:
+    case NGX_FLUXGATE_LUA_ORDER_UNKNOWN:
         return ngx_fluxgate_order_status(r, NGX_HTTP_NOT_FOUND,
                                          NGX_FLUXGATE_UNKNOWN_PRODUCT,
                                          "unknown_product");
 
-    case NGX_FLUXGATE_ORDER_QUEUED:
+    case NGX_FLUXGATE_LUA_ORDER_QUEUED:
         return ngx_fluxgate_order_queued(r, op, reply);
 
-    case NGX_FLUXGATE_ORDER_BAD_TICKET:
+    case NGX_FLUXGATE_LUA_ORDER_BAD_TICKET:
         return ngx_fluxgate_order_bad_ticket(r, reply);
 
-    case NGX_FLUXGATE_ORDER_QUEUE_FULL:
+    case NGX_FLUXGATE_LUA_ORDER_QUEUE_FULL:
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "fluxgate: the line for \"%s\" is longer than a "
                       "ticket lives (fluxgate_queue_ticket_ttl): not "
@@ -942,19 +547,23 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
 
         return ngx_fluxgate_send_unavailable(r, "waiting room full");
 
-    case NGX_FLUXGATE_ORDER_CANCELED:
+    case NGX_FLUXGATE_LUA_ORDER_CANCELED:
         /* a release ran first: this late order.lua reserved nothing */
         return ngx_fluxgate_send_unavailable(r, "redis failed");
 
-    case NGX_FLUXGATE_ORDER_CHALLENGE:
+    case NGX_FLUXGATE_LUA_ORDER_CHALLENGE:
         product.data = (u_char *) op->req.product_id;
         product.len = op->req.product_id_len;
         buyer.data = (u_char *) op->req.user_id;
         buyer.len = op->req.user_id_len;
 
+        /* a line, then: the next proof-less order is answered here */
+        flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
+        ngx_fluxgate_line_touch(flcf, &product);
+
         return ngx_fluxgate_queue_send_challenge(r, &product, &buyer);
 
-    case NGX_FLUXGATE_ORDER_CLIENT_FULL:
+    case NGX_FLUXGATE_LUA_ORDER_CLIENT_FULL:
         flcf = ngx_http_get_module_loc_conf(r, ngx_fluxgate_module);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -965,7 +574,7 @@ ngx_fluxgate_order_respond(ngx_http_request_t *r, ngx_fluxgate_order_t *op,
         return ngx_fluxgate_order_refused(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                           "too_many_places");
 
-    case NGX_FLUXGATE_ORDER_CLOSED:
+    case NGX_FLUXGATE_LUA_ORDER_CLOSED:
         return ngx_fluxgate_order_status(r, NGX_HTTP_CONFLICT,
                                          NGX_FLUXGATE_REFUSED, "closed");
     }
@@ -1191,423 +800,4 @@ ngx_fluxgate_order_bad_ticket(ngx_http_request_t *r, redisReply *reply)
     }
 
     return ngx_fluxgate_queue_send_refused(r, error, "X-Queue-Ticket");
-}
-
-
-static ngx_int_t
-ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
-{
-    u_char     value[512];
-    ngx_str_t  key, msg;
-
-    key.data = (u_char *) op->req.product_id;
-    key.len = op->req.product_id_len;
-
-    msg.data = value;
-    msg.len = ngx_snprintf(value, sizeof(value),
-                           "{\"type\":\"order\",\"orderId\":\"%*s\","
-                           "\"productId\":\"%s\",\"userId\":\"%s\","
-                           "\"quantity\":%L,\"idempotencyKey\":\"%V\","
-                           "\"acceptedAt\":%uL,\"generation\":%L,"
-                           "\"generationStock\":%L}",
-                           (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                           op->req.product_id, op->req.user_id,
-                           op->req.quantity, &op->key,
-                           ngx_fluxgate_now_ms(), op->generation,
-                           op->generation_stock)
-              - value;
-
-    /* op->sent: order.lua's reply, read by ngx_fluxgate_order_timed() */
-
-    if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "fluxgate: order %*s: reserved, producing",
-                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id);
-
-    op->state = NGX_FLUXGATE_ORDER_PRODUCING;
-
-    /* a live timer also keeps a gracefully exiting worker until the end */
-    ngx_add_timer(&op->op.timer, op->kafka_wait);
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_fluxgate_order_delivered(ngx_fluxgate_delivery_t *dlv,
-    ngx_fluxgate_delivery_e status, const char *err)
-{
-    ngx_fluxgate_order_t  *op = (ngx_fluxgate_order_t *) dlv;
-
-    if (op->op.timer.timer_set) {
-        ngx_del_timer(&op->op.timer);
-    }
-
-    ngx_fluxgate_order_timed(op, NGX_FLUXGATE_HISTOGRAM_KAFKA);
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "fluxgate: order %*s: delivery report %d",
-                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id, status);
-
-    switch (status) {
-
-    case NGX_FLUXGATE_DELIVERED:
-        /*
-         * The answer first: finishing may end (and free) the order at
-         * once, when Redis is gone and the worker is exiting
-         */
-        ngx_fluxgate_order_accept(op);
-        ngx_fluxgate_order_finishing(op, 0);
-        return;
-
-    case NGX_FLUXGATE_NOT_DELIVERED:
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "fluxgate: order %*s for \"%s\" not delivered to "
-                      "kafka: %s, releasing it",
-                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                      op->req.product_id, err);
-
-        ngx_fluxgate_op_fail(&op->op, "kafka unavailable");
-        ngx_fluxgate_order_release(op);
-        return;
-
-    default: /* NGX_FLUXGATE_MAYBE_DELIVERED */
-
-        /*
-         * It may be in Kafka, and then the worker records it: giving the
-         * stock back could oversell.  The claim stays pending (it has no
-         * TTL) until fluxgate-reconcile finds it recorded in PostgreSQL,
-         * or not recorded once the worker read past it, and settles it;
-         * meanwhile a retry of its key gets in_progress, never a second
-         * order.
-         */
-
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "fluxgate: order %*s for \"%s\" (user \"%s\", "
-                      "quantity %L) possibly persisted in kafka: %s; its "
-                      "claim stays pending until it is settled",
-                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                      op->req.product_id, op->req.user_id,
-                      op->req.quantity, err);
-
-        ngx_fluxgate_op_fail(&op->op, "kafka timed out");
-        ngx_fluxgate_order_free(op);
-        return;
-    }
-}
-
-
-static void
-ngx_fluxgate_order_accept(ngx_fluxgate_order_t *op)
-{
-    ngx_int_t            rc;
-    ngx_str_t            body;
-    ngx_http_request_t  *r;
-    ngx_fluxgate_ctx_t  *ctx;
-
-    r = ngx_fluxgate_op_answer(&op->op);
-
-    if (r == NULL) {
-        return;
-    }
-
-    ctx = ngx_fluxgate_get_ctx(r);
-    body.data = ngx_pnalloc(r->pool, sizeof("{\"status\":\"success\","
-                                            "\"orderId\":\"\"}") - 1
-                                     + NGX_FLUXGATE_UUID_LEN);
-
-    if (ctx == NULL || body.data == NULL) {
-        ngx_fluxgate_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ngx_memcpy(ctx->order_id, op->order_id, NGX_FLUXGATE_UUID_LEN);
-    ctx->has_order_id = 1;
-
-    body.len = ngx_sprintf(body.data,
-                           "{\"status\":\"success\",\"orderId\":\"%*s\"}",
-                           (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id)
-               - body.data;
-
-    rc = ngx_fluxgate_send(r, NGX_HTTP_OK, NGX_FLUXGATE_ACCEPTED, &body);
-
-    ngx_fluxgate_finalize(r, rc);
-}
-
-
-static void
-ngx_fluxgate_order_release(ngx_fluxgate_order_t *op)
-{
-    ngx_fluxgate_order_finishing(op, 1);
-}
-
-
-/* the last step: done.lua or release.lua, retried until the deadline */
-
-static void
-ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
-{
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "fluxgate: order %*s: finishing with %s.lua",
-                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                   release ? "release" : "done");
-
-    op->state = NGX_FLUXGATE_ORDER_FINISHING;
-    op->releasing = release;
-    op->deadline = ngx_current_msec + NGX_FLUXGATE_FINISH_GRACE;
-
-    ngx_fluxgate_order_finish(op);
-}
-
-
-static void
-ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
-{
-    ngx_int_t             rc;
-    ngx_msec_t            now;
-    ngx_fluxgate_args_t   a;
-
-    if (op->op.timer.timer_set) {
-        ngx_del_timer(&op->op.timer);
-    }
-
-    a.n = 0;
-
-    if (op->releasing) {
-        ngx_fluxgate_args_str(&a, &op->stock_key);
-        ngx_fluxgate_args_str(&a, &op->buyers_key);
-        ngx_fluxgate_args_str(&a, &op->idem_key);
-        ngx_fluxgate_args_str(&a, &op->gen_key);
-        ngx_fluxgate_args_str(&a, &op->pending_key);
-        ngx_fluxgate_args_str(&a, &op->prefix_key);
-        ngx_fluxgate_args_text(&a, op->order_id, NGX_FLUXGATE_UUID_LEN);
-        ngx_fluxgate_args_str(&a, &op->key);
-
-        /* the tombstone's life, should order.lua still be on its way */
-        ngx_fluxgate_args_int(&a, op->ttl);
-
-        rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_release,
-                                     6, a.n, a.arg,
-                                     ngx_fluxgate_order_finished, op);
-
-    } else {
-        ngx_fluxgate_args_str(&a, &op->idem_key);
-        ngx_fluxgate_args_str(&a, &op->pending_key);
-        ngx_fluxgate_args_text(&a, op->order_id, NGX_FLUXGATE_UUID_LEN);
-        ngx_fluxgate_args_int(&a, op->ttl);
-        ngx_fluxgate_args_str(&a, &op->key);
-
-        rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_done,
-                                     2, a.n, a.arg,
-                                     ngx_fluxgate_order_finished, op);
-    }
-
-    now = ngx_current_msec;
-
-    if (rc == NGX_OK) {
-        op->waiting = 1;
-        ngx_add_timer(&op->op.timer, op->deadline > now ? op->deadline - now
-                                                     : 1);
-        return;
-    }
-
-    if (now >= op->deadline || ngx_fluxgate_exiting) {
-        ngx_fluxgate_order_finished(NULL, op);
-        return;
-    }
-
-    /* no connection now: try again when it may be back */
-    ngx_add_timer(&op->op.timer, NGX_FLUXGATE_ORDER_RETRY);
-}
-
-
-/* done.lua or release.lua answered, or could not be run: the end */
-
-static void
-ngx_fluxgate_order_finished(redisReply *reply, void *data)
-{
-    ngx_fluxgate_order_t  *op = data;
-
-    op->waiting = 0;
-
-    /*
-     * No reply (the connection went with the script), or an error reply
-     * (LOADING after a restart, READONLY during a failover, BUSY, OOM):
-     * both scripts can repeat, so try again while the grace lasts
-     */
-
-    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR)
-        && ngx_current_msec < op->deadline
-        && !ngx_fluxgate_exiting)
-    {
-        if (reply != NULL) {
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "fluxgate: order %*s: %s.lua: %*s, retrying",
-                          (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                          op->releasing ? "release" : "done",
-                          (size_t) ngx_min(reply->len, 200), reply->str);
-        }
-
-        if (op->op.timer.timer_set) {
-            ngx_del_timer(&op->op.timer);
-        }
-
-        ngx_add_timer(&op->op.timer, NGX_FLUXGATE_ORDER_RETRY);
-        return;
-    }
-
-    /* units given back: whoever the flag turns away could have them */
-
-    if (op->releasing
-        && reply != NULL
-        && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer == NGX_FLUXGATE_RELEASE_GIVEN)
-    {
-        ngx_fluxgate_sold_out_clear(op->sold_out,
-                                    (u_char *) op->req.product_id,
-                                    op->req.product_id_len);
-    }
-
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
-        ngx_fluxgate_order_settled(op, reply->integer);
-    }
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "fluxgate: order %*s: finished, %s",
-                   (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                   reply ? "claim ended" : "claim left pending");
-
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "fluxgate: order %*s: could not %s in redis "
-                      "(%s): product \"%s\", user \"%s\", quantity %L, "
-                      "key \"%V\"; its claim stays pending until "
-                      "fluxgate-reconcile settles it",
-                      (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                      op->releasing ? "release the reservation"
-                                    : "mark the idempotency key done",
-                      reply ? "error reply" : "no connection",
-                      op->req.product_id, op->req.user_id,
-                      op->req.quantity, &op->key);
-    }
-
-    ngx_fluxgate_order_free(op);
-}
-
-
-/* done.lua's 1, release.lua's 1 and 2: this order's claim ended here */
-
-static void
-ngx_fluxgate_order_settled(ngx_fluxgate_order_t *op, long long rc)
-{
-    if (!op->releasing) {
-        if (rc == 1) {
-            ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_DONE);
-        }
-
-        return;
-    }
-
-    if (rc == NGX_FLUXGATE_RELEASE_GIVEN) {
-        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_RELEASED);
-
-    } else if (rc == NGX_FLUXGATE_RELEASE_OVER) {
-        ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_RELEASED_OVER);
-
-    } else {
-        return;
-    }
-
-    ngx_fluxgate_metrics_count(NGX_FLUXGATE_METRIC_SETTLED_RELEASE);
-}
-
-
-/*
- * The deadline of the step under way: the client gets 503 now, and the
- * step is given a grace period to end with a live timer.  After that the
- * order still ends when its callback comes, but nothing waits for it.
- * While finishing, the timer is the retry of done.lua or release.lua.
- */
-
-static void
-ngx_fluxgate_order_timeout(ngx_event_t *ev)
-{
-    ngx_fluxgate_order_t  *op = ev->data;
-
-    if (op->state == NGX_FLUXGATE_ORDER_FINISHING) {
-
-        if (!op->waiting) {
-            ngx_fluxgate_order_finish(op);
-            return;
-        }
-
-    } else if (!op->op.answered) {
-
-        if (op->state == NGX_FLUXGATE_ORDER_DECIDING) {
-            ngx_fluxgate_redis_timed_out(
-                ngx_fluxgate_redis_node(op->redis, &op->stock_key));
-            ngx_fluxgate_op_fail(&op->op, "redis timed out");
-
-        } else {
-            ngx_fluxgate_op_fail(&op->op, "kafka timed out");
-        }
-
-        ngx_add_timer(&op->op.timer, NGX_FLUXGATE_FINISH_GRACE);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "fluxgate: order %*s for \"%s\": still no reply from %s",
-                  (size_t) NGX_FLUXGATE_UUID_LEN, op->order_id,
-                  op->req.product_id,
-                  op->state == NGX_FLUXGATE_ORDER_PRODUCING ? "kafka"
-                                                            : "redis");
-}
-
-
-/* a round trip ended: the histogram, and the request's variable */
-
-static void
-ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
-    ngx_fluxgate_histogram_e histogram)
-{
-    uint64_t             usec, now;
-    ngx_fluxgate_ctx_t  *ctx;
-
-    now = ngx_fluxgate_metrics_clock();
-    usec = (now > op->sent) ? now - op->sent : 0;
-
-    /* the end of order.lua's round trip starts the produce that follows */
-    op->sent = now;
-
-    ngx_fluxgate_metrics_observe(histogram, usec);
-
-    if (op->op.request == NULL) {
-        return;
-    }
-
-    ctx = ngx_fluxgate_get_ctx(op->op.request);
-    if (ctx == NULL) {
-        return;
-    }
-
-    if (histogram == NGX_FLUXGATE_HISTOGRAM_REDIS) {
-        ctx->redis_time = usec;
-        ctx->has_redis_time = 1;
-
-    } else {
-        ctx->kafka_time = usec;
-        ctx->has_kafka_time = 1;
-    }
-}
-
-
-static void
-ngx_fluxgate_order_free(ngx_fluxgate_order_t *op)
-{
-    ngx_fluxgate_op_end(&op->op);
-    ngx_free(op);
 }

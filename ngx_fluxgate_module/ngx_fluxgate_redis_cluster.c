@@ -57,6 +57,18 @@ struct ngx_fluxgate_redis_cluster_s {
 };
 
 
+static ngx_int_t ngx_fluxgate_redis_cluster_init_process(
+    ngx_fluxgate_redis_t *front, ngx_cycle_t *cycle);
+static void ngx_fluxgate_redis_cluster_exit_process(
+    ngx_fluxgate_redis_t *front);
+static ngx_fluxgate_redis_t *ngx_fluxgate_redis_cluster_route(
+    ngx_fluxgate_redis_t *front, u_char *key, size_t len);
+static ngx_int_t ngx_fluxgate_redis_cluster_redirect(
+    ngx_fluxgate_redis_call_t *call, redisReply *reply);
+static void ngx_fluxgate_redis_cluster_lost(ngx_fluxgate_redis_t *node);
+static ngx_uint_t ngx_fluxgate_redis_cluster_ready(
+    ngx_fluxgate_redis_t *front);
+static ngx_uint_t ngx_fluxgate_redis_cluster_up(ngx_fluxgate_redis_t *front);
 static void ngx_fluxgate_redis_cluster_fetch(ngx_fluxgate_redis_cluster_t *cl);
 static void ngx_fluxgate_redis_cluster_timer(ngx_event_t *ev);
 static void ngx_fluxgate_redis_cluster_map(redisReply *reply, void *data);
@@ -69,6 +81,17 @@ typedef struct {
     ngx_fluxgate_redis_cluster_t  *cl;
     ngx_uint_t                     ask;
 } ngx_fluxgate_redis_cluster_ask_t;
+
+
+static const ngx_fluxgate_redis_router_t  ngx_fluxgate_redis_cluster_router = {
+    ngx_fluxgate_redis_cluster_init_process,
+    ngx_fluxgate_redis_cluster_exit_process,
+    ngx_fluxgate_redis_cluster_route,
+    ngx_fluxgate_redis_cluster_ready,
+    ngx_fluxgate_redis_cluster_up,
+    ngx_fluxgate_redis_cluster_redirect,
+    ngx_fluxgate_redis_cluster_lost
+};
 
 
 /* configuration: `fluxgate_redis cluster host:port [host:port ...]` */
@@ -126,6 +149,7 @@ ngx_fluxgate_redis_cluster_add(ngx_conf_t *cf, ngx_str_t *args,
     rds->name.len = len;
     rds->front = 1;
     rds->cluster = cl;
+    rds->router = &ngx_fluxgate_redis_cluster_router;
 
     cl->seeds = ngx_pcalloc(cf->pool, nargs * sizeof(ngx_fluxgate_redis_t *));
     if (cl->seeds == NULL) {
@@ -152,6 +176,7 @@ ngx_fluxgate_redis_cluster_add(ngx_conf_t *cf, ngx_str_t *args,
         }
 
         seed->cluster = cl;
+        seed->router = &ngx_fluxgate_redis_cluster_router;
         cl->seeds[i] = seed;
     }
 
@@ -170,7 +195,7 @@ ngx_fluxgate_redis_cluster_add(ngx_conf_t *cf, ngx_str_t *args,
 
 /* worker processes */
 
-ngx_int_t
+static ngx_int_t
 ngx_fluxgate_redis_cluster_init_process(ngx_fluxgate_redis_t *front,
     ngx_cycle_t *cycle)
 {
@@ -219,7 +244,7 @@ ngx_fluxgate_redis_cluster_init_process(ngx_fluxgate_redis_t *front,
 }
 
 
-void
+static void
 ngx_fluxgate_redis_cluster_exit_process(ngx_fluxgate_redis_t *front)
 {
     ngx_uint_t                     i;
@@ -246,7 +271,7 @@ ngx_fluxgate_redis_cluster_exit_process(ngx_fluxgate_redis_t *front)
 
 /* routing */
 
-ngx_fluxgate_redis_t *
+static ngx_fluxgate_redis_t *
 ngx_fluxgate_redis_cluster_route(ngx_fluxgate_redis_t *front, u_char *key,
     size_t len)
 {
@@ -275,7 +300,7 @@ ngx_fluxgate_redis_cluster_route(ngx_fluxgate_redis_t *front, u_char *key,
  * not be sent; the caller then hands the reply on as it is.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_fluxgate_redis_cluster_redirect(ngx_fluxgate_redis_call_t *call,
     redisReply *reply)
 {
@@ -366,7 +391,7 @@ ngx_fluxgate_redis_cluster_redirect(ngx_fluxgate_redis_call_t *call,
 
 /* a node's connection went away: the map may have changed */
 
-void
+static void
 ngx_fluxgate_redis_cluster_lost(ngx_fluxgate_redis_t *node)
 {
     ngx_fluxgate_redis_cluster_t  *cl = node->cluster;
@@ -377,7 +402,7 @@ ngx_fluxgate_redis_cluster_lost(ngx_fluxgate_redis_t *node)
 }
 
 
-ngx_uint_t
+static ngx_uint_t
 ngx_fluxgate_redis_cluster_ready(ngx_fluxgate_redis_t *front)
 {
     return front->cluster->loaded;
@@ -386,7 +411,7 @@ ngx_fluxgate_redis_cluster_ready(ngx_fluxgate_redis_t *front)
 
 /* fluxgate_health: a map, and every node that serves slots answering */
 
-ngx_uint_t
+static ngx_uint_t
 ngx_fluxgate_redis_cluster_up(ngx_fluxgate_redis_t *front)
 {
     ngx_uint_t                     i;
@@ -644,7 +669,7 @@ ngx_fluxgate_redis_cluster_map(redisReply *reply, void *data)
         ngx_add_timer(&cl->timer, NGX_FLUXGATE_CLUSTER_INCOMPLETE);
     }
 
-    ngx_fluxgate_metrics_state();
+    ngx_fluxgate_redis_changed();
 }
 
 
@@ -690,6 +715,7 @@ ngx_fluxgate_redis_cluster_node(ngx_fluxgate_redis_cluster_t *cl,
 
     rds->port = port;
     rds->cluster = cl;
+    rds->router = &ngx_fluxgate_redis_cluster_router;
     rds->used = 1;
 
     *node = rds;

@@ -1,6 +1,7 @@
 
 /*
- * Flux-Gate: what ngx_fluxgate_redis.c (the connections) and
+ * Flux-Gate: what ngx_fluxgate_redis.c (the connections),
+ * ngx_fluxgate_redis_command.c (the commands on them) and
  * ngx_fluxgate_redis_cluster.c (the Redis Cluster router) share.  Nothing
  * else includes this file: the other files see ngx_fluxgate_redis_t as an
  * opaque type through ngx_fluxgate.h.
@@ -22,6 +23,26 @@
 
 
 typedef struct ngx_fluxgate_redis_cluster_s  ngx_fluxgate_redis_cluster_t;
+typedef struct ngx_fluxgate_redis_call_s     ngx_fluxgate_redis_call_t;
+
+
+/*
+ * What a front (and each node of its cluster) asks of the router:
+ * ngx_fluxgate_redis_cluster.c sets it, ngx_fluxgate_redis.c calls it, so
+ * the connections know nothing of the cluster above them
+ */
+typedef struct {
+    ngx_int_t                    (*init_process)(ngx_fluxgate_redis_t *front,
+                                                 ngx_cycle_t *cycle);
+    void                         (*exit_process)(ngx_fluxgate_redis_t *front);
+    ngx_fluxgate_redis_t        *(*route)(ngx_fluxgate_redis_t *front,
+                                          u_char *key, size_t len);
+    ngx_uint_t                   (*ready)(ngx_fluxgate_redis_t *front);
+    ngx_uint_t                   (*up)(ngx_fluxgate_redis_t *front);
+    ngx_int_t                    (*redirect)(ngx_fluxgate_redis_call_t *call,
+                                             redisReply *reply);
+    void                         (*lost)(ngx_fluxgate_redis_t *node);
+} ngx_fluxgate_redis_router_t;
 
 
 struct ngx_fluxgate_redis_s {
@@ -38,6 +59,7 @@ struct ngx_fluxgate_redis_s {
 
     /* a front: the cluster it routes to; a node: the cluster it is in */
     ngx_fluxgate_redis_cluster_t  *cluster;
+    const ngx_fluxgate_redis_router_t  *router;
     ngx_uint_t                     slots;     /* a node: its slots now */
 
     unsigned                       used:1;
@@ -58,7 +80,7 @@ struct ngx_fluxgate_redis_s {
  * allocation.  refs counts the hiredis callbacks that still point here
  * (the command's, and then its WAIT's): freed when the last one ran.
  */
-typedef struct {
+struct ngx_fluxgate_redis_call_s {
     ngx_fluxgate_redis_t          *rds;       /* where it was last sent */
     ngx_fluxgate_script_t         *script;
     ngx_fluxgate_redis_handler_pt  handler;
@@ -78,7 +100,7 @@ typedef struct {
     unsigned                       asking:1;      /* ASKING first */
     unsigned                       confirming:1;  /* saved, WAIT sent */
     unsigned                       delivered:1;
-} ngx_fluxgate_redis_call_t;
+};
 
 
 /* ngx_fluxgate_redis.c, for the router */
@@ -86,19 +108,13 @@ ngx_int_t ngx_fluxgate_redis_parse(ngx_conf_t *cf, ngx_fluxgate_redis_t *rds,
     ngx_str_t *addr, const char *directive);
 void ngx_fluxgate_redis_start(ngx_fluxgate_redis_t *rds, ngx_log_t *log);
 void ngx_fluxgate_redis_close(ngx_fluxgate_redis_t *rds);
+void ngx_fluxgate_redis_changed(void);
+void ngx_fluxgate_redis_loaded(redisAsyncContext *ac, void *r, void *data);
+void ngx_fluxgate_redis_refusing(ngx_fluxgate_redis_t *rds, const char *why);
+
+/* ngx_fluxgate_redis_command.c, for the router */
 ngx_int_t ngx_fluxgate_redis_call_send(ngx_fluxgate_redis_call_t *call);
 
-/* ngx_fluxgate_redis_cluster.c */
-ngx_int_t ngx_fluxgate_redis_cluster_init_process(ngx_fluxgate_redis_t *front,
-    ngx_cycle_t *cycle);
-void ngx_fluxgate_redis_cluster_exit_process(ngx_fluxgate_redis_t *front);
-ngx_fluxgate_redis_t *ngx_fluxgate_redis_cluster_route(
-    ngx_fluxgate_redis_t *front, u_char *key, size_t len);
-ngx_int_t ngx_fluxgate_redis_cluster_redirect(ngx_fluxgate_redis_call_t *call,
-    redisReply *reply);
-void ngx_fluxgate_redis_cluster_lost(ngx_fluxgate_redis_t *node);
-ngx_uint_t ngx_fluxgate_redis_cluster_ready(ngx_fluxgate_redis_t *front);
-ngx_uint_t ngx_fluxgate_redis_cluster_up(ngx_fluxgate_redis_t *front);
 
 
 #endif /* _NGX_FLUXGATE_REDIS_CLUSTER_H_INCLUDED_ */

@@ -19,7 +19,6 @@
 
 
 #include "ngx_fluxgate.h"
-#include "ngx_fluxgate_parse.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

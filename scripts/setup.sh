@@ -37,6 +37,9 @@ PACKAGES=(
     clang libclang-rt-14-dev
     # services
     nginx redis-server redis-tools postgresql supervisor
+    # the demo shop's sign-in service (scripts/signin.py: the standard
+    # library only)
+    python3
     default-jre-headless maven
     # tests and benchmarks
     libtest-base-perl libjson-pp-perl libdbd-pg-perl libtime-hires-perl
@@ -52,6 +55,9 @@ PACKAGES=(
     # the waiting room in a real browser (t/205): headless Chromium driven
     # over the DevTools protocol from Perl, and a font for its screenshots
     chromium libprotocol-websocket-perl fonts-dejavu-core
+    # the suite's loaded run (README, testing): the machine's CPUs kept busy
+    # while `make test` runs, as on a shared CI runner
+    stress-ng
 )
 
 as_root() {

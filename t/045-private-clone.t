@@ -13,7 +13,7 @@ use File::Path qw(make_path remove_tree);
 use IO::Socket::INET;
 use FluxGate::Test;
 
-plan skip_all => 'needs root (runuser, nginx dropping to nobody)' if $> != 0;
+skip_all_missing('needs root (runuser, nginx dropping to nobody)') if $> != 0;
 
 my $base = "$ENV{FG_RUN_DIR}/private-$$";
 my $home = "$base/home";             # the private directory, as /root
@@ -45,7 +45,7 @@ ok(!-e "$clone/.run/stack.env", 'having started nothing');
 
 # a run directory outside it: the pages are copied there
 my $run = "$base/run";
-my ($http, $admin) = (free_port(), free_port());
+my ($http, $admin) = free_ports(2);
 my ($kafka) = $ENV{KAFKA_BOOTSTRAP} =~ /:(\d+)$/;
 ($rc, $out) = stack('check', $run, FG_FREE_PORTS => 0, FG_HTTP_PORT => $http,
                     FG_ADMIN_PORT => $admin, FG_REDIS_PORT => $ENV{REDIS_PORT},

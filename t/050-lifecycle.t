@@ -16,9 +16,11 @@ my $dir = tempdir('/tmp/fluxgate-t050.XXXXXX', CLEANUP => 1);
 chmod 0755, $dir;
 
 my %ports;
-$ports{$_} = free_port() for qw(FG_HTTP_PORT FG_ADMIN_PORT FG_REDIS_PORT
-                                FG_PG_PORT FG_KAFKA_PORT FG_KAFKA_CONTROLLER_PORT
-                                FG_WORKER_METRICS_PORT);
+# distinct: free_port() twice may give the same port, and the stack refuses
+# one port for two services
+my @names = qw(FG_HTTP_PORT FG_ADMIN_PORT FG_REDIS_PORT FG_PG_PORT FG_KAFKA_PORT
+               FG_KAFKA_CONTROLLER_PORT FG_WORKER_METRICS_PORT);
+@ports{@names} = free_ports(scalar @names);
 my $env = join ' ', map { "$_=$ports{$_}" } sort keys %ports;
 
 sub run { my $out = `@_ 2>&1`; return ($? >> 8, $out) }

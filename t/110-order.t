@@ -38,6 +38,9 @@ our $CONFIG = <<'EOF';
         fluxgate_redis 127.0.0.1:1;
         fluxgate_order;
     }
+    location = /metrics {
+        fluxgate_metrics;
+    }
 EOF
 
 # every order of this file goes to a topic of its own
@@ -56,6 +59,12 @@ sub product {
 sub keys_of { my ($p) = @_; return sort(redis('KEYS', "fg:{$p}:*")) }
 
 sub body_of { json_decode($_[0]->{body}) }
+
+# the gate's own count of its Redis round trips (every worker process's)
+sub redis_round_trips {
+    my $m = prom_samples(http_get("http://127.0.0.1:" . server_port() . "/metrics")->{content});
+    return $m->{fluxgate_redis_duration_seconds_count} // die "no Redis count in /metrics\n";
+}
 
 plan 'no_plan';
 run_tests();
@@ -189,8 +198,11 @@ is(redis('EXISTS', "fg:{$p}:idem:$ENV{TEST_NGINX_K2}"), 0,
    "$main::name - the redirected key is not claimed");
 # the rate's state: the product's line record, one turn taken by the sale
 is(redis('HGET', "fg:{$p}:q", 'n'), 1, "$main::name - one turn taken, none by the 302");
-# the redirected request may come back with the same key once admitted
-sleep 1.1;
+# the redirected request may come back with the same key once admitted:
+# once Redis's clock reached the next turn's time at 1 a second
+my ($n, $h, $t) = redis('HMGET', "fg:{$p}:q", 'n', 'h', 't');
+my $due = ($t || 0) + ($n + 1 - ($h || 0)) * 1_000_000;
+ok(wait_until(5, sub { redis_time_us() >= $due }), "$main::name - the next turn's second came");
 my $res = http_post("http://127.0.0.1:" . server_port() . "/throttled",
                     qq({"productId":"$p","userId":"u2"}),
                     { 'X-Idempotency-Key' => $ENV{TEST_NGINX_K2} });
@@ -319,7 +331,7 @@ is(redis('HGET', "fg:{$p}:buyers", 'u1'), 2, "$main::name - u1 has 2");
 --- http_config eval: $::HTTP
 --- config eval: $::CONFIG
 --- init
-main::product(undef);
+main::product(5);
 --- request eval
 my $p = '$TEST_NGINX_P';
 [map { "POST /order\n$_" }
@@ -362,8 +374,29 @@ my $p = '$TEST_NGINX_P';
     body body X-Idempotency-Key X-Idempotency-Key X-Idempotency-Key
     X-Idempotency-Key)]
 --- check
-is_deeply([main::keys_of($ENV{TEST_NGINX_P})], [], "$main::name - no key of the product exists");
+# the product is on sale: an order that reached Redis would leave a key
+my $p = $ENV{TEST_NGINX_P};
+is_deeply([main::keys_of($p)], ["fg:{$p}:gen", "fg:{$p}:stock"],
+          "$main::name - no key of the product but its stock");
+is(redis('GET', "fg:{$p}:stock"), 5, "$main::name - stock untouched");
 like($main::responses->[15]{body}, qr/between 1 and 5/, "$main::name - says the range");
+# and the gate counts no Redis round trip for them: the same 23 requests
+# again, then one good order, which is counted
+my $before = main::redis_round_trips();
+my @reqs = Test::Nginx::Socket::Lite::as_list($main::block->request);
+my @hdrs = Test::Nginx::Socket::Lite::as_list($main::block->more_headers);
+is(scalar @reqs, 23, "$main::name - the 23 requests");
+my @again = map {
+    http_request(Test::Nginx::Socket::Lite::build_request(
+        Test::Nginx::Socket::Lite::expand_env($reqs[$_]),
+        Test::Nginx::Socket::Lite::expand_env($hdrs[$_])))->{status}
+} 0 .. $#reqs;
+is_deeply(\@again, [(400) x 23], "$main::name - sent again: 400 each");
+is(main::redis_round_trips() - $before, 0,
+   "$main::name - no Redis round trip for 23 bad orders");
+my $good = queue_order(server_port(), $p, uniq('k'));
+is($good->{status}, 200, "$main::name - then a good order: 200");
+ok(main::redis_round_trips() > $before, "$main::name - and it is counted");
 
 
 

@@ -119,3 +119,14 @@ is($res->{status}, 200, "$name - restocked");
 my $yes = main::order($k2, 'u2');
 is($yes->{status}, 200, "$name - the same key after the restock: 200");
 ok(!$yes->{headers}{'idempotent-replayed'}, "$name - decided, not replayed");
+
+# what reached the shop: once the worker drained the topic, the product's
+# rows are the two orders answered 200, and nothing of the 10,001 sold-out
+# answers; its stock is the second generation's, sold
+ok(drained(), "$name - the worker drained the topic");
+is_deeply([ map { "$_->[0] $_->[1] $_->[3]" } @{ order_rows($p) } ],
+          [ sort map { "$_->{json}{orderId} $_->{u} accepted" }
+                { %$first, u => 'u1' }, { %$yes, u => 'u2' } ],
+          "$name - PostgreSQL holds the two 200s and nothing else");
+is(psql("select stock || ' ' || generation from products where id = '$p'"), '0 2',
+   "$name - products: generation 2, sold out");

@@ -104,9 +104,9 @@ main::product(5);
 --- error_code eval
 [200, 200]
 --- check
+# both answered: a message produced for either was acknowledged before its
+# answer, so the topic holds every one there will be
 my @m = main::messages(1);
-sleep 1;
-@m = main::messages(1);
 is(scalar @m, 1, "$main::name - one message for two requests");
 like($m[0]{payload} // '', qr/"quantity":1[,}]/, "$main::name - quantity 1");
 

@@ -146,8 +146,9 @@ X-Idempotency-Key: $TEST_NGINX_K
 --- error_code: 503
 --- response_body_like: "kafka [^"]+"
 --- check
-# by now librdkafka has said that no broker is up
-sleep 1;
+# once librdkafka has said that no broker is up
+ok(wait_until(10, sub { error_log_since(0) =~ /fluxgate: kafka: no broker is up/ }),
+   "$main::name - the gate knows no broker is up");
 my $t0 = time;
 my $res = http_post("http://127.0.0.1:" . server_port() . "/order",
                     qq({"productId":"$ENV{TEST_NGINX_P}","userId":"u1"}),

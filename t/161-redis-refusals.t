@@ -88,14 +88,17 @@ sub order_at {
     my $p = uniq('p');
     set_stock($p, 5, via => $private);
     my $key = uniq('k');
-    my @k = map { "fg:{$p}:$_" } qw(stock rate buyers), "idem:$key", qw(gen pending q:seq q:used:0);
+    # order.lua as lua/expand.sh makes it, called as the gate calls it
+    $order = `sh $ENV{FG_ROOT}/lua/expand.sh $ENV{FG_ROOT}/lua/order.lua`;
+    my @k = map { "fg:{$p}:$_" } qw(stock q buyers), "idem:$key", qw(gen pending q:);
     my $run_order = sub {
         my ($oid) = @_;
-        return $private->('EVAL', $order, 8, @k, 'u-1', 1, 'u-1:1', $oid, 60000,
-                          0, 0, 0, $key, 0, 30000000, 3600000000, '', '', '', '', '');
+        return $private->('EVAL', $order, scalar(@k), @k, 'u-1', 1, 'u-1:1', $oid,
+                          60000, 0, 0, 0, $key, 0, 30000000, 3600000000,
+                          'u-1', '', 0, '0', 'abcd', '', '', '', '');
     };
     my $oid = '0193aaaa-0000-7000-8000-000000000001';
-    is($private->('EVAL', $release, 5, map({ "fg:{$p}:$_" } qw(stock buyers), "idem:$key", qw(gen pending)),
+    is($private->('EVAL', $release, 6, map({ "fg:{$p}:$_" } qw(stock buyers), "idem:$key", qw(gen pending q:)),
                   $oid, $key, 60000), 0, 'release.lua before order.lua: nothing to release');
     is($private->('HGET', "fg:{$p}:idem:$key", 's'), 'released', 'a tombstone');
     cmp_ok($private->('PTTL', "fg:{$p}:idem:$key"), '>', 0, '... that expires');

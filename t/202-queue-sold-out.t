@@ -25,7 +25,7 @@ our $CONFIG = <<'EOF';
     }
     location = /quick {
         fluxgate_threshold 4;
-        fluxgate_queue_window 1s;
+        fluxgate_queue_window 5s;
         fluxgate_order;
     }
     location = /vip {
@@ -114,7 +114,7 @@ is(redis('GET', "fg:{$p}:q:seq"), $seq, "$main::name - no new ticket");
 --- request
 GET /t
 --- error_code: 200
---- timeout: 20
+--- timeout: 30
 --- check
 my $p = uniq('p');
 set_stock($p, 100);
@@ -128,13 +128,16 @@ ok(wait_until(5, sub { (queue_status(main::port(), $p, $t[1]))[1]{admitted} }),
    "$main::name - the second is admitted");
 my $res = queue_order(main::port(), $p, $k[1], ticket => $t[1], path => '/quick');
 is($res->{status}, 200, "$main::name - and buys") or diag($res->{content});
+# the no-show's window is 5 s: the second's turn, a quarter second after
+# the no-show's, came while that window was open, so nobody waited for it
 my $at = redis('HGET', "fg:{$p}:idem:$k[1]", 't');
-ok($at * 1000 < $d[0]{until}, "$main::name - before the no-show's window ended: nobody waited for it");
+is($d[1]{admit} - $d[0]{admit}, 250000, "$main::name - the second's turn is the no-show's + 250 ms");
+ok($at * 1000 < $d[0]{until}, "$main::name - it bought before the no-show's window ended: nobody waited for it");
 ok(wait_until(5, sub { (queue_status(main::port(), $p, $t[2]))[1]{admitted} }),
    "$main::name - the third is admitted in its turn");
 is(queue_order(main::port(), $p, $k[2], ticket => $t[2], path => '/quick')->{status}, 200,
    "$main::name - and buys");
-ok(wait_until(5, sub { (queue_status(main::port(), $p, $t[0]))[0] == 400 }),
+ok(wait_until(15, sub { (queue_status(main::port(), $p, $t[0]))[0] == 400 }),
    "$main::name - the no-show's window passes");
 $res = queue_order(main::port(), $p, $k[0], ticket => $t[0], path => '/quick');
 is($res->{status}, 400, "$main::name - coming back late: 400");

@@ -1,7 +1,7 @@
 # The pre-queue's shuffle: include/fluxgate_shuffle.h (the gate answers
 # polls with it) and lua/lib/shuffle.lua (order.lua admits with it) must
 # give every place the same turn.  The C unit tests first
-# (worker/test_shuffle.c: a permutation, keyed), then both sides on the
+# (include/test_shuffle.c: a permutation, keyed), then both sides on the
 # same seeds, sizes and places, Redis running the Lua.
 use strict;
 use warnings;
@@ -10,8 +10,8 @@ use Test::More;
 use FluxGate::Test;
 
 (my $dir = $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker") =~ s{/[^/]+$}{};
-my $bin = "$dir/worker-tests/test_shuffle";
-ok(-x $bin, "$bin is built") or BAIL_OUT('make worker-tests');
+my $bin = "$dir/include-tests/test_shuffle";
+ok(-x $bin, "$bin is built") or BAIL_OUT('make include-tests');
 
 subtest 'test_shuffle (C unit test)' => sub {
     my $out = `$bin`;

@@ -61,9 +61,11 @@ my %want = (
     'fluxgate_worker_db_errors_total' => 0,
     'fluxgate_worker_db_retries_total' => 0,
 );
-ok(wait_until(30, sub { delta($before)->{'fluxgate_worker_batch_size_sum'} >= 6 }),
-   'the six messages were written') or diag(`tail -5 @{[worker_log()]}`);
-sleep 1.5;      # anything extra would show up by now
+# every message produced so far is written and its offset committed;
+# the worker counts a batch right after committing its offsets
+ok(drained(), 'the worker drained the topic') or diag(`tail -5 @{[worker_log()]}`);
+ok(wait_until(10, sub { delta($before)->{'fluxgate_worker_batch_size_sum'} >= 6 }),
+   'the six messages were counted') or diag(`tail -5 @{[worker_log()]}`);
 my $d = delta($before);
 is($d->{$_}, $want{$_}, "$_ moved by $want{$_}") for sort keys %want;
 cmp_ok($d->{fluxgate_worker_batches_total}, '>=', 1, 'at least one batch');
@@ -86,9 +88,9 @@ ok(@le >= 5 && !grep({ $cum[$_] < $cum[$_ - 1] } 1 .. $#cum),
 # a redelivered message (the same bytes again) counts as a duplicate only
 $before = worker_metrics();
 produce([$p, $orders[0]]);
-ok(wait_until(30, sub { delta($before)->{'fluxgate_worker_batch_size_sum'} >= 1 }),
-   'the replay was consumed');
-sleep 1;
+ok(drained(), 'the replay was consumed');
+ok(wait_until(10, sub { delta($before)->{'fluxgate_worker_batch_size_sum'} >= 1 }),
+   '... and counted');
 $d = delta($before);
 is($d->{'fluxgate_worker_orders_total{status="duplicate"}'}, 1, 'duplicate moved by 1');
 is($d->{'fluxgate_worker_orders_total{status="accepted"}'}, 0, 'accepted did not move');

@@ -2,7 +2,8 @@
 # own nginx (rendered from it by scripts/stack) gets 20,000 connections at
 # once, 18,000 of them idle keep-alive connections and 2,000 trickling a
 # request header a byte per 200 ms, and meanwhile still answers orders: every order answered
-# 200 or 409, none refused, p99 under a second.  The kernel shows all
+# 200 or 409, none refused, the 200s recorded (their latency is printed: a
+# loaded machine's, not a bound).  The kernel shows all
 # 20,000 established and nginx accepted them (its listen queues empty, no
 # "worker_connections are not enough" nor "Too many open files" logged),
 # and client_header_timeout cuts the slow ones (the holders reopen what
@@ -27,7 +28,9 @@ my $SlowPerHolder = 1_000;
 
 my $soft = `sh -c 'ulimit -n'`;
 chomp $soft;
-plan skip_all => "a process may hold only $soft descriptors here"
+# t/run raises the limit to what the machine allows
+skip_all_missing("a process may hold only $soft descriptors here, and a"
+                 . " holder needs " . ($PerHolder + 100))
     if $soft ne 'unlimited' && $soft < $PerHolder + 100;
 
 my $log = "$ENV{FG_RUN_DIR}/logs/nginx-error.log";
@@ -160,11 +163,18 @@ my $res = http_post("$ENV{FLUXGATE_ADMIN_URL}/init",
 is($res->{status}, 200, "stock set");
 my $open_before = established();
 my $r = loadgen(port => $port, c => 20, n => 600, product => $p,
-                expect => '200,409');
+                expect => '200,409', log => 1);
 my $open_after = established();
 is($r->{rc}, 0, "600 orders, every one answered 200 or 409") or diag($r->{raw});
 is($r->{status}{200}{count}, 100, "the 100 units sold");
-ok($r->{p99_ms} < 1000, "p99 $r->{p99_ms} ms (p50 $r->{p50_ms} ms)");
+# how long they took is the machine's; that they were answered is the gate's
+diag("orders among the crowd: p50 $r->{p50_ms} ms, p99 $r->{p99_ms} ms");
+# and the shop has them: once the worker drained, the product's rows are
+# the 100 orders answered 200
+my @ids = sort map { $_->[1] } grep { $_->[0] == 200 } @{ $r->{log} };
+ok(drained(), "the worker drained the topic");
+is_deeply([sort map { $_->[0] } @{ order_rows($p) }], \@ids,
+          "PostgreSQL holds exactly the 100 orders answered 200");
 # the slow ones are cut every 5 s and reopened within a second
 ok($open_before >= $Total - $SlowPerHolder,
    "the crowd was open when the orders came ($open_before; $open_after "

@@ -15,6 +15,13 @@ use Time::HiRes qw(time sleep);
 use FluxGate::Test;
 use FluxGate::Fleet;
 
+# a child still running (not exited, not a zombie), without reaping it
+sub running {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    return (<$fh> // '') !~ /\) [ZX] /;
+}
+
 # the point is the order of messages, not latency: a generous Redis
 # deadline keeps a loaded 2-core machine from turning orders into 503s
 my $a = gate_start(workers => 4, extra => 'fluxgate_redis_timeout 2s;');
@@ -31,20 +38,27 @@ for my $round (1 .. 2) {
         is($res->{status}, 200, "$name - $p set") or diag($res->{content});
     }
 
-    # 40 buyers per product, half through each gate, at a pace that lets
-    # the restock land while orders are in flight on every worker process
+    # 40 buyers per product, half through each gate, at a pace (about
+    # 2.4 s) that lets the restock land while orders are in flight on
+    # every worker process
     my @sales = map {
         sale_start($_, product => $prefix, products => 12, c => 20, n => 240,
-                   rate => 400, run => "r$round-$_->{port}")
+                   rate => 100, run => "r$round-$_->{port}")
     } $a, $b;
 
-    sleep 0.3;
+    # the restock lands once each of its products sold in its first
+    # generation, not a fixed time after the start
     my @restocked = @products[0 .. 5];
+    ok(wait_until(30, sub { !grep { redis('GET', "fg:{$_}:stock") == 20 } @restocked }),
+       "$name - the products to restock sell in generation 1");
     for my $p (@restocked) {
         my $res = init_stock($b, $p, 20, key => "restock-$p");
         is($res->{json}{generation}, 2, "$name - $p restocked: generation 2")
             or diag($res->{content});
     }
+    # ... and while the sale still runs: its buyers are still arriving
+    ok(!grep({ !main::running($_->{pid}) } @sales),
+       "$name - the restock landed while both sales ran");
 
     my @r = map { sale_wait($_) } @sales;
     my @ok = ok_orders(@r);
@@ -61,11 +75,11 @@ for my $round (1 .. 2) {
 
     books_balance($name, \@products, \@ok);
 
-    my $gens = psql("select count(*) from stock_generations where product_id in ('"
-                    . join("','", @restocked) . "') and generation = 2");
+    my $gens = psql("select count(*) from stock_generations where product_id in"
+                    . " (select id from ids) and generation = 2", ids => \@restocked);
     is($gens, 6, "$name - the worker knows the second generation of each restocked product");
     my %by_gen = map { split /\|/ } psql("select generation, count(*) from orders"
-        . " where product_id in ('" . join("','", @restocked) . "') group by 1");
+        . " where product_id in (select id from ids) group by 1", ids => \@restocked);
     ok($by_gen{1} && $by_gen{2}, "$name - the restocked products sold in both generations"
        . " (" . ($by_gen{1} // 0) . " + " . ($by_gen{2} // 0) . ")");
 }

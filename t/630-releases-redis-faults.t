@@ -2,11 +2,12 @@
 # sends its orders to a topic that does not exist, so each one is reserved
 # in Redis and then comes back "not delivered" after the delivery timeout:
 # release.lua must give it back.  Three ways Redis is away right then:
-#   1. restarted (down for ~3 s): the releases wait and retry, and land;
-#   2. down for longer than the gate's grace (12 s): the claims stay
-#      pending, and fluxgate-reconcile releases them;
-#   3. up, but answering every script with an error (OOM): retried, and
-#      released once it answers again.
+#   1. restarted (down until the releases are due): they wait and retry,
+#      and land;
+#   2. down for longer than the gate's grace (until the gate says it gave
+#      up): the claims stay pending, and fluxgate-reconcile releases them;
+#   3. up, but answering every script with an error (OOM, until both
+#      releases met it): retried, and released once it answers again.
 # Each time the stock, the buyers and the keys end exactly as before.
 use strict;
 use warnings;
@@ -61,13 +62,18 @@ sub as_before {
     my $p = uniq('f630a');
     set_stock($p, 10);
     gate();
+    my $mark = length gate_log($g);
     my @pids = orders($p, 4);
     ok(wait_until(5, sub { redis('GET', "fg:{$p}:stock") == 6 }), "$name - 4 reserved");
     like(svc('stop', 'redis'), qr/stopped/, "$name - Redis stopped");
-    sleep 3;
+    # Redis comes back once the four releases are due (their deliveries
+    # failed while it was down): they wait for it
+    ok(wait_until(30, sub { (() = substr(gate_log($g), $mark)
+                                   =~ /not delivered to kafka: .*releasing it/g) == 4 }),
+       "$name - the four releases came due while Redis was down");
+    is_deeply([answers(@pids)], [0, 0, 0, 0], "$name - the clients got 503");
     like(svc('start', 'redis'), qr/started/, "$name - and started again");
     redis_up();
-    is_deeply([answers(@pids)], [0, 0, 0, 0], "$name - the clients got 503");
     ok(wait_until(15, sub { redis('GET', "fg:{$p}:stock") == 10 }),
        "$name - the releases landed after the restart");
     as_before($name, $p);
@@ -83,15 +89,15 @@ sub as_before {
     my @pids = orders($p, 3);
     ok(wait_until(5, sub { redis('GET', "fg:{$p}:stock") == 7 }), "$name - 3 reserved");
     svc('stop', 'redis');
-    sleep 13;
+    # Redis comes back once the gate's grace is over for all three
+    ok(wait_until(60, sub { (() = substr(gate_log($g), $mark)
+                                   =~ /could not release the reservation .*claim stays pending/g) == 3 }),
+       "$name - the gate gave up and said each claim stays pending");
     svc('start', 'redis');
     redis_up();
     answers(@pids);
-    like(substr(gate_log($g), $mark), qr/could not release the reservation .*claim stays pending/,
-         "$name - the gate gave up and said the claim stays pending");
     is(redis('ZCARD', "fg:{$p}:pending"), 3, "$name - 3 claims pending, none expired");
-    my ($rc, $out) = reconcile('--repair', '--claim-deadline', 3000, '--product', $p);
-    ok(wait_settled(30, $p), "$name - fluxgate-reconcile released them") or diag($out);
+    ok(settle_claims($p, deadline => 3000), "$name - fluxgate-reconcile released them");
     as_before($name, $p);
     gate_stop($g);
 }
@@ -105,11 +111,13 @@ sub as_before {
     my @pids = orders($p, 2);
     ok(wait_until(5, sub { redis('GET', "fg:{$p}:stock") == 8 }), "$name - 2 reserved");
     redis('CONFIG', 'SET', 'maxmemory', 1);
-    sleep 3;
+    # Redis has room again once both releases met its error and retry
+    ok(wait_until(30, sub { my %o = map { $_ => 1 } substr(gate_log($g), $mark)
+                                =~ /order (\S+): release\.lua: OOM[^\n]*retrying/g;
+                            keys %o == 2 }),
+       "$name - both releases met the OOM error and retry");
     redis('CONFIG', 'SET', 'maxmemory', 0);
     answers(@pids);
-    like(substr(gate_log($g), $mark), qr/release\.lua: OOM[^\n]*retrying/,
-         "$name - the error reply was retried");
     ok(wait_until(10, sub { redis('GET', "fg:{$p}:stock") == 10 }), "$name - released");
     as_before($name, $p);
     gate_stop($g);

@@ -3,8 +3,9 @@
 # the claim deadline, once the worker's group has committed the topic past
 # a snapshot taken after that deadline, is done (recorded in PostgreSQL:
 # its key replays 200) or released (stock back only within its
-# generation, the buyer's count back).  Younger claims, and every claim
-# while the worker lags, are left alone.
+# generation, the buyer's count back, and the waiting-room turn its order
+# spent).  Younger claims, and every claim while the worker lags, are left
+# alone.
 #
 # The claims are made in Redis exactly as lua/order.lua leaves them
 # (pending_claim); "recorded" means a real order message consumed by the
@@ -75,6 +76,22 @@ my $worker_mark = log_mark();
     is(claim_recorded($c), 0, '(b) nothing was recorded');
     like($out, qr/^\Q$p\E\s+\d+\s+10\s+10\s+0\s+0\s+0\s+0\s+\+0\s+balanced\s+0\s+2\s*$/m,
          '(b) the table: balanced, 2 released');
+
+    # a retry of the released key, as the client whose order got no
+    # answer would send it: decided afresh, a new order, recorded once
+    my $res = http_post("$ENV{FLUXGATE_URL}/order",
+        json_encode({ productId => $p, userId => 'ub', quantity => 3 }),
+        { 'X-Idempotency-Key' => $c->{key} });
+    my $b = eval { json_decode($res->{content}) } || {};
+    is($res->{status}, 200, '(b) a retry of the released key: 200') or diag($res->{content});
+    is($b->{status}, 'success', '(b) decided, not replayed');
+    ok(!$res->{headers}{'idempotent-replayed'}, '(b) no Idempotent-Replayed header');
+    isnt($b->{orderId} // '', $c->{orderId}, '(b) a new orderId, not the released claim\'s');
+    is(redis('GET', "fg:{$p}:stock"), 7, '(b) its 3 units taken once');
+    is(buyer($p, 'ub'), 4, '(b) the buyer\'s count: the earlier 1 and these 3');
+    ok(drained(), '(b) the worker drained the topic');
+    is(join(' ', psql("select id from orders where product_id = '$p'")), $b->{orderId} // '-',
+       '(b) PostgreSQL has the new order, once, and nothing of the released claim');
 }
 
 # (c) a claim of an older generation -> released, the new generation's
@@ -150,6 +167,63 @@ unlike(log_since($worker_mark), qr/Kafka: (revoked|lost|assigned)/,
     is(redis('GET', "fg:{$p}:stock"), 9, '(e) stock 10 - 1 recorded');
     like($out, qr/^\Q$p\E\s+\d+\s+10\s+9\s+0\s+0\s+0\s+1\s+\+0\s+balanced\s+1\s+1\s*$/m,
          '(e) balanced: 1 done, 1 released');
+}
+
+# (f) a claim whose order spent a waiting-room turn (lua/order.lua keeps
+# the turn and the line's epoch in the idem hash) -> released with its
+# turn: the ticket may order again; another order's turn stays spent
+{
+    my $p = uniq('p681f');
+    set_stock($p, 10);
+    my $c = pending_claim($p, user => 'uf', quantity => 1, age_ms => 60_000);
+    my $spent = "fg:{$p}:q:7:spent";
+    redis('HSET', "fg:{$p}:idem:$c->{key}", 'k', 42, 'e', 7);
+    redis('SETBIT', $spent, 42, 1);
+    redis('SETBIT', $spent, 43, 1);
+
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
+    is($rc, 0, '(f) exit 0');
+    like($err, qr/settled claim \Q$c->{key}\E of \Q$p\E .*: not in PostgreSQL, released: units back/,
+         '(f) the log says released, units back');
+    is(claim_state($p, $c), 'gone', '(f) the claim is released');
+    is(redis('GET', "fg:{$p}:stock"), 10, '(f) stock back to 10');
+    is(redis('GETBIT', $spent, 42), 0, '(f) the turn its order spent is usable again');
+    is(redis('GETBIT', $spent, 43), 1, '(f) another order\'s turn stays spent');
+}
+
+# (g) a claim whose order the worker recorded as `rejected` (its generation
+# could not cover it: Redis lost acknowledged writes).  The shop sold
+# nothing for it, so its key must not replay a success; the units Redis
+# still counts as sold are drift, said so.
+{
+    my $p = uniq('p681g');
+    my $g = set_stock($p, 10);
+    my $c1 = pending_claim($p, user => 'ug1', quantity => 1, age_ms => 60_000);
+    my $c2 = pending_claim($p, user => 'ug2', quantity => 1, age_ms => 60_000);
+    # the generation holds 1 as PostgreSQL learns it: the second is rejected
+    produce_claim($p, $c1, 1);
+    produce_claim($p, $c2, 1);
+    ok(drained(), '(g) the worker drained the topic');
+    is(psql("select status from orders where id = '$c2->{orderId}'"), 'rejected',
+       '(g) the second claim\'s order is recorded rejected');
+
+    my ($rc, $out, $err) = run_reconcile('--repair', '-p', $p);
+    is($rc, 1, '(g) exit 1: drift');
+    like($err, qr/drift \+1 with nothing in flight/, '(g) the unit Redis counts and the shop never sold is drift');
+    isnt(claim_state($p, $c2), 'pending:listed', '(g) the claim is settled, no longer pending');
+    is(claim_state($p, $c1), '200', '(g) the accepted one is done');
+    my $res = http_post("$ENV{FLUXGATE_URL}/order",
+        json_encode({ productId => $p, userId => 'ug2', quantity => 1 }),
+        { 'X-Idempotency-Key' => $c2->{key} });
+    my $b = eval { json_decode($res->{content}) } || {};
+    TODO: {
+        local $TODO = 'fluxgate-reconcile settles a claim recorded as rejected'
+                    . ' as done (any row counts as recorded): its key replays'
+                    . ' 200 success for an order the shop rejected';
+        ok(!($res->{status} == 200 && ($b->{outcome} // $b->{status} // '') eq 'success'),
+           '(g) a retry of the rejected order\'s key is not told it succeeded')
+            or diag("$res->{status} $res->{content}");
+    }
 }
 
 done_testing();

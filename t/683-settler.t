@@ -1,6 +1,7 @@
 # The stack's settler (supervisord program `settler`: fluxgate-reconcile
-# --repair --watch 5) settles overdue claims by itself, logs each one in
-# logs/settler.log, and stops cleanly on SIGTERM.
+# --repair --watch 5) settles overdue claims by itself, past the markers it
+# writes into the topic, logs each one in logs/settler.log, and stops
+# cleanly on SIGTERM.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -41,6 +42,20 @@ like($since, qr/settled claim \Q$lost->{key}\E of \Q$p\E .*not in PostgreSQL, re
      'and the released one');
 like($since, $line,
      'and the product\'s line for the round that settled them: 9 + 1 recorded, balanced');
+
+# before settling, the settler wrote a marker into every partition for
+# the worker to commit past: the worker reads them as such, not as dead
+# letters
+{
+    my %parts = map { $_ => 1 } keys %{ end_offsets(topic()) };
+    my @marks = grep { ($_->{key} // '') eq 'fluxgate-reconcile' }
+                kafka_consume(topic(), offset => -4, timeout => 10);
+    my %marked = map { $_->{partition} => 1 }
+                 grep { ($_->{payload} // '') =~ /^\{"type":"marker","by":"fluxgate-reconcile","at":\d+\}$/ } @marks;
+    is_deeply([sort keys %marked], [sort keys %parts], 'its markers are in every partition of the topic');
+    is(psql("select count(*) from dead_letters where key = 'fluxgate-reconcile'::bytea"), 0,
+       'and none is a dead letter');
+}
 
 {
     my $sup = "$ENV{FG_RUN_DIR}/logs/supervisord.log";

@@ -30,13 +30,16 @@ ok($prom->{pid}, "Prometheus up at $prom->{url}");
 ok(prom_wait_target($prom, 'fluxgate-worker'), 'it scrapes the worker')
     or diag(`tail -5 $prom->{log}`);
 SKIP: {
-    skip "gate target: no fluxgate_metrics at $gate_url", 1 unless $gate_ok;
+    skip_missing("gate target: no fluxgate_metrics at $gate_url", 1) unless $gate_ok;
     ok(prom_wait_target($prom, 'fluxgate-gate'), 'it scrapes the gate');
 }
 
 my $accepted_gate = 'sum(fluxgate_orders_total{outcome="accepted"})';
 my $accepted_worker = 'sum(fluxgate_worker_orders_total{status="accepted"})';
-sleep 1.5;      # a scrape of the idle stack, the baseline
+# the baseline: a scrape of the idle stack, taken after this moment
+my $idle = time;
+ok(prom_wait_scrape($prom, $_, $idle), "a scrape of $_ after the stack went idle")
+    for 'fluxgate-worker', $gate_ok ? 'fluxgate-gate' : ();
 my %base = (gate => prom_value($prom, $accepted_gate) // 0,
             worker => prom_value($prom, $accepted_worker));
 ok(defined $base{worker}, "worker accepted so far: $base{worker}");
@@ -53,22 +56,17 @@ my $r = loadgen(port => $port, c => 10, n => 1200, rate => 100, product => $p);
 my $ok = $r->{status}{200}{count} // 0;
 is($ok, 600, "loadgen: 600 of 1200 orders answered 200 ($r->{raw})");
 
-ok(wait_until(60, sub { orders_of($p) == $ok }), 'the worker wrote them');
-my ($gate_delta, $worker_delta);
-ok(wait_until(20, sub {
-    $worker_delta = (prom_value($prom, $accepted_worker) // 0) - $base{worker};
-    $worker_delta >= $ok;
-}), 'Prometheus scraped the worker after the drain');
-sleep 2;
-$worker_delta = prom_value($prom, $accepted_worker) - $base{worker};
-is($worker_delta, $ok, "$accepted_worker moved by the 200s sent ($ok)");
+ok(drained(), 'the worker drained the topic');
+is(orders_of($p), $ok, 'the worker wrote them');
+# a scrape of each taken after the drain holds all of it
+my $drained = time;
+ok(prom_wait_scrape($prom, 'fluxgate-worker', $drained), 'Prometheus scraped the worker after the drain');
+is(prom_value($prom, $accepted_worker) - $base{worker}, $ok,
+   "$accepted_worker moved by the 200s sent ($ok)");
 
 SKIP: {
-    skip "gate assertions: no fluxgate_metrics at $gate_url", 2 unless $gate_ok;
-    ok(wait_until(20, sub {
-        $gate_delta = (prom_value($prom, $accepted_gate) // 0) - $base{gate};
-        $gate_delta >= $ok;
-    }), 'Prometheus scraped the gate after the sale');
+    skip_missing("gate assertions: no fluxgate_metrics at $gate_url", 2) unless $gate_ok;
+    ok(prom_wait_scrape($prom, 'fluxgate-gate', $drained), 'Prometheus scraped the gate after the sale');
     is(prom_value($prom, $accepted_gate) - $base{gate}, $ok,
        "$accepted_gate moved by the 200s sent ($ok)");
 }

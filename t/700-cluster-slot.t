@@ -1,6 +1,6 @@
 # The Redis Cluster slot function (include/fluxgate_slot.h) that the
 # module and fluxgate-reconcile route with: its C unit test (TAP,
-# worker/test_slot.c), then the same function against a real Redis's
+# include/test_slot.c), then the same function against a real Redis's
 # CLUSTER KEYSLOT over many keys, tricky hash tags among them ("{}", "{",
 # "a{}{b}", the empty key, UTF-8, binary bytes).  The Redis is a private
 # cluster-enabled one (no slots needed for KEYSLOT), whatever the stack is.
@@ -14,8 +14,8 @@ use FluxGate::Test;
 use FluxGate::Worker;
 
 (my $dir = $ENV{FG_WORKER} || "$ENV{FG_ROOT}/build/fluxgate-worker") =~ s{/[^/]+$}{};
-my $bin = "$dir/worker-tests/test_slot";
-ok(-x $bin, "$bin is built") or BAIL_OUT('make worker-tests');
+my $bin = "$dir/include-tests/test_slot";
+ok(-x $bin, "$bin is built") or BAIL_OUT('make include-tests');
 
 # the C unit test, its TAP folded into one subtest
 subtest 'test_slot (C unit test)' => sub {

@@ -35,9 +35,6 @@ GET /t
 --- error_code: 200
 --- response_body
 ok
---- no_error_log
-[emerg]
-[alert]
 
 
 
@@ -56,11 +53,8 @@ POST /order
 Content-Type: application/json
 X-Idempotency-Key: k701
 --- error_code: 503
---- wait: 0.3
 --- error_log
 CLUSTER SLOTS from 127.0.0.1:
---- no_error_log
-[alert]
 
 
 

@@ -3,9 +3,11 @@
 # the system's nginx loads the packaged module with the packaged example
 # site, pointed at this stack's Redis and Kafka, passes `nginx -t` and
 # serves an order on a spare port (the machine's own nginx configuration
-# and service are left alone), the packaged worker migrates a fresh
-# database and records that order, and dpkg --purge leaves the machine as
-# it found it: files, links, the enable state of units, users.
+# and service are left alone), and its waiting room a ticket, signed with
+# the key the package made on install and kept on upgrade; the packaged
+# worker migrates a fresh database and records that order, and dpkg
+# --purge leaves the machine as it found it: files (the key included),
+# links, the enable state of units, users.
 #
 # A package that was already installed before the test (a developer's
 # machine) is used as it is when it is this version, and never replaced
@@ -23,7 +25,7 @@ use HTTP::Tiny;
 use FluxGate::Test;
 use FluxGate::Worker;
 
-plan skip_all => 'installs packages: run as root' if $> != 0;
+skip_all_missing('installs packages: run as root') if $> != 0;
 
 my $root = $ENV{FG_ROOT};
 my $t0 = time;
@@ -63,8 +65,8 @@ for my $p (@pkgs) {
         push @theirs, $p;
         note("$p $version was installed before this test: used, not purged");
     } else {
-        plan skip_all => "$p is \"$s\" on this machine: this test installs $version"
-                       . " and would replace it; remove it to run the test";
+        skip_all_missing("$p is \"$s\" on this machine: this test installs $version"
+                         . " and would replace it; remove it to run the test");
     }
 }
 
@@ -153,9 +155,11 @@ if (@ours == @pkgs) {
                                   keys %$during;
     my @seen = grep { $changed{$_} } '/usr/bin/fluxgate-worker', '/etc/fluxgate/worker.conf',
         '/etc/nginx/modules-enabled/50-mod-http-fluxgate.conf',
-        '/var/lib/systemd/deb-systemd-helper-enabled/fluxgate-worker.service.dsh-also';
-    is(scalar @seen, 4, 'the snapshot sees the installed files, the enabled module and '
-                      . 'the unit\'s state') or diag(join "\n", sort keys %changed);
+        '/var/lib/systemd/deb-systemd-helper-enabled/fluxgate-worker.service.dsh-also',
+        '/etc/nginx/fluxgate-queue.secret';
+    is(scalar @seen, 5, 'the snapshot sees the installed files, the enabled module, '
+                      . 'the unit\'s state and the waiting room\'s key')
+        or diag(join "\n", sort keys %changed);
 }
 
 # --- the module package -------------------------------------------------
@@ -171,6 +175,28 @@ if (grep { $_ eq $mod_pkg } @ours) {
 ok(-f '/etc/nginx/sites-available/fluxgate', 'the example site in sites-available');
 ok(!-e '/etc/nginx/sites-enabled/fluxgate', 'and not enabled');
 ok(-f '/usr/share/fluxgate/waiting-room/index.html', 'the waiting room page');
+
+# the waiting room's key: made by postinst, read by nginx's master as root,
+# by the group of nginx's workers at most; the site names it
+my $secret = '/etc/nginx/fluxgate-queue.secret';
+{
+    my @st = stat $secret;
+    ok(@st, "$secret, the waiting room's key, made on install") or diag("stat: $!");
+    is(sprintf('%04o', ($st[2] // 0) & 07777), '0640', 'mode 0640');
+    is(scalar getpwuid($st[4] // -1), 'root', 'owned by root');
+    is(scalar getgrgid($st[5] // -1), 'www-data', 'group www-data (nginx\'s workers)');
+    (my $key = slurp($secret)) =~ s/[\r\n]+$//;
+    cmp_ok(length $key, '>=', 32, 'at least the 32 bytes fluxgate_queue_secret asks for');
+    like(slurp('/etc/nginx/sites-available/fluxgate'),
+         qr{^fluxgate_queue_secret \Q$secret\E;$}m, 'and the example site uses it');
+}
+if (grep { $_ eq $mod_pkg } @ours) {
+    my $before = slurp($secret);
+    ($rc, $out) = dpkg('-i', $deb{$mod_pkg});
+    is($rc, 0, "$mod_pkg installed again, as an upgrade is") or diag($out);
+    is(slurp($secret), $before, 'the key is kept: tickets handed out before stay valid');
+    is(sprintf('%04o', (stat $secret)[2] & 07777), '0640', 'with its mode');
+}
 if ($nginx_t_before == 0) {
     is((run("$nginx -t -q"))[0], 0,
        'the machine\'s own nginx configuration still passes nginx -t with the module enabled');
@@ -180,9 +206,9 @@ if ($nginx_t_before == 0) {
 
 is(`/usr/bin/fluxgate-worker --version`, "fluxgate-worker $version\n",
    '/usr/bin/fluxgate-worker, of the package\'s version');
-is(-x '/usr/bin/fluxgate-reconcile' ? 1 : 0,
-   -x "$root/build/deb/fluxgate-$version/debian/build-worker/fluxgate-reconcile" ? 1 : 0,
-   '/usr/bin/fluxgate-reconcile is there exactly when worker/Makefile builds it');
+is(`/usr/bin/fluxgate-reconcile --version`, "fluxgate-reconcile $version\n",
+   '/usr/bin/fluxgate-reconcile, of the package\'s version');
+ok(-f '/usr/share/man/man1/fluxgate-reconcile.1.gz', 'and its man page');
 {
     my @sql = map { s{.*/}{}r } glob("$root/sql/*.sql");
     is_deeply([map { s{.*/}{}r } glob('/usr/share/fluxgate/sql/*.sql')], \@sql,
@@ -207,6 +233,26 @@ is(-x '/usr/bin/fluxgate-reconcile' ? 1 : 0,
        'and it is not enabled by the package') if grep { $_ eq $worker_pkg } @ours;
 }
 {
+    # the settler beside the worker: fluxgate-reconcile --repair --watch 5
+    my $unit = slurp('/lib/systemd/system/fluxgate-settler.service');
+    for my $line ('EnvironmentFile=/etc/fluxgate/worker.conf',
+                  'EnvironmentFile=-/etc/default/fluxgate-settler',
+                  'ExecStart=/usr/bin/fluxgate-reconcile --repair --watch 5 '
+                  . '-X client.id=fluxgate-settler',
+                  'Restart=on-failure', 'DynamicUser=yes', 'ProtectSystem=strict',
+                  'NoNewPrivileges=yes') {
+        like($unit, qr/^\Q$line\E$/m, "the settler's unit: $line");
+    }
+    like(slurp('/etc/default/fluxgate-settler'), qr/^FLUXGATE_REDIS=\S+$/m,
+         '/etc/default/fluxgate-settler names the gates\' Redis');
+    my ($vrc, $vout) = run('systemd-analyze verify /lib/systemd/system/fluxgate-settler.service');
+    is($vrc, 0, 'systemd-analyze verify accepts it') or diag($vout);
+    ok(!-e '/etc/systemd/system/multi-user.target.wants/fluxgate-settler.service',
+       'and it is not enabled by the package') if grep { $_ eq $worker_pkg } @ours;
+    like(slurp('/usr/share/doc/fluxgate-worker/examples/supervisor-worker.conf'),
+         qr/^\[program:fluxgate-settler\]$/m, 'the supervisord example runs it too');
+}
+{
     my $man = `MANWIDTH=200 man -l /usr/share/man/man1/fluxgate-worker.1.gz 2>/dev/null`;
     my $help = `/usr/bin/fluxgate-worker --help`;
     my @flags = $help =~ /(--[a-z][a-z-]+)/g;
@@ -221,7 +267,7 @@ chmod 0755, $tmp;
 mkdir "$tmp/body";
 chown scalar(getpwnam('nobody')), -1, "$tmp/body";
 
-my ($shop, $admin) = (free_port(), free_port());
+my ($shop, $admin) = free_ports(2);
 my $topic = uniq('t800');
 kafka_create_topic($topic, 1);
 
@@ -232,6 +278,8 @@ for my $s (['fluxgate_redis 127.0.0.1:6379;', "fluxgate_redis 127.0.0.1:$ENV{RED
            ['fluxgate_kafka_brokers 127.0.0.1:9092;', "fluxgate_kafka_brokers $ENV{KAFKA_BOOTSTRAP};"],
            ['fluxgate_kafka_topic orders;', "fluxgate_kafka_topic $topic;"],
            ['listen 8080;', "listen 127.0.0.1:$shop;"],
+           # one order a second: the second of two in a row queues
+           ['fluxgate_threshold 1000 burst=200;', 'fluxgate_threshold 1;'],
            ['listen 127.0.0.1:8081;', "listen 127.0.0.1:$admin;"]) {
     my ($from, $to) = @$s;
     ok($site =~ s/\Q$from\E/$to/, "the example site has \"$from\"");
@@ -299,6 +347,34 @@ like($order->{orderId} // '', qr/^[0-9a-f-]{36}$/, 'with an orderId');
 like(HTTP::Tiny->new->get("http://127.0.0.1:$shop/waiting-room/")->{content}, qr/<html/i,
      'the packaged waiting room is served');
 
+# over the threshold: a place in line, with a ticket the site's
+# /queue/status knows
+{
+    my $q = uniq('q800');
+    $res = http_post("http://127.0.0.1:$admin/init", json_encode({ productId => $q, quantity => 50 }),
+                     { 'X-Idempotency-Key' => uniq('k800') });
+    is($res->{status}, 200, "$q on sale") or diag($res->{content});
+    my ($queued, $last, $n) = (undef, undef, 0);
+    wait_until(30, sub {
+        $last = queue_order($shop, $q, uniq('k800q'));
+        $n++;
+        $queued = $last if $last->{status} == 302;
+        $queued;
+    });
+    ok($queued, "an order over the threshold is sent to the waiting room (order $n)")
+        or diag("last answer: $last->{status} $last->{content}");
+    $queued ||= { content => '{}', headers => {} };
+    my $body = eval { json_decode($queued->{content}) } || {};
+    is($body->{status}, 'queued', 'with a place in line') or diag($queued->{content});
+    like($queued->{headers}{location} // '', qr{/waiting-room/\?productId=\Q$q\E#ticket=[^&#]+$},
+         'and a ticket in Location');
+    my ($st, $pos) = queue_status($shop, $q, $body->{ticket} // 'none');
+    is($st, 200, 'GET /queue/status with that ticket: 200');
+    ok(defined $pos->{position} && defined $pos->{admitted},
+       'its place in line: the waiting room works with the packaged key')
+        or diag(explain($pos));
+}
+
 # --- the packaged worker ------------------------------------------------
 
 $db = 'fg_t800_' . $$;
@@ -312,9 +388,10 @@ like($out, qr/\b$nsql applied now/, "it applies the $nsql packaged migrations");
                   . stack_pg($db) . "'");
 is($rc, 0, 'again with the packaged /etc/fluxgate/worker.conf: nothing to do') or diag($out);
 
+my $group = uniq('g800');
 {
     local $ENV{FG_WORKER} = '/usr/bin/fluxgate-worker';
-    $worker = start_private_worker(topic => $topic, group => uniq('g800'),
+    $worker = start_private_worker(topic => $topic, group => $group,
                                    args => ['--config', '/etc/fluxgate/worker.conf',
                                             '--pg', stack_pg($db)]);
 }
@@ -324,6 +401,30 @@ is($rc, 0, 'again with the packaged /etc/fluxgate/worker.conf: nothing to do') o
                             eq 'accepted' }),
        'the packaged worker records the order in PostgreSQL')
         or diag(slurp($worker->{log}));
+}
+
+# one round of the packaged settler as its unit runs it: the environment
+# of worker.conf and /etc/default/fluxgate-settler (systemd's
+# EnvironmentFile= reads NAME=VALUE lines), the addresses made this
+# stack's, the unit's flags without --watch; the worker above commits past
+# its markers, and the product's books balance
+{
+    my %env;
+    for my $file ('/etc/fluxgate/worker.conf', '/etc/default/fluxgate-settler') {
+        $env{$1} = $2 for slurp($file) =~ /^([A-Z_][A-Z0-9_]*)=(.*)$/mg;
+    }
+    ok($env{FLUXGATE_REDIS}, 'the settler\'s environment names Redis');
+    %env = (%env, FLUXGATE_REDIS => "127.0.0.1:$ENV{REDIS_PORT}",
+            FLUXGATE_BROKERS => $ENV{KAFKA_BOOTSTRAP}, FLUXGATE_TOPIC => $topic,
+            FLUXGATE_GROUP => $group, FLUXGATE_PG => stack_pg($db));
+    my $envs = join ' ', map { "$_='$env{$_}'" } sort keys %env;
+    ($rc, $out) = run("env -i PATH=/usr/bin:/bin $envs /usr/bin/fluxgate-reconcile --repair "
+                      . "-X client.id=fluxgate-settler --product $p");
+    is($rc, 0, 'the packaged settler, one round: exit 0') or diag($out);
+    like($out, qr/^\Q$p\E\s+1\s+3\s+2\s+0\s+0\s+0\s+1\s+\+0\s+balanced\b/m,
+         "and $p balances: set 3, stock 2, 1 recorded") or diag($out);
+    unlike($out, qr/CONFWARN/, 'with no librdkafka warning about the worker\'s options')
+        or diag($out);
 }
 is(stop_private_worker($worker), 0, 'and stops with exit 0 on SIGTERM');
 undef $worker;

@@ -69,6 +69,10 @@ fg_message_parse(const void *buf, size_t len, struct fg_message *msg,
         rc = parse_order(root, msg, reason);
     } else if (strcmp(t, "stock_set") == 0) {
         rc = parse_stock_set(root, msg, reason);
+    } else if (strcmp(t, "marker") == 0) {
+        /* nothing in it is needed: the type is the whole message */
+        msg->type = FG_MSG_MARKER;
+        rc = 0;
     } else {
         rc = fail(reason, "unknown type \"%.40s\"", t);
     }

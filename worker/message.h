@@ -1,8 +1,11 @@
 /*
  * message.h: the Kafka message contract (DESIGN.md, "Kafka message", with
- * the v2 fields generation and generationStock) as a C struct.  Pure:
+ * the v2 fields generation and generationStock, and fluxgate-reconcile's
+ * markers) as a C struct, and the worker's parser of it.  Pure:
  * bytes in, a checked message or the reason it is not one out; no Kafka or
- * PostgreSQL types, so the fuzzer links it alone.
+ * PostgreSQL types, so the fuzzer links it alone.  The worker's alone:
+ * fluxgate-reconcile only writes markers (reconcile_kafka.c), which need
+ * no parser.
  */
 #ifndef FG_MESSAGE_H
 #define FG_MESSAGE_H
@@ -18,7 +21,13 @@
 
 enum fg_message_type {
     FG_MSG_ORDER,
-    FG_MSG_STOCK_SET
+    FG_MSG_STOCK_SET,
+    /*
+     * {"type":"marker"}: written into a partition by fluxgate-reconcile
+     * before it settles claims (README, "How a claim is settled"); it
+     * records nothing, its offset is what the worker's commit must pass
+     */
+    FG_MSG_MARKER
 };
 
 struct fg_message {
@@ -41,8 +50,8 @@ struct fg_message {
 };
 
 /*
- * Parses one message value.  0 and *msg filled when it is a valid order or
- * stock_set; -1 and a one-line, printable reason otherwise.  Fields the
+ * Parses one message value.  0 and *msg filled when it is a valid order,
+ * stock_set or marker; -1 and a one-line, printable reason otherwise.  Fields the
  * contract does not name are ignored (newer producers may add some).
  */
 int fg_message_parse(const void *buf, size_t len, struct fg_message *msg,

@@ -17,7 +17,7 @@
 
 #define FG_SETTINGS_MAX  32
 
-/* every FLUXGATE_* setting a program of ours reads; anything else is a typo */
+/* every FLUXGATE_* setting the worker reads; anything else is a typo */
 static const char *const known[] = {
     "FLUXGATE_BROKERS",
     "FLUXGATE_TOPIC",

@@ -1,7 +1,9 @@
 /*
- * settings.h: the FLUXGATE_* settings of the environment and of an
- * optional configuration file (--config), the environment first.  The
- * programs' own flags win over both; main.c applies them.
+ * settings.h: fluxgate-worker's FLUXGATE_* settings, from the environment
+ * and from an optional configuration file (--config), the environment
+ * first.  Its flags win over both; main.c applies them.  The worker's
+ * alone: fluxgate-reconcile reads only its environment (reconcile.c), and
+ * has no --config.
  */
 #ifndef FG_SETTINGS_H
 #define FG_SETTINGS_H

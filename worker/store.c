@@ -467,6 +467,11 @@ count_and_log(struct fg_store *s, struct fg_record *recs, size_t n,
                        r->payload_len, r->reason);
             break;
         case FG_OUT_NONE:
+            if (r->valid && r->msg.type == FG_MSG_MARKER) {
+                fg_debug("%s %d:%lld is a marker of fluxgate-reconcile:"
+                         " nothing to record", s->topic, (int) r->partition,
+                         (long long) r->offset);
+            }
             break;
         }
     }

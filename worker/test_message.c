@@ -1,6 +1,6 @@
 /*
  * test_message.c: unit tests of the v2 fields of message.c (generation,
- * generationStock), printed as TAP (t/406-message.t runs it).  The older
+ * generationStock) and of the marker type, printed as TAP (t/406-message.t runs it).  The older
  * fields are covered end to end by t/420-poison.t.
  */
 #include <stdio.h>
@@ -55,6 +55,14 @@ main(void)
        "generationStock equal to quantity is enough");
     ok(parse(STOCK_HEAD ",\"generation\":1,\"generationStock\":\"x\"}") == 0,
        "a stock_set ignores generationStock");
+
+    ok(parse("{\"type\":\"marker\",\"by\":\"fluxgate-reconcile\","
+             "\"at\":1732470000123}") == 0 && msg.type == FG_MSG_MARKER,
+       "a marker of fluxgate-reconcile parses, fields and all");
+    ok(parse("{\"type\":\"marker\"}") == 0 && msg.type == FG_MSG_MARKER,
+       "its type is all a marker needs");
+    refused("{\"type\":\"Marker\"}", "unknown type \"Marker\"",
+            "a type is matched exactly");
 
     refused(ORDER_HEAD "}",
             "no generation: produced by a gate older than v2",

@@ -2,30 +2,77 @@
  * Flux-Gate: placing an order through the gate, for the shop page and the
  * waiting room alike.  No dependencies; ES5 plus fetch and Promise.
  *
- *   FluxGateOrder.start({productId, userId, quantity}, {done: "/thanks"})
- *       stores the order in sessionStorage and returns it
+ *   FluxGateOrder.start({productId, userId, quantity},
+ *                       {done: "/thanks", back: "/", user: "alice"})
+ *       stores the order (its body and a fresh idempotency key) in
+ *       sessionStorage and returns it
  *   FluxGateOrder.saved()          the stored order, or null
- *   FluxGateOrder.send(order, ticket) -> Promise of an outcome:
+ *   FluxGateOrder.send(order, {ticket: T, proof: "C.n"}) -> Promise of an
+ *   outcome:
  *       {kind: "accepted", orderId}     200, also a replay of the same key
- *       {kind: "queued", url}           302: the waiting room, with a ticket
+ *       {kind: "queued", ticket}        302 with a place in line (also
+ *                                       before the opening: the pre-queue)
+ *       {kind: "challenge", challenge, bits}
+ *                                       302: a proof of work first
+ *       {kind: "redirected", retryAfter}  302 of a gate without a line
+ *                                       (no fluxgate_queue_secret)
+ *       {kind: "no_cookie"}             302, but the browser kept no cookie
  *       {kind: "sold_out"} {kind: "limit_reached"} {kind: "unknown_product"}
- *       {kind: "in_progress", retryAfter}  the same key is still being decided
- *       {kind: "retry", retryAfter}    503: the gate asks to come back
+ *       {kind: "closed"}                409: the operator closed the sale
+ *       {kind: "too_many_places", retryAfter}  429: this client's share
+ *       {kind: "unauthenticated"}       401: sign in (again)
+ *       {kind: "user_mismatch"}         403: signed in as someone else
+ *       {kind: "in_progress", retryAfter}  the same key is still decided
+ *       {kind: "retry", retryAfter}     503: the gate asks to come back
  *       {kind: "ticket_rejected", error}   400 naming X-Queue-Ticket
  *       {kind: "error", status, error}
+ *   FluxGateOrder.ticket(p) / keepTicket(p, t) / dropTicket(p)
+ *       the product's ticket, kept in sessionStorage
+ *   FluxGateOrder.challenge(p) / keepChallenge(p, c) / dropChallenge(p)
+ *       a challenge to solve before the order is sent again
  *
- * Why fetch() is left to follow the 302: with redirect: "manual" Chromium
- * (and every browser) hands the page an opaque response: no status, no
- * Location, no body, so the ticket cannot be read.  Followed, the response
- * says redirected === true and its url is the waiting room's address with
- * productId and ticket, which the page then opens.  The 302's own body
- * (position, retryAfter) is lost that way; the waiting room asks
- * /queue/status at once instead.
+ * Why fetch() is left to follow the 302: with redirect: "manual" a
+ * browser hands the page an opaque response (no status, no Location, no
+ * body).  Followed, the answer says redirected === true, but its url has
+ * lost the fragment that carries the ticket and its body is the waiting
+ * room's page.  So the gate puts what the 302 means in a cookie of the
+ * product as well (fluxgate_ticket_<p> = the ticket, fluxgate_challenge_<p>
+ * = "<bits>:<challenge>"; not HttpOnly, SameSite=Strict): send() clears
+ * both before each order, so whichever is there afterwards came with this
+ * answer, and moves it into sessionStorage.  The ticket then travels in
+ * the X-Queue-Ticket header only: never in an address, where access logs,
+ * proxies and the Referer would see it.
  */
 (function (global) {
   "use strict";
 
   var KEY = "fluxgate.order";
+
+  function storage() {
+    try {
+      return global.sessionStorage;
+    } catch (e) {
+      return null;    /* storage off (some private modes) */
+    }
+  }
+
+  function getItem(k) {
+    var s = storage();
+    try { return s ? s.getItem(k) : null; } catch (e) { return null; }
+  }
+
+  function setItem(k, v) {
+    var s = storage();
+    try {
+      if (s) { s.setItem(k, v); return true; }
+    } catch (e) { /* full or off */ }
+    return false;
+  }
+
+  function removeItem(k) {
+    var s = storage();
+    try { if (s) { s.removeItem(k); } } catch (e) { /* off */ }
+  }
 
   /* 1-64 of [A-Za-z0-9_-]; crypto.randomUUID needs a secure context, a
      phone on the shop's LAN address over plain http has none */
@@ -38,18 +85,72 @@
     return s;
   }
 
-  function store(order) {
-    try {
-      global.sessionStorage.setItem(KEY, JSON.stringify(order));
-    } catch (e) {
-      /* private mode with storage off: the order still goes out, only a
-         resubmit from the waiting room is impossible */
+  /* cookies: the gate names them after the product ([A-Za-z0-9._-]) */
+  function cookie(name) {
+    var parts = global.document ? global.document.cookie.split(";") : [];
+    var i, kv;
+    for (i = 0; i < parts.length; i++) {
+      kv = parts[i].replace(/^\s+/, "");
+      if (kv.indexOf(name + "=") === 0) {
+        return kv.slice(name.length + 1);
+      }
     }
+    return "";
+  }
+
+  function dropCookie(name) {
+    if (global.document) {
+      global.document.cookie = name + "=; Path=/; Max-Age=0; SameSite=Strict";
+    }
+  }
+
+  function ticket(p) {
+    return getItem("fluxgate.ticket." + p) || cookie("fluxgate_ticket_" + p);
+  }
+
+  function keepTicket(p, t) {
+    /* kept in the tab's storage; the cookie stays where storage is off */
+    if (setItem("fluxgate.ticket." + p, t)) {
+      dropCookie("fluxgate_ticket_" + p);
+    }
+  }
+
+  function dropTicket(p) {
+    removeItem("fluxgate.ticket." + p);
+    dropCookie("fluxgate_ticket_" + p);
+  }
+
+  /* "<bits>:<challenge>", the cookie's form -> {challenge, bits} */
+  function parseChallenge(text) {
+    var m = /^(\d{1,2}):(.+)$/.exec(text || "");
+    return m ? { challenge: m[2], bits: parseInt(m[1], 10) } : null;
+  }
+
+  function challenge(p) {
+    return parseChallenge(getItem("fluxgate.challenge." + p)
+                          || cookie("fluxgate_challenge_" + p));
+  }
+
+  function keepChallenge(p, c) {
+    if (setItem("fluxgate.challenge." + p, c.bits + ":" + c.challenge)) {
+      dropCookie("fluxgate_challenge_" + p);
+    }
+  }
+
+  function dropChallenge(p) {
+    removeItem("fluxgate.challenge." + p);
+    dropCookie("fluxgate_challenge_" + p);
+  }
+
+  function store(order) {
+    /* storage off: the order still goes out, only a resubmit from the
+       waiting room is impossible */
+    setItem(KEY, JSON.stringify(order));
   }
 
   function saved() {
     try {
-      var o = JSON.parse(global.sessionStorage.getItem(KEY) || "null");
+      var o = JSON.parse(getItem(KEY) || "null");
       return o && o.body && o.key ? o : null;
     } catch (e) {
       return null;
@@ -57,16 +158,17 @@
   }
 
   function clear() {
-    try { global.sessionStorage.removeItem(KEY); } catch (e) { /* none */ }
+    removeItem(KEY);
   }
 
   /* body: {productId, userId, quantity}; opts.done: where to land with
-     ?orderId=... once accepted; opts.back: the shop page */
+     ?orderId=... once accepted; opts.back: the shop page; opts.user: who
+     is buying, for the confirmation */
   function start(body, opts) {
     opts = opts || {};
     var order = { body: body, key: newKey(),
                   back: opts.back || global.location.pathname,
-                  done: opts.done || "" };
+                  done: opts.done || "", user: opts.user || body.userId || "" };
     store(order);
     return order;
   }
@@ -76,18 +178,49 @@
     return s > 0 ? s : dflt;
   }
 
-  function send(order, ticket) {
+  /* a followed 302: the cookie it set says what it meant */
+  function redirected(res, p) {
+    var c = parseChallenge(cookie("fluxgate_challenge_" + p));
+    var t = cookie("fluxgate_ticket_" + p);
+    var ra;
+    if (c) {
+      keepChallenge(p, c);
+      return { kind: "challenge", challenge: c.challenge, bits: c.bits };
+    }
+    if (t) {
+      keepTicket(p, t);
+      dropChallenge(p);
+      return { kind: "queued", ticket: t };
+    }
+    /* a gate without fluxgate_queue_secret: /waiting-room/?...&retryAfter=N */
+    ra = /[?&]retryAfter=(\d+)/.exec(res.url || "");
+    if (ra) {
+      return { kind: "redirected", retryAfter: parseInt(ra[1], 10) || 1 };
+    }
+    return { kind: "no_cookie" };
+  }
+
+  /* opts.ticket: X-Queue-Ticket; opts.proof: X-Queue-Proof ("C.n") */
+  function send(order, opts) {
+    var p = order.body.productId;
     var headers = { "Content-Type": "application/json",
                     "X-Idempotency-Key": order.key };
-    if (ticket) {
-      headers["X-Queue-Ticket"] = ticket;
+    opts = typeof opts === "string" ? { ticket: opts } : (opts || {});
+    if (opts.ticket) {
+      headers["X-Queue-Ticket"] = opts.ticket;
     }
+    if (opts.proof) {
+      headers["X-Queue-Proof"] = opts.proof;
+    }
+    /* whatever cookie is there after the answer came with it */
+    dropCookie("fluxgate_ticket_" + p);
+    dropCookie("fluxgate_challenge_" + p);
     return global.fetch("/order", {
       method: "POST", headers: headers, body: JSON.stringify(order.body),
       cache: "no-store", credentials: "same-origin", redirect: "follow"
     }).then(function (res) {
       if (res.redirected) {
-        return { kind: "queued", url: res.url };
+        return redirected(res, p);
       }
       return res.text().then(function (text) {
         var b = {};
@@ -97,8 +230,12 @@
           return { kind: "accepted", orderId: b.orderId || "" };
         }
         if (st === "sold_out" || st === "limit_reached"
-            || st === "unknown_product") {
+            || st === "unknown_product" || st === "closed"
+            || st === "unauthenticated" || st === "user_mismatch") {
           return { kind: st };
+        }
+        if (st === "too_many_places") {
+          return { kind: st, retryAfter: retryAfter(res, 60) };
         }
         if (st === "in_progress") {
           return { kind: "in_progress", retryAfter: retryAfter(res, 1) };
@@ -115,6 +252,10 @@
     });
   }
 
-  global.FluxGateOrder = { start: start, saved: saved, clear: clear,
-                           send: send, newKey: newKey };
+  global.FluxGateOrder = {
+    start: start, saved: saved, clear: clear, send: send, newKey: newKey,
+    ticket: ticket, keepTicket: keepTicket, dropTicket: dropTicket,
+    challenge: challenge, keepChallenge: keepChallenge,
+    dropChallenge: dropChallenge, parseChallenge: parseChallenge
+  };
 })(window);

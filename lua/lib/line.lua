@@ -1,6 +1,6 @@
 -- lib/line.lua: a product's line, as order.lua, queue_head.lua and
 -- queue_control.lua read it (each includes this file: `config` and
--- worker/Makefile expand "-- #include" lines before loading a script).
+-- reconcile/Makefile expand "-- #include" lines before loading a script).
 --
 -- fg:{p}:q holds e (the sale's epoch), n (turns handed out), h and t (the
 -- head: h turns admitted at time t), st ('', 'paused' or 'closed'), r

@@ -7,6 +7,7 @@ package FluxGate::Browser;
 # blocking, one page.
 #
 #   my $b = FluxGate::Browser->start(dir => $artifacts);   # or skip: why
+#   (args => [...]: more chromium switches)
 #   $b->go($url);  $b->js('document.title');  $b->wait_js(20, 'expr');
 #   $b->screenshot("$artifacts/shop.png");  $b->stop;
 #
@@ -65,7 +66,8 @@ sub start {
             '--password-store=basic', '--use-mock-keychain',
             "--user-data-dir=$profile", '--remote-debugging-port=0',
             '--remote-debugging-address=127.0.0.1',
-            "--window-size=$self->{width},$self->{height}", 'about:blank'
+            "--window-size=$self->{width},$self->{height}",
+            @{ $o{args} || [] }, 'about:blank'
             or die "exec chromium: $!";
     }
     $self->{pid} = $pid;

@@ -23,7 +23,7 @@ use Exporter 'import';
 use Test::More;
 use Time::HiRes qw(time sleep);
 use FluxGate::Test;
-use FluxGate::Fleet qw(books_balance reconcile);
+use FluxGate::Fleet qw(books_balance reconcile settle_claims wait_selling);
 
 our @EXPORT = qw(fleet_or_skip gates admin_url brokers kafka_program
                  partition_of partition_leader partition_isr fleet_sale
@@ -117,9 +117,12 @@ sub _possibly_persisted {
     return $n;
 }
 
-# fleet_sale(product => $p, inject => sub { ... }, at => 2, d => 10,
+# fleet_sale(product => $p, inject => sub { ... }, sold => 250, d => 10,
 #            rate => 250, c => 20) -> the loadgen result, with
-# {statuses => {200 => n, ...}, marks => the gates' log offsets before}
+# {statuses => {200 => n, ...}, marks => the gates' log offsets before,
+# inject_ms => when the fault was injected, on the log's time line}.
+# The fault is injected once the sale has sold `sold` units (it is
+# running, whatever the machine's speed), the sale lasting d seconds.
 sub fleet_sale {
     my (%o) = @_;
     my $marks = _log_marks();
@@ -127,16 +130,17 @@ sub fleet_sale {
                           c => $o{c} // 20, rate => $o{rate} // 250,
                           d => $o{d} // 10, product => $o{product},
                           run => $o{run} // 'fleet');
-    my $t0 = time;
-    sleep $o{at} // 2;
-    my $at_ms = (time - $t0) * 1000;
+    ok(wait_selling($o{product}, $o{sold} // 250, 30),
+       "the sale of $o{product} is selling before the fault");
+    my $at = time;
     $o{inject}->();
     my $r = loadgen_wait($h);
     my %st;
     $st{ $_->[0] }++ for @{ $r->{log} };
     $r->{statuses} = \%st;
     $r->{marks} = $marks;
-    $r->{inject_ms} = $at_ms;
+    # fg-loadgen's log counts from started_at_ms (the same wall clock)
+    $r->{inject_ms} = $at * 1000 - $r->{started_at_ms};
     diag("sale of $o{product}: " . join(' ', map { "$_=$st{$_}" } sort keys %st)
          . " (0 = no answer)");
     return $r;
@@ -162,27 +166,6 @@ sub longest_gap {
     return ($from, $to);
 }
 
-# settles the product's pending claims the way the stack's settler does,
-# with the shortest deadline the contract allows: the producer's 5 s
-# delivery timeout plus the gate's 10 s finishing grace (the settler's own
-# 30 s would do too, only later).  Shorter is wrong: t/750 with 8 s once
-# released 5 claims whose orders (timed out in the producer while the
-# partition had no leader) were recorded afterwards: 5 units back in the
-# stock that were sold already.
-my $ClaimDeadline = 16000;
-sub _settle {
-    my ($p) = @_;
-    my $out = '';
-    my $ok = wait_until(90, sub {
-        return 1 if redis('ZCARD', "fg:{$p}:pending") == 0;
-        (undef, $out) = reconcile('--repair', '--claim-deadline', $ClaimDeadline,
-                                  '--product', $p);
-        return redis('ZCARD', "fg:{$p}:pending") == 0 || do { sleep 2; 0 };
-    });
-    diag($out) unless $ok;
-    return $ok;
-}
-
 # fleet_books($name, $product, $initial_stock, $sale_result, extra_ok => [ids])
 sub fleet_books {
     my ($name, $p, $stock, $r, %o) = @_;
@@ -196,7 +179,7 @@ sub fleet_books {
     my %ok = map { $_ => 1 } @ok;
     $all &= is(scalar keys %ok, scalar @ok, "$name - each 200 has its own orderId");
 
-    $all &= ok(_settle($p), "$name - every pending claim settled");
+    $all &= ok(settle_claims($p), "$name - every pending claim settled");
     $all &= books_balance($name, [$p], \@ok);
 
     # rows without a 200: only orders whose outcome the client never learnt

@@ -15,7 +15,7 @@ use Time::HiRes qw(time sleep);
 use FluxGate::Test;
 
 our @EXPORT = qw(prometheus_start prometheus_stop prom_query prom_value
-                 prom_wait_target);
+                 prom_wait_target prom_wait_scrape);
 
 my @Started;
 
@@ -82,6 +82,15 @@ sub prom_value {
     return $d->{result}[1] + 0 if $d->{resultType} eq 'scalar';
     return undef unless @{ $d->{result} } == 1;
     return $d->{result}[0]{value}[1] + 0;
+}
+
+# prom_wait_scrape($p, $job, $after) -> true once Prometheus holds a
+# scrape of job's target taken after the epoch time $after: what it says
+# from then on includes everything the target had counted by $after
+sub prom_wait_scrape {
+    my ($p, $job, $after, $timeout) = @_;
+    return wait_until($timeout // 30,
+        sub { (prom_value($p, qq{timestamp(up{job="$job"})}) // 0) > $after });
 }
 
 # waits until Prometheus scraped job's target successfully

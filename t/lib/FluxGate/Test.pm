@@ -18,7 +18,9 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  nginx_workers set_stock pending_claim claim_state
                  run_reconcile metrics_scrape promtool_check
                  queue_secret ticket_decode ticket_forge redis_snapshot
-                 queue_order queue_status free_port free_ports);
+                 queue_order queue_status free_port free_ports drained
+                 skip_all_missing skip_missing redis_commandstats
+                 redis_time_us wait_no_line redis_each);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -26,6 +28,7 @@ for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
 }
 
 my $JSON = JSON::PP->new->canonical;
+my $Seq = 0;
 
 sub json_encode { $JSON->encode(shift) }
 sub json_decode { JSON::PP->new->decode(shift) }
@@ -55,6 +58,28 @@ sub redis {
     my $out = _run($cmd);
     chomp $out;
     return wantarray ? split(/\n/, $out) : $out;
+}
+
+# redis_each(['HGET', 'k1', 't'], ['HGET', 'k2', 't'], ...) -> one reply
+# line per command, in order: many commands through one redis-cli, read
+# from a file (a command line would grow with the work).  Words with
+# white space or quotes are not for it.
+sub redis_each {
+    my (@cmds) = @_;
+    my $file = "$ENV{FG_RUN_DIR}/redis-each.$$." . ++$Seq;
+    open my $fh, '>', $file or die "$file: $!";
+    for my $c (@cmds) {
+        die "redis_each: a word with white space or a quote: @$c\n"
+            if grep { /[\s"']/ } @$c;
+        print $fh join(' ', @$c), "\n";
+    }
+    close $fh;
+    my @out = split /\n/, _run("redis-cli -h 127.0.0.1 -p $ENV{REDIS_PORT} --raw"
+                               . " < $file 2>&1");
+    unlink $file;
+    die "redis_each: " . scalar(@out) . " replies to " . scalar(@cmds) . " commands\n"
+        unless @out == @cmds;
+    return @out;
 }
 
 # set_stock($product, $n) -> the new generation: what POST /init does in
@@ -141,11 +166,30 @@ sub run_reconcile {
     return ($rc, @out);
 }
 
-# psql('select ...') -> rows, columns joined by '|'
+# psql('select ...') -> rows, columns joined by '|'.
+# psql($sql, ids => [...]) first fills a temporary table ids(id text) with
+# the list, for "where id in (select id::uuid from ids)": a list of any
+# length.  The statements go to psql in a file, never on its command line,
+# which would grow with the work (exec refuses one over 128 KB).
 sub psql {
-    my ($sql) = @_;
-    my $out = _run("psql -X -v ON_ERROR_STOP=1 -Atq -c " . _shell_quote($sql)
-                   . " 2>&1");
+    my ($sql, %o) = @_;
+    my $file = "$ENV{FG_RUN_DIR}/psql.$$." . ++$Seq;
+    open my $fh, '>', $file or die "$file: $!";
+    if ($o{ids}) {
+        for (@{ $o{ids} }) {
+            die "psql: an id with a tab, a newline or a backslash: $_\n"
+                if /[\t\n\\]/;
+        }
+        print $fh "create temporary table ids (id text);\n",
+                  "copy ids from stdin;\n", map({ "$_\n" } @{ $o{ids} }),
+                  "\\.\n";
+    }
+    print $fh $sql, ($sql =~ /;\s*$/ ? "\n" : ";\n");
+    close $fh;
+    my $out = `psql -X -v ON_ERROR_STOP=1 -Atq -f $file 2>&1`;
+    my $rc = $?;
+    unlink $file;
+    die "psql failed ($rc): $sql\n$out" if $rc != 0;
     chomp $out;
     return wantarray ? split(/\n/, $out) : $out;
 }
@@ -221,8 +265,6 @@ sub wait_until {
     }
     return 0;
 }
-
-my $Seq = 0;
 
 # uniq('p') -> an id no other test run used: product ids, keys, topics
 sub uniq {
@@ -396,13 +438,62 @@ sub order_rows {
         . "from orders where product_id = '$product' order by id") ];
 }
 
-# waits until the worker recorded $n orders of $product (and a little more
-# for anything extra to show up); returns the rows
+# drained(timeout => 60, topic => 'orders', group => 'fluxgate-inventory')
+# -> true once the worker's consumer group has committed every partition
+# of the topic up to the end offsets it had when this was called: every
+# message produced before it (every order answered 200 by then) is in
+# PostgreSQL, and nothing more of it will come (build/fg-drained).  The
+# barrier between a sale and its books; no sleep "long enough" for the
+# worker.  Says on failure which partition stayed behind.
+sub drained {
+    my (%o) = @_;
+    my $bin = "$ENV{FG_ROOT}/build/fg-drained";
+    die "drained: $bin is not built (make test-tools)\n" unless -x $bin;
+    my @cmd = ($bin, '-b', $ENV{KAFKA_BOOTSTRAP},
+               '-t', $o{topic} // $ENV{KAFKA_TOPIC} // 'orders',
+               '-g', $o{group} // 'fluxgate-inventory',
+               '-w', $o{timeout} // 90);
+    my $out = `@{[ join ' ', map { _shell_quote($_) } @cmd ]} 2>&1`;
+    return 1 if $? == 0;
+    require Test::More;
+    Test::More::diag("not drained: $out");
+    return 0;
+}
+
+# wait_drained($product, timeout => 90) -> the product's rows once every
+# order produced so far is recorded (drained)
 sub wait_drained {
-    my ($product, $n, $timeout) = @_;
-    wait_until($timeout // 60, sub { @{ order_rows($product) } >= $n });
-    sleep 1;
+    my ($product, %o) = @_;
+    drained(%o);
     return order_rows($product);
+}
+
+# skip_all_missing($why): the whole file cannot run here because something
+# it needs is missing.  Under `make test` (t/run sets FG_REQUIRE_ALL=1) that
+# is a failure, not a skip: a suite that silently skips what it cannot run
+# passes on a machine where nothing of it ran.
+sub skip_all_missing {
+    my ($why) = @_;
+    require Test::More;
+    if ($ENV{FG_REQUIRE_ALL}) {
+        Test::More::plan(tests => 1);
+        Test::More::fail("cannot run: $why (a skip is a failure under"
+                         . " FG_REQUIRE_ALL=1, as make test runs)");
+        exit 1;
+    }
+    Test::More::plan(skip_all => $why);
+}
+
+# skip_missing($why, $n) inside a SKIP block: the same for $n tests
+sub skip_missing {
+    my ($why, $n) = @_;
+    require Test::More;
+    if ($ENV{FG_REQUIRE_ALL}) {
+        Test::More::fail("cannot run: $why (a skip is a failure under"
+                         . " FG_REQUIRE_ALL=1, as make test runs)");
+        $n--;
+    }
+    Test::More::skip($why, $n);
 }
 
 # queue_secret() -> the path of a fluxgate_queue_secret file (48 random
@@ -478,6 +569,36 @@ sub free_ports {
         push @ports, $p unless $taken{$p}++;
     }
     return @ports;
+}
+
+# redis_commandstats() -> {command => calls} from INFO commandstats: what
+# Redis was asked to do, counted by Redis itself
+sub redis_commandstats {
+    my %calls;
+    for (redis('INFO', 'commandstats')) {
+        my ($cmd, $n) = /^cmdstat_([\w|]+):calls=(\d+)/ or next;
+        $calls{$cmd} = $n;
+    }
+    return \%calls;
+}
+
+# Redis TIME in microseconds: the clock every reservation, rate and
+# ticket of the gate is decided on
+sub redis_time_us {
+    my ($s, $us) = redis('TIME');
+    return $s * 1_000_000 + $us;
+}
+
+# wait_no_line($product, $secs) -> true once the product's rate bucket is
+# empty again by Redis's clock (the time order.lua keeps in fg:{p}:rate has
+# passed): the next order is under the threshold and nobody is in line
+# ahead of it.  What a test waits for instead of sleeping "a second".
+sub wait_no_line {
+    my ($p, $secs) = @_;
+    return wait_until($secs // 30, sub {
+        my $tat = redis('GET', "fg:{$p}:rate");
+        $tat eq '' || redis_time_us() >= $tat;
+    });
 }
 
 # redis_snapshot($product) -> every key of the product with its DUMP, as

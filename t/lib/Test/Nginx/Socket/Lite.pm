@@ -27,6 +27,18 @@ my $Port;
 my $RunningConf = '';
 my $Workers;
 my @WorkerModes;
+# how long a graceful stop (QUIT) may take before the runner kills nginx,
+# and how long a block waits for the error_log lines it expects
+my $StopTimeout = $ENV{FG_NGINX_STOP_TIMEOUT} || 15;
+my $LogTimeout  = $ENV{FG_LOG_TIMEOUT} || 10;
+# the levels no block may log unless it says it expects them (an
+# error_log or no_error_log pattern of its own that names the level)
+my @AlertLevels = qw(alert crit emerg);
+# the alert levels the running nginx's last block allowed, and where in
+# the error log its checks ended: what nginx logs after that, up to and
+# while it stops, is checked when it stops
+my %Allowed;
+my $CheckedTo = 0;
 
 # Test::More's, which Test::Base does not pass on
 sub explain { Test::More::explain(@_) }
@@ -114,15 +126,33 @@ sub nginx_pid () {
     return $pid && kill(0, $pid) ? $pid : undef;
 }
 
+# A graceful stop (QUIT).  An nginx still there after $StopTimeout s (a
+# worker that hangs on exit: a leaked timer, a connection never closed) is
+# a failure, said as such, and killed with SIGKILL, master and workers;
+# what it logged since the last block's checks is checked for alerts.
 sub stop_nginx () {
-    my $pid = nginx_pid() or return;
+    my $pid = nginx_pid() or return 1;
+    my @workers = grep { /\d/ } split /\s+/, `pgrep -P $pid 2>/dev/null`;
     kill 'QUIT', $pid;
-    my $deadline = time + 15;
-    while (kill(0, $pid) && time < $deadline) {
+    my $deadline = time + $StopTimeout;
+    while (grep({ kill 0, $_ } $pid, @workers) && time < $deadline) {
         sleep 0.05;
     }
-    kill 'KILL', $pid if kill 0, $pid;
+    my @left = grep { kill 0, $_ } $pid, @workers;
+    my $ok = !@left;
+    if (@left) {
+        my $ps = `ps -o pid,stat,wchan:20,cmd -p @{[join ',', @left]} 2>&1`;
+        kill 'KILL', @left;
+        Test::More::fail("nginx did not stop within $StopTimeout s of QUIT:"
+                         . " killed with SIGKILL (pids @left)");
+        Test::More::diag($ps);
+    }
     $RunningConf = '';
+    $ok &= check_alerts("nginx stopped", error_log_since($CheckedTo),
+                        \%Allowed) if -e "$Servroot/logs/error.log";
+    $CheckedTo = error_log_size();
+    %Allowed = ();
+    return $ok;
 }
 
 sub write_conf ($) {
@@ -186,6 +216,13 @@ sub port_open ($) {
 }
 
 sub error_log_size () { -s "$Servroot/logs/error.log" || 0 }
+
+# the sanitizer reports of the stack's run directory (make test: ASan and
+# UBSan write every report there), with their sizes
+sub sanitizer_reports () {
+    return {} unless $ENV{FG_RUN_DIR};
+    return { map { $_ => -s $_ } glob("$ENV{FG_RUN_DIR}/logs/sanitizer.*") };
+}
 
 sub error_log_since ($) {
     my $from = shift;
@@ -318,6 +355,73 @@ sub check_response ($$$$) {
     }
 }
 
+# the block's patterns of one section (error_log, no_error_log): strings
+# (one per line) and regexes
+sub patterns ($$) {
+    my ($block, $section) = @_;
+    return map { ref $_ ? ($_) : grep { /\S/ } split /\n/ }
+           grep { defined && length } map { as_list($_) } $block->$section;
+}
+
+sub log_has ($$) {
+    my ($log, $p) = @_;
+    return ref $p eq 'Regexp' ? $log =~ $p : index($log, $p) >= 0;
+}
+
+# the error log since $from once every line the block expects is there,
+# or once $LogTimeout s (--- log_timeout) passed: nginx logs what it does
+# when it does it, after the answer, and a slow machine only makes that
+# later.  A block with no line to expect is read at once (or after its
+# --- wait, for the few blocks that have nothing to wait on).
+sub wait_log ($$) {
+    my ($block, $from) = @_;
+    my @want = patterns($block, 'error_log');
+    sleep $block->wait if !@want && defined $block->wait;
+    my $deadline = time + ($block->log_timeout // $LogTimeout);
+    my $log = error_log_since($from);
+    while (grep({ !log_has($log, $_) } @want) && time < $deadline) {
+        sleep 0.05;
+        $log = error_log_since($from);
+    }
+    return $log;
+}
+
+# the alert levels a block expects (or rules out itself): its own
+# error_log and no_error_log patterns that name them
+sub allowed_levels ($) {
+    my $block = shift;
+    my %allowed;
+    for my $p (patterns($block, 'error_log'), patterns($block, 'no_error_log')) {
+        my $text = ref $p ? "$p" : $p;
+        $allowed{$_} = 1 for grep { $text =~ /\b\Q$_\E\b/ } @AlertLevels;
+    }
+    return \%allowed;
+}
+
+# no [alert], [crit] or [emerg] in the log (but the levels allowed), and
+# no new sanitizer report
+sub check_alerts ($$$;$) {
+    my ($name, $log, $allowed, $reports) = @_;
+    my @levels = grep { !$allowed->{$_} } @AlertLevels;
+    my $ok = 1;
+    if (@levels) {
+        my $re = join '|', @levels;
+        my @lines = $log =~ /^(.*\[(?:$re)\].*)$/mg;
+        $ok &= Test::More::ok(!@lines, "$name - no [" . join('], [', @levels)
+                              . "] in the error log")
+            or Test::More::diag(join "\n", @lines[0 .. ($#lines < 9 ? $#lines : 9)]);
+    }
+    if ($reports) {
+        my $now = sanitizer_reports();
+        my @new = grep { !defined $reports->{$_} || $now->{$_} != $reports->{$_} }
+                  sort keys %$now;
+        $ok &= Test::More::ok(!@new && $log !~ /AddressSanitizer|runtime error:/,
+                              "$name - no sanitizer report")
+            or Test::More::diag(join '', map { local (@ARGV, $/) = $_; <> // '' } @new);
+    }
+    return $ok;
+}
+
 sub check_log ($$$) {
     my ($block, $name, $log) = @_;
     for my $pat (grep { defined && length } map { as_list($_) }
@@ -367,9 +471,14 @@ sub run_block ($) {
         return;
     }
 
-    ok(start_nginx($conf), "$name - nginx started") or return;
-
+    # marked before nginx starts (once the previous one is gone): what a
+    # block expects may be logged while it starts (a connection made at
+    # once), before its port is open
+    stop_nginx() unless $conf eq $RunningConf && nginx_pid();
     my $log_from = error_log_size();
+    my $reports = sanitizer_reports();
+    ok(start_nginx($conf), "$name - nginx started") or return;
+    %Allowed = %{ allowed_levels($block) };
     my @responses;
     my @reqs = defined $block->raw_request ? as_list($block->raw_request)
              : as_list($block->request);
@@ -383,8 +492,7 @@ sub run_block ($) {
                        $i, $res);
     }
 
-    sleep $block->wait if defined $block->wait;
-    check_log($block, $name, error_log_since($log_from));
+    check_log($block, $name, wait_log($block, $log_from));
 
     if (defined(my $check = $block->check)) {
         local $main::responses = \@responses;
@@ -392,6 +500,10 @@ sub run_block ($) {
         eval "package main;\n#line 1 \"--- check\"\n$check";
         fail("$name - --- check died: $@") if $@;
     }
+
+    # whatever the block did, its requests and its --- check
+    check_alerts($name, error_log_since($log_from), \%Allowed, $reports);
+    $CheckedTo = error_log_size();
 }
 
 sub run_tests () {
@@ -464,6 +576,23 @@ C<response_body_unlike>, C<response_headers> (C<Name: value>, or C<!Name>
 for absent), C<response_headers_like>, C<error_log>, C<no_error_log>,
 C<must_die> (C<nginx -t> must fail; C<error_log> is matched against its
 output), C<timeout>, C<wait>, C<skip>.
+
+The error log is read from where it stood before the block's nginx
+started.  The lines of C<error_log> are waited for, up to C<log_timeout>
+seconds (default 10, or C<FG_LOG_TIMEOUT>), never slept for: nginx logs
+what it does after the answer, and a slow machine only logs it later.
+C<no_error_log> is checked on the same text, so a block that expects a line
+has its absences anchored on that event; C<wait> (a sleep) is only for a
+block with nothing to expect.
+
+Every block, whatever it checks, fails on an C<[alert]>, C<[crit]> or
+C<[emerg]> line in its error log (its requests, its C<check>, and what
+nginx logs when it stops after the block) and on a new sanitizer report in
+C<$FG_RUN_DIR/logs/sanitizer.*>, unless one of the block's own
+C<error_log> or C<no_error_log> patterns names that level (as
+lua-nginx-module's default C<no_error_log [error]>).  An nginx that does not
+stop within C<FG_NGINX_STOP_TIMEOUT> seconds (default 15) of QUIT is a
+failure, said as such, and killed with SIGKILL.
 
 Two sections of our own, both Perl, compiled in package C<main> (the test
 file's imports, e.g. FluxGate::Test, are at hand): C<init> runs before the

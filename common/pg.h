@@ -1,7 +1,12 @@
 /*
- * pg.h: what every PostgreSQL user in the worker shares: connecting with
- * our application_name, and telling an outage (wait and retry) from an
- * error in the data (retrying would fail the same way forever).
+ * common/pg.h: the PostgreSQL connection of both programs.  Offers
+ * connecting with the program's name as application_name (log.h's
+ * fg_progname), an error as one line, running a command without
+ * parameters, and telling an outage (wait and retry) from an error in the
+ * data (retrying would fail the same way forever).
+ *
+ * Used by fluxgate-worker (migrate.c, statements.c, store.c) and
+ * fluxgate-reconcile (reconcile_books.c, reconcile_db.c).
  */
 #ifndef FG_PG_H
 #define FG_PG_H

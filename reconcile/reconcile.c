@@ -81,7 +81,7 @@ main(int argc, char **argv)
         .idempotency_ttl = 60000,
         .settle_wait = 20000,
     };
-    struct fg_rc_conns   conns = { NULL, NULL, NULL };
+    struct fg_rc_conns   conns = { NULL, NULL, NULL, NULL };
     struct sigaction     sa;
     rd_kafka_conf_t     *conf;
     enum fg_rc_status    st;
@@ -175,7 +175,7 @@ main(int argc, char **argv)
 static enum fg_rc_status
 watch(const struct fg_rc_config *cfg)
 {
-    struct fg_rc_conns  conns = { NULL, NULL, NULL };
+    struct fg_rc_conns  conns = { NULL, NULL, NULL, NULL };
     struct fg_rc_memory memory;
 
     memset(&memory, 0, sizeof(memory));
@@ -234,7 +234,9 @@ usage(FILE *out)
 "      --settle-wait=MS   how long --repair waits for the worker to commit\n"
 "                         the topic up to its snapshot [FLUXGATE_SETTLE_WAIT]\n"
 "                         (default 20000)\n"
-"      --repair           settle overdue claims: recorded in PostgreSQL ->\n"
+"      --repair           settle overdue claims once the worker has\n"
+"                         committed past a marker written into each\n"
+"                         partition (acks=all): recorded in PostgreSQL ->\n"
 "                         the key replays 200; not recorded -> released\n"
 "      --watch=SECONDS    a round every SECONDS until SIGTERM/SIGINT; prints\n"
 "                         only products not balanced or with claims settled\n"

@@ -1,8 +1,12 @@
 /*
- * cli.h: what the command lines of fluxgate-worker and fluxgate-reconcile
- * share.  A bad setting ends the program here, with exit status 2 and a
- * message that names the flag or variable and the value it got, followed
- * by a pointer to --help; the program's name is log.h's fg_progname.
+ * common/cli.h: what the command lines of both programs share.  Offers
+ * ending the program on a bad setting, parsing an integer within bounds,
+ * and taking a librdkafka NAME=VALUE property.  A bad setting ends the
+ * program here, with exit status 2 and a message that names the flag or
+ * variable and the value it got, followed by a pointer to --help; the
+ * program's name is log.h's fg_progname.
+ *
+ * Used by fluxgate-worker (main.c) and fluxgate-reconcile (reconcile.c).
  */
 #ifndef FG_CLI_H
 #define FG_CLI_H

@@ -1,6 +1,13 @@
 /*
- * log.h: one line per event on stderr, so supervisord's log (or a
- * terminal) reads as a history of what the worker did and why.
+ * common/log.h: the log of both programs, one line per event on stderr,
+ * so supervisord's log (or a terminal) reads as a history of what the
+ * program did and why.  Offers the levels and fg_log() with its short
+ * forms, --log-format (text or json) and the JSON string escape it uses,
+ * the program's name (fg_progname), a monotonic clock in ms and a sleep
+ * that a stop request cuts short.
+ *
+ * Used by every file of fluxgate-worker and fluxgate-reconcile that says
+ * something, and by common/pg.c and common/cli.c.
  */
 #ifndef FG_LOG_H
 #define FG_LOG_H

@@ -1,7 +1,8 @@
 /*
- * pg.c: connecting to PostgreSQL and classifying its failures.  The worker
- * keeps a batch and retries through an outage, but must not retry an error
- * the data itself causes, or one bad message would stop a partition.
+ * pg.c: connecting to PostgreSQL and classifying its failures (see pg.h).
+ * The worker keeps a batch and retries through an outage, but must not
+ * retry an error the data itself causes, or one bad message would stop a
+ * partition.
  */
 #include <ctype.h>
 #include <stdio.h>

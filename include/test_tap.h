@@ -1,7 +1,11 @@
 /*
- * test_tap.h: the few Test::More words the worker's C unit tests need,
- * printing TAP so that prove runs them like the Perl tests (t/405-plan.t,
- * t/406-message.t).  Header only: each test is one .c file.
+ * include/test_tap.h: the few Test::More words every C unit test needs,
+ * printing TAP so that prove runs them like the Perl tests.  Header only:
+ * each test is one .c file.
+ *
+ * Used by the module's test_jwt.c (t/105-jwt.t), the worker's test_plan.c
+ * and test_message.c (t/405-plan.t, t/406-message.t) and include/'s
+ * test_slot.c and test_shuffle.c (t/700-cluster-slot.t, t/207-shuffle.t).
  */
 #ifndef FG_TEST_TAP_H
 #define FG_TEST_TAP_H

@@ -1,9 +1,14 @@
 /*
- * strmap.h: a small hash map from C strings to longs, for the per-batch
- * bookkeeping of plan.c and statements.c (which (product, generation) row
- * a record touches, which order ids are new, which positions were
- * dead-lettered).  The keys are not copied: they live in the batch the map
- * is built for.
+ * common/strmap.h: a small hash map from C strings to longs.  Offers
+ * reset (sized for a known number of keys), insert-or-find, find and
+ * free.  The keys are not copied: they live in whatever the map is built
+ * for.
+ *
+ * Used by fluxgate-worker for the per-batch bookkeeping of plan.c and
+ * statements.c (which (product, generation) row a record touches, which
+ * order ids are new, which positions were dead-lettered), and by
+ * fluxgate-reconcile's --watch (reconcile_books.c: each product's last
+ * verdict).
  */
 #ifndef FG_STRMAP_H
 #define FG_STRMAP_H

@@ -1,7 +1,8 @@
 /*
- * log.c: the worker's only output.  Every line carries a UTC timestamp, the
- * pid and a level, because supervisord copies stderr verbatim and the pid
- * tells one incarnation of the worker from the next after a restart.  With
+ * log.c: the programs' only output (see log.h).  Every line carries a UTC
+ * timestamp, the pid and a level, because supervisord copies stderr
+ * verbatim and the pid tells one incarnation of a program from the next
+ * after a restart.  With
  * --log-format json each line is one JSON object with the same fields, for
  * log shippers that would otherwise parse the text with a regex.
  */

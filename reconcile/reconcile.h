@@ -85,7 +85,11 @@ struct fg_rc_product {
     size_t              settled_released;
 };
 
-/* the high watermark of each partition of the topic */
+/*
+ * A point in each partition of the topic: the high watermarks, or the
+ * offsets just past fluxgate-reconcile's markers.  A partition with high
+ * above low needs the group's commit to reach high.
+ */
 struct fg_rc_offsets {
     int          n;
     long long   *high;
@@ -96,7 +100,8 @@ struct fg_rc_offsets {
 struct fg_rc_conns {
     redisContext   *redis;
     PGconn         *pg;
-    rd_kafka_t     *kafka;
+    rd_kafka_t     *kafka;          /* reads offsets */
+    rd_kafka_t     *producer;       /* writes the markers */
 };
 
 /*
@@ -133,8 +138,12 @@ rd_kafka_conf_t *fg_rc_kafka_conf(const struct fg_rc_config *cfg, char *err,
     size_t size);
 rd_kafka_t *fg_rc_kafka_new(const struct fg_rc_config *cfg, char *err,
     size_t size);
+rd_kafka_t *fg_rc_kafka_producer_new(const struct fg_rc_config *cfg,
+    char *err, size_t size);
 int fg_rc_kafka_watermarks(rd_kafka_t *rk, const char *topic,
     struct fg_rc_offsets *off, char *err, size_t size);
+int fg_rc_kafka_mark(rd_kafka_t *rk, const char *topic,
+    struct fg_rc_offsets *marks, char *err, size_t size);
 int fg_rc_kafka_caught_up(rd_kafka_t *rk, const char *topic,
     const struct fg_rc_offsets *want, char *why, size_t size);
 void fg_rc_offsets_free(struct fg_rc_offsets *off);

@@ -493,7 +493,13 @@ read_claims(redisContext *c, struct fg_rc_product *p, redisReply *members,
     return rc;
 }
 
-/* lua/done.lua: KEYS idem, pending; ARGV orderId, ttl ms, key */
+/*
+ * lua/done.lua, whose contract (its --- keys: and --- args: lines) is
+ * idem pending; order_id ttl key.  *res is one of FG_LUA_DONE_<REPLY>.
+ */
+_Static_assert(FG_LUA_DONE_NKEYS == 2 && FG_LUA_DONE_NARGS == 3,
+               "lua/done.lua's KEYS or ARGV changed: fix fg_rc_redis_done()");
+
 int
 fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long ttl, long long *res, const char **err)
@@ -502,7 +508,7 @@ fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     char        ttl_s[32];
     char       *idem = idem_key(p->id, cl->key);
     char       *pending = product_key(p->id, "pending");
-    const char *args[5];
+    const char *args[FG_LUA_DONE_NKEYS + FG_LUA_DONE_NARGS];
     int         rc;
 
     snprintf(ttl_s, sizeof(ttl_s), "%ld", ttl);
@@ -511,13 +517,25 @@ fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     args[2] = cl->order_id;
     args[3] = ttl_s;
     args[4] = cl->key;
-    rc = run_script(c, FG_LUA_DONE_SHA, FG_LUA_DONE, 2, 5, args, res, err);
+    rc = run_script(c, FG_LUA_DONE_SHA, FG_LUA_DONE, FG_LUA_DONE_NKEYS,
+                    FG_LUA_DONE_NKEYS + FG_LUA_DONE_NARGS, args, res, err);
     free(idem);
     free(pending);
     return rc;
 }
 
-/* lua/release.lua: KEYS stock, buyers, idem, gen, pending; ARGV orderId, key */
+/*
+ * lua/release.lua, whose contract is stock buyers idem gen pending prefix;
+ * order_id key ttl.  Every key is passed: the last, fg:{p}:q:, gives back
+ * the waiting-room turn the claim's order spent, as the gate's release
+ * does (the order never happened).  The ttl is not: it is the gate's, for
+ * a tombstone when it does not know whether order.lua ran, and a claim
+ * read as pending here did run.  *res is one of FG_LUA_RELEASE_<REPLY>.
+ */
+_Static_assert(FG_LUA_RELEASE_NKEYS == 6 && FG_LUA_RELEASE_NARGS == 3,
+               "lua/release.lua's KEYS or ARGV changed: fix "
+               "fg_rc_redis_release()");
+
 int
 fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     const struct fg_rc_claim *cl, long long *res, const char **err)
@@ -528,7 +546,8 @@ fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     char       *idem = idem_key(p->id, cl->key);
     char       *gen = product_key(p->id, "gen");
     char       *pending = product_key(p->id, "pending");
-    const char *args[7];
+    char       *line = product_key(p->id, "q:");
+    const char *args[FG_LUA_RELEASE_NKEYS + FG_LUA_RELEASE_NARGS - 1];
     int         rc;
 
     args[0] = stock;
@@ -536,15 +555,19 @@ fg_rc_redis_release(redisContext *any, const struct fg_rc_product *p,
     args[2] = idem;
     args[3] = gen;
     args[4] = pending;
-    args[5] = cl->order_id;
-    args[6] = cl->key;
-    rc = run_script(c, FG_LUA_RELEASE_SHA, FG_LUA_RELEASE, 5, 7, args, res,
-                    err);
+    args[5] = line;
+    args[6] = cl->order_id;
+    args[7] = cl->key;
+    rc = run_script(c, FG_LUA_RELEASE_SHA, FG_LUA_RELEASE,
+                    FG_LUA_RELEASE_NKEYS,
+                    FG_LUA_RELEASE_NKEYS + FG_LUA_RELEASE_NARGS - 1, args,
+                    res, err);
     free(stock);
     free(buyers);
     free(idem);
     free(gen);
     free(pending);
+    free(line);
     return rc;
 }
 

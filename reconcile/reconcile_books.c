@@ -3,13 +3,20 @@
  * first settles the overdue pending claims, as the v2 contract says:
  *
  *   1. the claims reserved more than --claim-deadline ago (Redis TIME);
- *   2. a snapshot of the topic's high watermarks, taken after that, so
- *      after every such claim's deadline: a message the module produced
- *      for one of them is below the snapshot;
- *   3. wait (--settle-wait) until the worker's group has committed up to
- *      the snapshot; the worker commits after PostgreSQL did, so from then
- *      on "not in PostgreSQL" means "never will be".  Not reached: settle
+ *   2. a marker written into every partition of the topic, acknowledged
+ *      by its in-sync replicas, after that (so after every such claim's
+ *      deadline), then a second one once the first are all in: a message
+ *      the module produced for one of these claims is below the second
+ *      markers or never will be in Kafka.  The high watermark is not
+ *      enough: a leader whose followers stopped fetching, with no quorum
+ *      of controllers to drop them, holds messages above it for as long
+ *      as that lasts, and shows them afterwards.  A partition that does
+ *      not take its marker (no leader, too few replicas in sync) settles
  *      nothing this round;
+ *   3. wait (--settle-wait) until the worker's group has committed past
+ *      the second markers; the worker commits after PostgreSQL did, so
+ *      from then on "not in PostgreSQL" means "never will be".  Not
+ *      reached: settle nothing this round;
  *   4. recorded -> done.lua (the key replays 200), not -> release.lua.
  *
  * Then it checks the books of each product's current generation:
@@ -28,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fg_lua.h"
 #include "log.h"
 #include "pg.h"
 #include "reconcile.h"
@@ -44,11 +52,14 @@ static int list_products(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_product **prods, size_t *n);
 static int settle(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
     struct fg_rc_product *prods, size_t n);
+static int mark(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
+    struct fg_rc_offsets *marks);
 static int wait_for_worker(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, const struct fg_rc_offsets *snap, char *why,
     size_t size);
 static int settle_product(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_product *p, long long now);
+static const char *settled_how(const struct fg_rc_claim *cl, long long res);
 static enum fg_rc_status check(const struct fg_rc_config *cfg,
     struct fg_rc_conns *conns, struct fg_rc_memory *memory,
     struct fg_rc_product *prods, size_t n);
@@ -124,6 +135,11 @@ fg_rc_close(struct fg_rc_conns *conns)
         rd_kafka_destroy(conns->kafka);
         conns->kafka = NULL;
     }
+    if (conns->producer != NULL) {
+        /* every marker was reported before its round went on */
+        rd_kafka_destroy(conns->producer);
+        conns->producer = NULL;
+    }
 }
 
 /* opens what is not open (a failed round dropped it) */
@@ -155,6 +171,13 @@ open_conns(const struct fg_rc_config *cfg, struct fg_rc_conns *conns)
         conns->kafka = fg_rc_kafka_new(cfg, msg, sizeof(msg));
         if (conns->kafka == NULL) {
             lost(cfg, conns, KAFKA, "cannot create a client", msg);
+            return -1;
+        }
+    }
+    if (cfg->repair && conns->producer == NULL) {
+        conns->producer = fg_rc_kafka_producer_new(cfg, msg, sizeof(msg));
+        if (conns->producer == NULL) {
+            lost(cfg, conns, KAFKA, "cannot create a producer", msg);
             return -1;
         }
     }
@@ -198,7 +221,7 @@ static int
 settle(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
     struct fg_rc_product *prods, size_t n)
 {
-    struct fg_rc_offsets  snap = { 0, NULL, NULL };
+    struct fg_rc_offsets  marks = { 0, NULL, NULL };
     const char           *err;
     char                  why[512];
     long long             now;
@@ -223,15 +246,12 @@ settle(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
         return 0;
     }
 
-    /* taken after TIME answered: after every one of these deadlines */
-    if (fg_rc_kafka_watermarks(conns->kafka, cfg->topic, &snap, why,
-                               sizeof(why)) != 0)
-    {
-        lost(cfg, conns, KAFKA, "snapshot of the high watermarks", why);
+    /* written after TIME answered: after every one of these deadlines */
+    if (mark(cfg, conns, &marks) != 0) {
         return -1;
     }
-    rc = wait_for_worker(cfg, conns, &snap, why, sizeof(why));
-    fg_rc_offsets_free(&snap);
+    rc = wait_for_worker(cfg, conns, &marks, why, sizeof(why));
+    fg_rc_offsets_free(&marks);
     if (rc < 0) {
         lost(cfg, conns, KAFKA, "reading the worker's committed offsets",
              why);
@@ -260,6 +280,32 @@ settle(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
             return -1;
         }
         fg_rc_product_clear(&prods[i]);
+    }
+    return 0;
+}
+
+/*
+ * The markers twice, the second only once every first one is in: a broker
+ * that has just come back (a frozen process, a leader that lost its
+ * followers) acknowledges the first ones along with what it was holding,
+ * in whatever order; the second ones are written behind all of that.
+ */
+static int
+mark(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
+    struct fg_rc_offsets *marks)
+{
+    char  why[512];
+    int   pass;
+
+    for (pass = 1; pass <= 2; pass++) {
+        fg_rc_offsets_free(marks);
+        if (fg_rc_kafka_mark(conns->producer, cfg->topic, marks, why,
+                             sizeof(why)) != 0)
+        {
+            lost(cfg, conns, KAFKA, "writing the markers the worker must"
+                 " pass before claims are settled (nothing settled)", why);
+            return -1;
+        }
     }
     return 0;
 }
@@ -318,7 +364,9 @@ settle_product(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
             return -1;
         }
 
-        if (res == 0) {
+        if (cl->recorded ? res == FG_LUA_DONE_NOT_OURS
+                         : res == FG_LUA_RELEASE_NONE)
+        {
             fg_info("claim %s of %s (order %s): settled meanwhile by"
                     " someone else; left as it is", cl->key, p->id,
                     cl->order_id);
@@ -333,14 +381,24 @@ settle_product(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
                 " generation %lld, reserved %lld s ago): %s", cl->key,
                 p->id, cl->order_id, cl->user, cl->quantity,
                 cl->quantity == 1 ? "" : "s", cl->generation,
-                (now - cl->reserved_at) / 1000,
-                cl->recorded ? "recorded in PostgreSQL, the key replays 200"
-                : res == 1 ? "not in PostgreSQL, released: units back to its"
-                             " generation's stock and the user's count"
-                : "not in PostgreSQL, released: its generation is over, so"
-                  " the stock is left as it is; the user's count given back");
+                (now - cl->reserved_at) / 1000, settled_how(cl, res));
     }
     return 0;
+}
+
+/* what settling a claim did, for the log; res is the script's reply */
+static const char *
+settled_how(const struct fg_rc_claim *cl, long long res)
+{
+    if (cl->recorded) {
+        return "recorded in PostgreSQL, the key replays 200";
+    }
+    if (res == FG_LUA_RELEASE_GIVEN) {
+        return "not in PostgreSQL, released: units back to its generation's"
+               " stock and the user's count";
+    }
+    return "not in PostgreSQL, released: its generation is over, so the"
+           " stock is left as it is; the user's count given back";
 }
 
 static enum fg_rc_status
