@@ -83,9 +83,12 @@ all: module worker reconcile $(LOADGEN) $(BARE)
 
 # the HTTP client of the crowd tests and the benchmarks (OpenSSL: the
 # waiting room's proof of work)
-$(LOADGEN): bench/loadgen.c
+LOADGEN_SRC := bench/loadgen.c bench/loadgen_opts.c bench/loadgen_http.c \
+               bench/loadgen_queue.c bench/loadgen_report.c bench/series.c
+$(LOADGEN): $(LOADGEN_SRC) bench/loadgen.h bench/series.h
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< -lcrypto
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ \
+	    $(LOADGEN_SRC) -lcrypto
 
 # the accept path without the gate: order.lua and a produce with the
 # gate's producer settings, for make bench's share of the gate (bench/bare.c)
