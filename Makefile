@@ -92,9 +92,10 @@ $(LOADGEN): $(LOADGEN_SRC) bench/loadgen.h bench/series.h
 
 # the accept path without the gate: order.lua and a produce with the
 # gate's producer settings, for make bench's share of the gate (bench/bare.c)
-$(BARE): bench/bare.c
+$(BARE): bench/bare.c bench/series.c bench/series.h
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $< \
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ \
+	    bench/bare.c bench/series.c \
 	    $$(pkg-config --cflags --libs hiredis rdkafka)
 
 # tools only the suite uses

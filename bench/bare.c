@@ -46,6 +46,8 @@
 #include <hiredis/async.h>
 #include <librdkafka/rdkafka.h>
 
+#include "series.h"
+
 
 #define KEY_MAX  256
 
@@ -59,11 +61,6 @@ typedef struct {
     char      idem_key[KEY_MAX];
     char      pending_key[KEY_MAX];
 } order_t;
-
-typedef struct {
-    uint64_t  *v;
-    size_t     n, cap;
-} series_t;
 
 static struct {
     const char  *redis;
@@ -98,29 +95,6 @@ static const char         *sched_policy = "other";
 static char                run_id[64];
 static char               *kafka_opts[32];
 static int                 nkafka_opts;
-
-static uint64_t
-now_us(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void
-push(series_t *s, uint64_t v)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 4096;
-        s->v = realloc(s->v, s->cap * sizeof(uint64_t));
-        if (s->v == NULL) {
-            perror("realloc");
-            exit(1);
-        }
-    }
-    s->v[s->n++] = v;
-}
 
 /* a UUIDv7, as ngx_fluxgate_uuid7() writes it */
 static void
@@ -352,7 +326,7 @@ on_delivered(rd_kafka_t *k, const rd_kafka_message_t *m, void *opaque)
         free(o);
         return;
     }
-    push(&lat, now_us() - o->due);
+    series_push(&lat, now_us() - o->due);
     delivered++;
 
     /* the claim ends, as the gate's done.lua (after its answer) */
@@ -480,20 +454,6 @@ kafka_start(int wake_fd)
     rd_kafka_queue_destroy(q);
 }
 
-static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double
-pct(double p)
-{
-    return lat.n ? lat.v[(size_t) (p * (lat.n - 1) + 0.5)] / 1000.0 : 0;
-}
-
 static void
 usage(int rc)
 {
@@ -508,8 +468,9 @@ usage(int rc)
     exit(rc);
 }
 
-int
-main(int argc, char **argv)
+/* the command line into opt; a bad one exits 2 with the usage */
+static void
+parse_args(int argc, char **argv)
 {
     static struct option  longopts[] = {
         { "redis", required_argument, NULL, 'r' },
@@ -532,15 +493,7 @@ main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    struct epoll_event   ev, evs[64];
-    struct sched_param   sp = { .sched_priority = 10 };
-    redisContext        *sc;
-    char                 host[256], *colon;
-    int                  ch, port, wake[2], n, i;
-    long                 due, unsent;
-    uint64_t             end, deadline, now;
-    double               secs;
-    char                 buf[256];
+    int  ch;
 
     while ((ch = getopt_long(argc, argv, "R:d:X:h", longopts, NULL)) != -1) {
         switch (ch) {
@@ -578,16 +531,14 @@ main(int argc, char **argv)
     {
         usage(2);
     }
-    signal(SIGPIPE, SIG_IGN);
-    snprintf(run_id, sizeof(run_id), "%s%ld", opt.run, (long) getpid());
+}
 
-    snprintf(host, sizeof(host), "%s", opt.redis);
-    colon = strrchr(host, ':');
-    if (colon == NULL) {
-        usage(2);
-    }
-    *colon = '\0';
-    port = atoi(colon + 1);
+/* order.lua and done.lua loaded, the async connection on our epoll */
+static int
+redis_start(const char *host, int port)
+{
+    struct epoll_event   ev;
+    redisContext        *sc;
 
     sc = redisConnect(host, port);
     if (sc == NULL || sc->err) {
@@ -598,16 +549,6 @@ main(int argc, char **argv)
     load_script(sc, opt.script, order_sha);
     load_script(sc, opt.done, done_sha);
     redisFree(sc);
-
-    ep = epoll_create1(0);
-    if (ep < 0 || pipe2(wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-        perror("setup");
-        return 2;
-    }
-    ev.events = EPOLLIN;
-    ev.data.ptr = NULL;
-    epoll_ctl(ep, EPOLL_CTL_ADD, wake[0], &ev);
-    kafka_start(wake[1]);
 
     ac = redisAsyncConnect(host, port);
     if (ac == NULL || ac->err) {
@@ -623,6 +564,43 @@ main(int argc, char **argv)
     ev.events = 0;
     ev.data.ptr = &ac;
     epoll_ctl(ep, EPOLL_CTL_ADD, ac->c.fd, &ev);
+    return 0;
+}
+
+/* Redis, Kafka and the epoll loop that waits on both, before the clock
+ * starts; returns 0, or 2 with a line on stderr */
+static int
+start(int wake[2])
+{
+    struct epoll_event   ev;
+    struct sched_param   sp = { .sched_priority = 10 };
+    char                 host[256], *colon;
+    int                  port;
+
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(run_id, sizeof(run_id), "%s%ld", opt.run, (long) getpid());
+
+    snprintf(host, sizeof(host), "%s", opt.redis);
+    colon = strrchr(host, ':');
+    if (colon == NULL) {
+        usage(2);
+    }
+    *colon = '\0';
+    port = atoi(colon + 1);
+
+    ep = epoll_create1(0);
+    if (ep < 0 || pipe2(wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        perror("setup");
+        return 2;
+    }
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;
+    epoll_ctl(ep, EPOLL_CTL_ADD, wake[0], &ev);
+    kafka_start(wake[1]);
+
+    if (redis_start(host, port) != 0) {
+        return 2;
+    }
 
     if (sched_setscheduler(0, SCHED_FIFO, &sp) == 0) {
         sched_policy = "fifo";
@@ -640,12 +618,21 @@ main(int argc, char **argv)
         }
         rd_kafka_metadata_destroy(md);
     }
+    return 0;
+}
 
-    t0 = now_us();
+/* sends each order when due and waits for every answer and delivery, or
+ * 30 s after the run */
+static void
+run(int wake_fd, long due)
+{
+    struct epoll_event   evs[64];
+    uint64_t             end, deadline, now;
+    char                 buf[256];
+    int                  n, i;
+
     end = t0 + (uint64_t) (opt.duration * 1e6);
     deadline = end + 30000000;
-    due = (long) (opt.duration * opt.rate);
-
     for ( ;; ) {
         now = now_us();
         /* whatever fell due */
@@ -664,7 +651,7 @@ main(int argc, char **argv)
         n = epoll_wait(ep, evs, 64, now < end ? 1 : 10);
         for (i = 0; i < n; i++) {
             if (evs[i].data.ptr == NULL) {
-                while (read(wake[0], buf, sizeof(buf)) > 0) {
+                while (read(wake_fd, buf, sizeof(buf)) > 0) {
                     /* drained */
                 }
                 rd_kafka_poll(rk, 0);
@@ -679,12 +666,15 @@ main(int argc, char **argv)
         }
         rd_kafka_poll(rk, 0);
     }
-    secs = (now_us() - t0) / 1e6;
+}
 
-    unsent = due - sent;
-    if (lat.n) {
-        qsort(lat.v, lat.n, sizeof(uint64_t), cmp_u64);
-    }
+/* --latencies, then the bare line; returns the exit code */
+static int
+report(long due, double secs)
+{
+    long  unsent = due - sent;
+
+    series_sort(&lat);
     if (opt.latencies) {
         FILE  *f = fopen(opt.latencies, "w");
 
@@ -701,13 +691,34 @@ main(int argc, char **argv)
            " failed=%ld unsent=%ld seconds=%.3f rate=%.0f p50_ms=%.3f"
            " p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sched=%s\n",
            due, sent, reserved, other, delivered, failed, unsent, secs,
-           opt.rate, pct(0.50), pct(0.90), pct(0.99), pct(0.999),
-           lat.n ? lat.v[lat.n - 1] / 1000.0 : 0, sched_policy);
+           opt.rate, series_pct(&lat, 0.50), series_pct(&lat, 0.90),
+           series_pct(&lat, 0.99), series_pct(&lat, 0.999),
+           series_max_ms(&lat), sched_policy);
+
+    return failed || unsent || other ? 3 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    int     wake[2], rc;
+    long    due;
+    double  secs;
+
+    parse_args(argc, argv);
+    if (start(wake) != 0) {
+        return 2;
+    }
+
+    t0 = now_us();
+    due = (long) (opt.duration * opt.rate);
+    run(wake[0], due);
+    secs = (now_us() - t0) / 1e6;
+    rc = report(due, secs);
 
     rd_kafka_flush(rk, 5000);
     rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
     redisAsyncFree(ac);
-
-    return failed || unsent || other ? 3 : 0;
+    return rc;
 }
