@@ -244,6 +244,8 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
         ngx_fluxgate_args_text(&a, op->order_id, NGX_FLUXGATE_UUID_LEN);
         ngx_fluxgate_args_int(&a, op->ttl);
         ngx_fluxgate_args_str(&a, &op->key);
+        ngx_fluxgate_args_int(&a, NGX_HTTP_OK);
+        ngx_fluxgate_args_text(&a, (u_char *) "success", 7);
 
         rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_done,
                                      NGX_FLUXGATE_LUA_DONE_NKEYS, a.n,

@@ -58,6 +58,7 @@ struct fg_rc_claim {
     long long    reserved_at;       /* ms, Redis TIME */
     int          pending;           /* the hash still says s=pending */
     int          recorded;          /* orders.id has it */
+    int          rejected;          /* ... with status rejected */
 };
 
 /* what one product's books say, in Redis and PostgreSQL */

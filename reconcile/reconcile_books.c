@@ -17,7 +17,8 @@
  *      the second markers; the worker commits after PostgreSQL did, so
  *      from then on "not in PostgreSQL" means "never will be".  Not
  *      reached: settle nothing this round;
- *   4. recorded -> done.lua (the key replays 200), not -> release.lua.
+ *   4. recorded -> done.lua (the key replays 200, or 409 rejected when
+ *      PostgreSQL recorded the order rejected), not -> release.lua.
  *
  * Then it checks the books of each product's current generation:
  *
@@ -390,6 +391,10 @@ settle_product(const struct fg_rc_config *cfg, struct fg_rc_conns *conns,
 static const char *
 settled_how(const struct fg_rc_claim *cl, long long res)
 {
+    if (cl->recorded && cl->rejected) {
+        return "recorded in PostgreSQL as rejected (the shop sold nothing"
+               " for it), the key replays 409 rejected";
+    }
     if (cl->recorded) {
         return "recorded in PostgreSQL, the key replays 200";
     }

@@ -51,6 +51,7 @@ fg_rc_db_mark_recorded(PGconn *conn, struct fg_rc_claim *claims, size_t n,
 
     for (i = 0; i < n; i++) {
         claims[i].recorded = 0;
+        claims[i].rejected = 0;
     }
     if (n == 0) {
         return 0;
@@ -76,7 +77,7 @@ fg_rc_db_mark_recorded(PGconn *conn, struct fg_rc_claim *claims, size_t n,
 
     params[0] = ids;
     res = PQexecParams(conn,
-        "select id::text from orders where id = any($1::uuid[])",
+        "select id::text, status from orders where id = any($1::uuid[])",
         1, NULL, params, NULL, NULL, 0);
     free(ids);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -88,6 +89,8 @@ fg_rc_db_mark_recorded(PGconn *conn, struct fg_rc_claim *claims, size_t n,
         for (i = 0; i < n; i++) {
             if (strcasecmp(PQgetvalue(res, row, 0), claims[i].order_id) == 0) {
                 claims[i].recorded = 1;
+                claims[i].rejected = strcmp(PQgetvalue(res, row, 1),
+                                            "rejected") == 0;
             }
         }
     }

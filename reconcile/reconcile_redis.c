@@ -495,9 +495,11 @@ read_claims(redisContext *c, struct fg_rc_product *p, redisReply *members,
 
 /*
  * lua/done.lua, whose contract (its --- keys: and --- args: lines) is
- * idem pending; order_id ttl key.  *res is one of FG_LUA_DONE_<REPLY>.
+ * idem pending; order_id ttl key status outcome: 200 success, or 409
+ * rejected for an order PostgreSQL recorded as rejected (the shop sold
+ * nothing for it).  *res is one of FG_LUA_DONE_<REPLY>.
  */
-_Static_assert(FG_LUA_DONE_NKEYS == 2 && FG_LUA_DONE_NARGS == 3,
+_Static_assert(FG_LUA_DONE_NKEYS == 2 && FG_LUA_DONE_NARGS == 5,
                "lua/done.lua's KEYS or ARGV changed: fix fg_rc_redis_done()");
 
 int
@@ -517,6 +519,8 @@ fg_rc_redis_done(redisContext *any, const struct fg_rc_product *p,
     args[2] = cl->order_id;
     args[3] = ttl_s;
     args[4] = cl->key;
+    args[5] = cl->rejected ? "409" : "200";
+    args[6] = cl->rejected ? "rejected" : "success";
     rc = run_script(c, FG_LUA_DONE_SHA, FG_LUA_DONE, FG_LUA_DONE_NKEYS,
                     FG_LUA_DONE_NKEYS + FG_LUA_DONE_NARGS, args, res, err);
     free(idem);

@@ -200,9 +200,7 @@ is(redis('EXISTS', "fg:{$p}:idem:$ENV{TEST_NGINX_K2}"), 0,
 is(redis('HGET', "fg:{$p}:q", 'n'), 1, "$main::name - one turn taken, none by the 302");
 # the redirected request may come back with the same key once admitted:
 # once Redis's clock reached the next turn's time at 1 a second
-my ($n, $h, $t) = redis('HMGET', "fg:{$p}:q", 'n', 'h', 't');
-my $due = ($t || 0) + ($n + 1 - ($h || 0)) * 1_000_000;
-ok(wait_until(5, sub { redis_time_us() >= $due }), "$main::name - the next turn's second came");
+ok(wait_next_turn($p, 1, 5), "$main::name - the next turn's second came");
 my $res = http_post("http://127.0.0.1:" . server_port() . "/throttled",
                     qq({"productId":"$p","userId":"u2"}),
                     { 'X-Idempotency-Key' => $ENV{TEST_NGINX_K2} });

@@ -73,8 +73,8 @@ ok(wait_until(10, sub { redis('HGET', "fg:{$p}:idem:$k1", 's') eq '200' }),
    "$name - its key is done");
 is(redis('GET', "fg:{$p}:stock"), 0, "$name - stock 0");
 
-# the accepted order left GCRA state (it expires within a second or so)
-my $rate0 = redis('GET', "fg:{$p}:rate");
+# the accepted order left the line's record (its rate state)
+my $rate0 = join ',', redis('HMGET', "fg:{$p}:q", 'n', 'h', 't');
 my ($w0, $keys0, $mem0) = main::write_stats();
 my $r = loadgen(port => server_port(), c => 50, n => 10_000, product => $p,
                 expect => '409', log => 1);
@@ -95,8 +95,8 @@ ok($keys1 - $keys0 <= 5, "$name - key count flat ($keys0 -> $keys1)");
 # an idempotency hash per answer would take over 1 MB
 ok($mem1 - $mem0 < 512 * 1024,
    "$name - used_memory flat ($mem0 -> $mem1, " . ($mem1 - $mem0) . " bytes)");
-my $rate1 = redis('GET', "fg:{$p}:rate");
-ok($rate1 eq '' || $rate1 eq $rate0,
+my $rate1 = join ',', redis('HMGET', "fg:{$p}:q", 'n', 'h', 't');
+ok($rate1 eq $rate0,
    "$name - no rate state written either ('$rate0' -> '$rate1')");
 
 # the accepted order's key replays exactly

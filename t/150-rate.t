@@ -121,16 +121,14 @@ my @t = sort { $a <=> $b } map {
 my @fast = grep { $_ + 1 > 5 + 1 + 20 * ($t[$_] - $t[0] + 1) / 1000 } 0 .. $#t;
 is(scalar @fast, 0, "$main::name - never faster than 20/s and a burst of 5 since the first");
 
-# and never slower: each time Redis's clock says the bucket has room for
-# one more, one more passes (the bucket is empty again at the time
-# fg:{p}:rate holds, and holds 5 beyond it)
+# and never slower: each time Redis's clock says the line has a free turn
+# (its record fg:{p}:q: h turns admitted at time t, n handed out, 20/s),
+# one more passes
 my $order = sub { queue_order(server_port(), $p, uniq('k'))->{status} };
 my $full = 0;
 $full ||= $order->() == 302 for 1 .. 10;
 ok($full, "$main::name - the bucket is full again");
 for my $i (1 .. 3) {
-    my $tat = redis('GET', "fg:{$p}:rate");
-    ok(wait_until(5, sub { redis_time_us() >= $tat - 5 * 50_000 }),
-       "$main::name - room for one more by Redis's clock ($i)");
+    ok(wait_next_turn($p, 20, 5), "$main::name - room for one more by Redis's clock ($i)");
     is($order->(), 200, "$main::name - and it passes ($i)");
 }

@@ -81,7 +81,7 @@ ok(@workers, 'the gate has workers');
 my @products = qw(p1 p2 hostile-p);
 sub product_keys {
     return join ',', map { my $p = $_;
-        (redis('EXISTS', "fg:{$p}:stock", "fg:{$p}:rate", "fg:{$p}:buyers"),
+        (redis('EXISTS', "fg:{$p}:stock", "fg:{$p}:q", "fg:{$p}:buyers"),
          scalar(() = redis('--scan', '--pattern', "fg:{$p}:idem:*"))) } @products;
 }
 my $keys = product_keys();

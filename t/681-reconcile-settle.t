@@ -216,14 +216,12 @@ unlike(log_since($worker_mark), qr/Kafka: (revoked|lost|assigned)/,
         json_encode({ productId => $p, userId => 'ug2', quantity => 1 }),
         { 'X-Idempotency-Key' => $c2->{key} });
     my $b = eval { json_decode($res->{content}) } || {};
-    TODO: {
-        local $TODO = 'fluxgate-reconcile settles a claim recorded as rejected'
-                    . ' as done (any row counts as recorded): its key replays'
-                    . ' 200 success for an order the shop rejected';
-        ok(!($res->{status} == 200 && ($b->{outcome} // $b->{status} // '') eq 'success'),
-           '(g) a retry of the rejected order\'s key is not told it succeeded')
-            or diag("$res->{status} $res->{content}");
-    }
+    is($res->{status}, 409, '(g) a retry of the rejected order\'s key: 409, not 200')
+        or diag($res->{content});
+    is($b->{outcome}, 'rejected', '(g) its outcome: rejected');
+    is($b->{orderId}, $c2->{orderId}, '(g) with the order the shop rejected');
+    like($err, qr/settled claim \Q$c2->{key}\E .*recorded in PostgreSQL as rejected/,
+         '(g) the log says recorded as rejected');
 }
 
 done_testing();

@@ -20,7 +20,7 @@ our @EXPORT = qw(redis psql kafka_produce kafka_consume kafka_create_topic
                  queue_secret ticket_decode ticket_forge redis_snapshot
                  queue_order queue_status free_port free_ports drained
                  skip_all_missing skip_missing redis_commandstats
-                 redis_time_us wait_no_line redis_each);
+                 redis_time_us wait_next_turn redis_each);
 
 for my $v (qw(FG_ROOT FG_RUN_DIR REDIS_PORT PGPORT KAFKA_BOOTSTRAP)) {
     die "FluxGate::Test: $v is not set; run the suite with `make test`\n"
@@ -589,16 +589,17 @@ sub redis_time_us {
     return $s * 1_000_000 + $us;
 }
 
-# wait_no_line($product, $secs) -> true once the product's rate bucket is
-# empty again by Redis's clock (the time order.lua keeps in fg:{p}:rate has
-# passed): the next order is under the threshold and nobody is in line
-# ahead of it.  What a test waits for instead of sleeping "a second".
-sub wait_no_line {
-    my ($p, $secs) = @_;
-    return wait_until($secs // 30, sub {
-        my $tat = redis('GET', "fg:{$p}:rate");
-        $tat eq '' || redis_time_us() >= $tat;
-    });
+# wait_next_turn($product, $rate, $secs) -> true once, by Redis's clock,
+# the product's line has a free turn at $rate a second (the line record
+# fg:{p}:q: h turns admitted at time t, n handed out): the next order
+# passes the threshold.  What a test waits for instead of sleeping "a
+# second".  No record yet: true at once.
+sub wait_next_turn {
+    my ($p, $rate, $secs) = @_;
+    my ($n, $h, $t) = redis('HMGET', "fg:{$p}:q", 'n', 'h', 't');
+    return 1 unless defined $t && length $t;
+    my $due = $t + (($n || 0) + 1 - ($h || 0)) * 1_000_000 / $rate;
+    return wait_until($secs // 30, sub { redis_time_us() >= $due + 1000 });
 }
 
 # redis_snapshot($product) -> every key of the product with its DUMP, as
