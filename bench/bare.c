@@ -25,7 +25,8 @@
  * Output: one "key=value" line, as fg-loadgen's: due, sent, reserved (1
  * from order.lua), other (any other reply), delivered, failed (Kafka),
  * unsent (due but never sent: the client fell behind), p50_ms ... max_ms
- * of the delivered; rc 3 when an order failed or was left unsent.
+ * of the delivered, done_errors (done.lua refused); rc 3 when an order
+ * failed or was left unsent, or done.lua refused one.
  */
 
 #include <errno.h>
@@ -89,7 +90,7 @@ static int                 ac_events;     /* EPOLLIN | EPOLLOUT wanted */
 static char                order_sha[41], done_sha[41];
 static uint64_t            t0;
 static long                sent, reserved, other, delivered, failed,
-                           finished;
+                           finished, done_errors;
 static series_t            lat;
 static const char         *sched_policy = "other";
 static char                run_id[64];
@@ -312,8 +313,8 @@ static void
 on_delivered(rd_kafka_t *k, const rd_kafka_message_t *m, void *opaque)
 {
     order_t     *o = m->_private;
-    const char  *argv[8];
-    size_t       argvlen[8];
+    const char  *argv[10];
+    size_t       argvlen[10];
     char         ttl[32];
     int          i;
 
@@ -339,17 +340,26 @@ on_delivered(rd_kafka_t *k, const rd_kafka_message_t *m, void *opaque)
     argv[5] = o->order_id;
     argv[6] = ttl;
     argv[7] = o->key;
-    for (i = 0; i < 8; i++) {
+    argv[8] = "200";          /* replayed as 200 success, as the gate's */
+    argv[9] = "success";
+    for (i = 0; i < 10; i++) {
         argvlen[i] = strlen(argv[i]);
     }
-    redisAsyncCommandArgv(ac, on_done, o, 8, argv, argvlen);
+    redisAsyncCommandArgv(ac, on_done, o, 10, argv, argvlen);
 }
 
 static void
 on_done(redisAsyncContext *c, void *r, void *data)
 {
+    redisReply  *reply = r;
+
     (void) c;
-    (void) r;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (done_errors++ == 0) {
+            fprintf(stderr, "fg-bare: done.lua: %s\n",
+                    reply ? reply->str : "no reply");
+        }
+    }
     free(data);
     finished++;
 }
@@ -689,13 +699,14 @@ report(long due, double secs)
     }
     printf("bare due=%ld sent=%ld reserved=%ld other=%ld delivered=%ld"
            " failed=%ld unsent=%ld seconds=%.3f rate=%.0f p50_ms=%.3f"
-           " p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sched=%s\n",
+           " p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sched=%s"
+           " done_errors=%ld\n",
            due, sent, reserved, other, delivered, failed, unsent, secs,
            opt.rate, series_pct(&lat, 0.50), series_pct(&lat, 0.90),
            series_pct(&lat, 0.99), series_pct(&lat, 0.999),
-           series_max_ms(&lat), sched_policy);
+           series_max_ms(&lat), sched_policy, done_errors);
 
-    return failed || unsent || other ? 3 : 0;
+    return failed || unsent || other || done_errors ? 3 : 0;
 }
 
 int

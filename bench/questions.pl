@@ -304,7 +304,7 @@ sub bare_run {
         my $out = slurp($h->[1]);
         $raw .= $out;
         my %kv = $out =~ /(\w+)=(\S+)/g;
-        $sum{$_} += $kv{$_} // 0 for qw(due sent reserved other delivered failed unsent);
+        $sum{$_} += $kv{$_} // 0 for qw(due sent reserved other delivered failed unsent done_errors);
         $sum{sched} = $kv{sched};
         open my $fh, '<', $h->[2] or next;
         push @lat, map { $_ / 1000 } <$fh>;
