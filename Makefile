@@ -75,15 +75,28 @@ FUZZ_SECONDS ?= 300
         distclean deb setup-deb
 
 LOADGEN   := $(BUILD)/fg-loadgen
+BARE      := $(BUILD)/fg-bare
 # the suite's drain barrier (t/tools/drained.c, FluxGate::Test::drained)
 DRAINED   := $(BUILD)/fg-drained
 
-all: module worker reconcile $(LOADGEN)
+all: module worker reconcile $(LOADGEN) $(BARE)
 
-# the HTTP client of the crowd tests and the benchmarks
-$(LOADGEN): bench/loadgen.c
+# the HTTP client of the crowd tests and the benchmarks (OpenSSL: the
+# waiting room's proof of work)
+LOADGEN_SRC := bench/loadgen.c bench/loadgen_opts.c bench/loadgen_http.c \
+               bench/loadgen_queue.c bench/loadgen_report.c bench/series.c
+$(LOADGEN): $(LOADGEN_SRC) bench/loadgen.h bench/series.h
 	@mkdir -p $(BUILD)
-	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ \
+	    $(LOADGEN_SRC) -lcrypto
+
+# the accept path without the gate: order.lua and a produce with the
+# gate's producer settings, for make bench's share of the gate (bench/bare.c)
+$(BARE): bench/bare.c bench/series.c bench/series.h
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ \
+	    bench/bare.c bench/series.c \
+	    $$(pkg-config --cflags --libs hiredis rdkafka)
 
 # tools only the suite uses
 test-tools: setup $(DRAINED)

@@ -65,828 +65,168 @@
  *   fg-loadgen ... --queue /queue/status
  *                                  a crowd that follows the waiting room
  *                                  (closed loop only): a connection is a
- *                                  shopper; a 302 keeps its ticket, the
- *                                  shopper polls the status path as the
- *                                  shipped waiting-room page does (at once,
- *                                  then every max(1, eta/4) s up to 5 s,
- *                                  spread by up to half again, never before
- *                                  Retry-After), and when admitted sends the
- *                                  same order again with X-Queue-Ticket.
- *                                  Polls are counted apart ("queue ..."
- *                                  line), not as answers to orders.
+ *                                  shopper, who does what the shipped page
+ *                                  does with each 302 of its order (the
+ *                                  body says which):
+ *                                    "challenge": finds n such that
+ *                                    SHA-256(C "." n) has the asked number
+ *                                    of leading zero bits (OpenSSL, in
+ *                                    slices between the other shoppers'
+ *                                    I/O, as a page's worker does), then
+ *                                    sends the same order again, same key
+ *                                    and body, with X-Queue-Proof: C.n;
+ *                                    "queued" and "prequeue": keeps the
+ *                                    ticket and polls the status path with
+ *                                    it in X-Queue-Ticket (at once, then
+ *                                    every max(1, eta/4) s up to 5 s,
+ *                                    spread by up to half again, never
+ *                                    before Retry-After);
+ *                                  when admitted it sends the same order
+ *                                  again with X-Queue-Ticket.  Polls are
+ *                                  counted apart ("queue ..." line), not
+ *                                  as answers to orders.  With --once each
+ *                                  connection is one shopper, who stops
+ *                                  once bought or told no; the run ends
+ *                                  when all have (or -d passes).
+ *
+ *                                  Admission order: a ticket's turn is in
+ *                                  its own payload (kind q: its seq); a
+ *                                  shopper notes when it last sent a poll
+ *                                  that was answered "waiting" and when an
+ *                                  answer "admitted" arrived.  A ticket is
+ *                                  out of order when a ticket of a later
+ *                                  turn was seen admitted before this one's
+ *                                  last "waiting" poll was even sent: the
+ *                                  gate let someone in ahead of it, whatever
+ *                                  the polls' timing (out_of_order=).
+ *                                  --track FILE writes one line per ticket:
+ *                                  "<turn> <kind> <started> <booked> <last
+ *                                  waiting sent> <admitted seen> <bought>
+ *                                  <challenges> <hashes> <solve ms>
+ *                                  <status>" (times: ms since the start,
+ *                                  -1: never).
+ *
+ *   fg-loadgen ... --queue /queue/status --watch FILE --once
+ *                                  follows the tickets of FILE (one per
+ *                                  line; connection i the i-th) until each
+ *                                  is seen admitted, without ordering:
+ *                                  admission order measured on tickets
+ *                                  booked elsewhere.  --poll-min S polls a
+ *                                  ticket every max(S, eta/4) s and pays
+ *                                  no heed to Retry-After: a measuring
+ *                                  instrument, not a page.
+ *
+ *   fg-loadgen ... --tickets-out FILE
+ *                                  (no --queue) writes the ticket of each
+ *                                  302 that carries one, one per line: a
+ *                                  line booked at full speed.
+ *
+ *   fg-loadgen ... --header 'X-Queue-Proof: ...'
+ *                                  one more header on every new order
+ *
+ *   fg-loadgen ... -p /queue/status --poll-file FILE
+ *                                  every request is GET <path>?productId=
+ *                                  <product> with X-Queue-Ticket: the next
+ *                                  line of FILE (round robin over the
+ *                                  file, mapped, not read into memory;
+ *                                  --poll-from B: from the line after byte
+ *                                  B, to go on where another run stopped);
+ *                                  answers counted as any others.
+ *
+ * This file holds the run's state and its loop; the connections and HTTP
+ * are in loadgen_http.c, the shoppers of --queue in loadgen_queue.c, the
+ * command line in loadgen_opts.c, the report in loadgen_report.c.
  */
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MAX_STATUS  600
-#define BUF_SIZE    8192
-#define MAX_TARGETS 16
+#include "loadgen.h"
 
-/* --queue: where a shopper is */
-enum {
-    SHOPPER_NEW = 0,          /* the next request is a new shopper's order */
-    SHOPPER_WAITING,          /* queued: polls when wake_at comes */
-    SHOPPER_ADMITTED          /* sends its order again with its ticket */
-};
+/* the defaults: -u 127.0.0.1:8080 -p /order --product p1 -c 50 -d 5 */
+lg_opt_t  opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1",
+                  1, 0, "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL,
+                  NULL, NULL, NULL, NULL, NULL, 0, 0 };
 
-#define TICKET_MAX  512
-#define POLL_MAX_S  5         /* as conf/waiting-room/waiting-room.js */
+FILE        *log_file;
+series_t     by_status[MAX_STATUS];
+series_t     all;
+char         expected[MAX_STATUS];
+long         seq, sent, done, errors, unexpected, unsent;
+uint64_t     t0, last_200, max_behind, last_event;
+series_t     polls;
+series_t     lag;
+int64_t      real_minus_mono;
+const char  *sched_policy = "other";
+long         queued, admitted, queue_sold_out, queue_lost;
+long         challenged, proofs, prequeued, requeued, shoppers_done;
+char         run_id[64];
+track_t     *tracks;
+size_t       ntracks, tracks_cap;
+FILE        *tickets_file;
+long         tickets_written;
+const char  *pf_data, *pf_end, *pf_next;
+long         pf_lines;
 
-typedef struct {
-    int        fd;
-    int        busy;          /* a request is outstanding */
-    int        polling;       /* the outstanding request is a status poll */
-    int        shopper;       /* SHOPPER_* */
-    long       user;          /* the shopper's number: userId and key */
-    uint64_t   wake_at;       /* SHOPPER_WAITING: when to poll */
-    int        failures;      /* polls in a row that got no status */
-    char       ticket[TICKET_MAX];
-    int        target;        /* index into opt.hosts / opt.ports */
-    size_t     out_len, out_off;
-    char       out[1024];
-    size_t     in_len;
-    char       in[BUF_SIZE];
-    uint64_t   sent_at;       /* when it was due (open loop) or written */
-    uint64_t   written_at;    /* when its first byte was written */
-    uint64_t   rx_at;         /* the kernel's receive time of the bytes
-                               * read last (CLOCK_MONOTONIC us), 0: none */
-} conn_t;
-
-typedef struct {
-    uint64_t  *lat;           /* microseconds */
-    size_t     n, cap;
-} series_t;
-
-static struct {
-    const char  *host;
-    int          port;
-    const char  *hosts[MAX_TARGETS];
-    int          ports[MAX_TARGETS];
-    int          targets;
-    int          log_errors;
-    const char  *path;
-    const char  *product;
-    int          products;
-    long         users;
-    const char  *run;
-    int          conns;
-    double       duration;
-    long         total;
-    double       rate;
-    int          quantity;
-    int          same_key;
-    int          once;
-    const char  *body;
-    const char  *log;
-    const char  *expect;
-    const char  *queue;
-} opt = { "127.0.0.1", 8080, { NULL }, { 0 }, 0, 0, "/order", "p1", 1, 0,
-          "r", 50, 5, 0, 0, 1, 0, 0, NULL, NULL, NULL, NULL };
-
-static FILE      *log_file;
-static series_t   by_status[MAX_STATUS];
-static series_t   all;            /* every answer, whatever its status */
-static char       expected[MAX_STATUS];
-static long       seq, sent, done, errors, unexpected, unsent;
-static uint64_t   t0, last_200, max_behind;
-static series_t   polls;          /* --queue: the status polls' latency */
-static series_t   lag;            /* answers' wait in the socket for us */
-static int64_t    real_minus_mono;    /* us: kernel stamps -> monotonic */
-static const char *sched_policy = "other";
-static long       queued, admitted, queue_sold_out, queue_lost;
-static char       run_id[64];
-
-static void push(series_t *s, uint64_t us);
-static void log_response(int status, const char *resp, size_t len,
-    uint64_t us);
-static void on_order(conn_t *c, int status, size_t len, uint64_t now);
-static void on_poll(conn_t *c, int status, size_t len, uint64_t now);
-
-static uint64_t
-now_us(void)
+/* the connections, each to its gate; --watch: each with its ticket */
+static conn_t *
+open_conns(int ep)
 {
-    struct timespec  ts;
+    conn_t  *conns = calloc(opt.conns, sizeof(conn_t));
+    int      i;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* CLOCK_REALTIME - CLOCK_MONOTONIC now, in us: the kernel stamps packets
- * with the first, the schedule runs on the second */
-static int64_t
-clock_offset_us(void)
-{
-    struct timespec  r, m;
-
-    clock_gettime(CLOCK_MONOTONIC, &m);
-    clock_gettime(CLOCK_REALTIME, &r);
-    return ((int64_t) r.tv_sec - m.tv_sec) * 1000000
-           + (r.tv_nsec - m.tv_nsec) / 1000;
-}
-
-/*
- * read() that also keeps the kernel's receive time of what it read in
- * c->rx_at (SO_TIMESTAMPNS: for TCP, the stamp of the last segment read)
- */
-static ssize_t
-read_stamped(conn_t *c, char *buf, size_t len)
-{
-    ssize_t          n;
-    struct iovec     iov = { buf, len };
-    struct msghdr    msg;
-    struct cmsghdr  *cm;
-    struct timespec  ts;
-    union {
-        char            buf[CMSG_SPACE(sizeof(struct timespec))];
-        struct cmsghdr  align;
-    } ctl;
-
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof(ctl.buf);
-
-    n = recvmsg(c->fd, &msg, 0);
-    if (n <= 0) {
-        return n;
-    }
-    c->rx_at = 0;
-    for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
-            memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
-            c->rx_at = (uint64_t) ((int64_t) ts.tv_sec * 1000000
-                                   + ts.tv_nsec / 1000 - real_minus_mono);
-        }
-    }
-    return n;
-}
-
-/* when the answer read at `now` arrived: the kernel's stamp when it is
- * one (after the request went out, not after now), else now */
-static uint64_t
-arrived_at(conn_t *c, uint64_t now)
-{
-    if (c->rx_at && c->rx_at <= now && c->rx_at >= c->written_at) {
-        push(&lag, now - c->rx_at);
-        return c->rx_at;
-    }
-    return now;
-}
-
-static void
-push(series_t *s, uint64_t us)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 4096;
-        s->lat = realloc(s->lat, s->cap * sizeof(uint64_t));
-        if (s->lat == NULL) {
-            perror("realloc");
-            exit(1);
-        }
-    }
-    s->lat[s->n++] = us;
-}
-
-static void
-record(int status, uint64_t us)
-{
-    if (status <= 0 || status >= MAX_STATUS) {
-        /* not an HTTP status line: an error, not an answer */
-        errors++;
-        return;
-    }
-    push(&by_status[status], us);
-    push(&all, us);
-    if (opt.expect && !expected[status]) {
-        unexpected++;
-    }
-}
-
-static void
-build_request(conn_t *c)
-{
-    char  body[512], key[128], ticket[TICKET_MAX + 32];
-    long  n;
-    long  u;
-    int   blen;
-
-    if (c->shopper == SHOPPER_WAITING) {
-        c->polling = 1;
-        c->out_len = snprintf(c->out, sizeof(c->out),
-                              "GET %s?productId=%s&ticket=%s HTTP/1.1\r\n"
-                              "Host: %s\r\n\r\n", opt.queue, opt.product,
-                              c->ticket, opt.hosts[c->target]);
-        c->out_off = 0;
-        return;
-    }
-    c->polling = 0;
-    ticket[0] = '\0';
-    if (c->shopper == SHOPPER_ADMITTED) {
-        /* the same shopper, order and key as before the queue */
-        n = c->user;
-        snprintf(ticket, sizeof(ticket), "X-Queue-Ticket: %s\r\n",
-                 c->ticket);
-    } else {
-        n = c->user = seq++;
-    }
-
-    /* --same-key: one body for one key, or the gate answers 422 */
-    u = opt.same_key ? 0 : opt.users > 0 ? n % opt.users : n;
-
-    if (opt.body) {
-        blen = snprintf(body, sizeof(body), "%s", opt.body);
-    } else if (opt.products > 1 && !opt.same_key) {
-        blen = snprintf(body, sizeof(body),
-                        "{\"productId\":\"%s-%ld\",\"userId\":\"u-%s-%ld\","
-                        "\"quantity\":%d}", opt.product, n % opt.products,
-                        run_id, u, opt.quantity);
-    } else {
-        blen = snprintf(body, sizeof(body),
-                        "{\"productId\":\"%s\",\"userId\":\"u-%s-%ld\","
-                        "\"quantity\":%d}", opt.product, run_id, u,
-                        opt.quantity);
-    }
-
-    if (opt.same_key) {
-        snprintf(key, sizeof(key), "k-%s", run_id);
-    } else {
-        snprintf(key, sizeof(key), "k-%s-%ld", run_id, n);
-    }
-
-    c->out_len = snprintf(c->out, sizeof(c->out),
-                          "POST %s HTTP/1.1\r\nHost: %s\r\n"
-                          "Content-Type: application/json\r\n"
-                          "X-Idempotency-Key: %s\r\n%s"
-                          "Content-Length: %d\r\n\r\n%s",
-                          opt.path, opt.hosts[c->target], key, ticket, blen,
-                          body);
-    c->out_off = 0;
-}
-
-static int
-open_conn(conn_t *c, int ep)
-{
-    struct sockaddr_in  sa;
-    struct epoll_event  ev;
-    int                 one = 1;
-
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (c->fd < 0) {
-        perror("socket");
-        return -1;
-    }
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(opt.ports[c->target]);
-    inet_pton(AF_INET, opt.hosts[c->target], &sa.sin_addr);
-    if (connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0
-        && errno != EINPROGRESS)
-    {
-        perror("connect");
-        close(c->fd);
-        return -1;
-    }
-    c->busy = 0;
-    c->in_len = 0;
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
-    ev.data.ptr = c;
-    return epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-}
-
-static int
-finished(void)
-{
-    if (opt.total && sent >= opt.total) {
-        return 1;
-    }
-    return opt.duration > 0 && !opt.total
-           && now_us() - t0 >= (uint64_t) (opt.duration * 1e6);
-}
-
-/* open loop: when request number k falls due */
-static uint64_t
-due_at(long k)
-{
-    return t0 + (uint64_t) (k * 1e6 / opt.rate);
-}
-
-static int
-may_send(uint64_t now)
-{
-    if (finished()) {
-        return 0;
-    }
-    if (opt.rate > 0 && due_at(sent) > now) {
-        return 0;
-    }
-    return 1;
-}
-
-static void
-try_send(conn_t *c)
-{
-    ssize_t   n;
-    uint64_t  now;
-
-    if (!c->busy) {
-        now = now_us();
-        if (!may_send(now)) {
-            return;
-        }
-        if (c->shopper == SHOPPER_WAITING && now < c->wake_at) {
-            return;
-        }
-        build_request(c);
-        c->busy = 1;
-        c->written_at = now;
-        if (opt.rate > 0) {
-            /* timed from when it was due, however late it goes out */
-            c->sent_at = due_at(sent);
-            if (now - c->sent_at > max_behind) {
-                max_behind = now - c->sent_at;
-            }
-        } else {
-            c->sent_at = now;
-        }
-        sent++;
-    }
-    while (c->out_off < c->out_len) {
-        n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
-        if (n < 0) {
-            return;    /* EAGAIN: EPOLLOUT comes back */
-        }
-        c->out_off += n;
-    }
-}
-
-/*
- * returns the length of a complete response in c->in, 0 if incomplete;
- * *close says the server will close the connection after it
- */
-static size_t
-complete_response(conn_t *c, int *status, int *close)
-{
-    char    *hdr_end, *cl;
-    size_t   hlen, blen = 0;
-
-    c->in[c->in_len < BUF_SIZE ? c->in_len : BUF_SIZE - 1] = '\0';
-    hdr_end = strstr(c->in, "\r\n\r\n");
-    if (hdr_end == NULL) {
-        return 0;
-    }
-    hlen = hdr_end + 4 - c->in;
-    *status = atoi(c->in + 9);
-    cl = strcasestr(c->in, "\r\nConnection: close");
-    *close = (cl != NULL && cl < hdr_end);
-    cl = strcasestr(c->in, "\r\nContent-Length:");
-    if (cl && cl < hdr_end) {
-        blen = strtoul(cl + 17, NULL, 10);
-    }
-    if (c->in_len < hlen + blen) {
-        return 0;
-    }
-    return hlen + blen;
-}
-
-static void
-on_readable(conn_t *c, int ep)
-{
-    ssize_t  n;
-    size_t   len;
-    int      status, close_after;
-
-    for ( ;; ) {
-        n = read_stamped(c, c->in + c->in_len, BUF_SIZE - 1 - c->in_len);
-        if (n == 0 || (n < 0 && errno != EAGAIN)) {
-            /* server closed: count an outstanding request as an error */
-            if (c->busy) {
-                errors++;
-                done++;
-                if (log_file && opt.log_errors) {
-                    fprintf(log_file, "0 - %s - %.1f\n",
-                            n == 0 ? "closed" : strerrorname_np(errno),
-                            (now_us() - t0) / 1000.0);
-                }
-            }
-            /* refused, reset or closed with a request outstanding: the
-             * gate is gone, the connection goes to the next one */
-            if (n < 0 || c->busy) {
-                c->target = (c->target + 1) % opt.targets;
-            }
-            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-            close(c->fd);
-            if (open_conn(c, ep) == 0) {
-                try_send(c);
-            }
-            return;
-        }
-        if (n < 0) {
-            return;
-        }
-        c->in_len += n;
-
-        while ((len = complete_response(c, &status, &close_after)) > 0) {
-            uint64_t  t = arrived_at(c, now_us());
-
-            if (c->polling) {
-                push(&polls, t - c->sent_at);
-                on_poll(c, status, len, t);
-            } else {
-                record(status, t - c->sent_at);
-                log_response(status, c->in, len, t - c->sent_at);
-                if (status == 200) {
-                    last_200 = t - t0;
-                }
-                if (opt.queue) {
-                    on_order(c, status, len, t);
-                }
-            }
-            done++;
-            c->busy = 0;
-            memmove(c->in, c->in + len, c->in_len - len);
-            c->in_len -= len;
-            if (close_after) {
-                /* keepalive_requests reached: a new connection, no error */
-                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-                close(c->fd);
-                if (open_conn(c, ep) == 0 && !opt.once) {
-                    try_send(c);
-                }
-                return;
-            }
-            if (!opt.once) {
-                try_send(c);
-            }
-        }
-    }
-}
-
-/* copies the string value of "name" in a JSON body, or "-" */
-static void
-json_field(const char *body, size_t len, const char *name, char *out,
-    size_t size)
-{
-    char         pat[64];
-    const char  *p, *end;
-    size_t       n;
-
-    snprintf(pat, sizeof(pat), "\"%s\":\"", name);
-    p = memmem(body, len, pat, strlen(pat));
-    if (p == NULL) {
-        snprintf(out, size, "-");
-        return;
-    }
-    p += strlen(pat);
-    end = memchr(p, '"', body + len - p);
-    n = end ? (size_t) (end - p) : 0;
-    if (n == 0 || n >= size) {
-        snprintf(out, size, "-");
-        return;
-    }
-    memcpy(out, p, n);
-    out[n] = '\0';
-}
-
-/* the body of a complete response of len bytes */
-static const char *
-body_of(const char *resp, size_t len, size_t *blen)
-{
-    const char  *b = memmem(resp, len, "\r\n\r\n", 4);
-
-    b = b ? b + 4 : resp + len;
-    *blen = resp + len - b;
-    return b;
-}
-
-/* --log: "<status> <orderId> <body status> <latency ms> <ms since start>" */
-static void
-log_response(int status, const char *resp, size_t len, uint64_t us)
-{
-    const char  *body;
-    size_t       blen;
-    char         id[80], st[40];
-
-    if (log_file == NULL) {
-        return;
-    }
-    body = body_of(resp, len, &blen);
-    json_field(body, blen, "orderId", id, sizeof(id));
-    json_field(body, blen, "status", st, sizeof(st));
-    fprintf(log_file, "%d %s %s %.3f %.1f\n", status, id, st, us / 1000.0,
-            (now_us() - t0) / 1000.0);
-}
-
-/* the value of "name" in a JSON body when it is a number or true/false */
-static const char *
-json_raw(const char *body, size_t len, const char *name)
-{
-    char  pat[64];
-
-    snprintf(pat, sizeof(pat), "\"%s\":", name);
-    body = memmem(body, len, pat, strlen(pat));
-    return body ? body + strlen(pat) : NULL;
-}
-
-/* Retry-After of the response in c->in, in seconds, 0 if none */
-static double
-retry_after(conn_t *c)
-{
-    const char  *h = strcasestr(c->in, "\r\nRetry-After:");
-    const char  *end = strstr(c->in, "\r\n\r\n");
-
-    return h && end && h < end ? atof(h + 15) : 0;
-}
-
-/* as the waiting-room page: never sooner than asked, spread by up to
- * half again so shoppers that arrived together do not poll together */
-static void
-poll_later(conn_t *c, double seconds, double floor, uint64_t now)
-{
-    double  s = seconds > floor ? seconds : floor;
-
-    if (s < 0.5) {
-        s = 0.5;
-    }
-    s *= 1 + (double) rand() / RAND_MAX * 0.5;
-    c->shopper = SHOPPER_WAITING;
-    c->wake_at = now + (uint64_t) (s * 1e6);
-}
-
-/* --queue: the answer to an order */
-static void
-on_order(conn_t *c, int status, size_t len, uint64_t now)
-{
-    const char  *b;
-    size_t       blen;
-
-    c->shopper = SHOPPER_NEW;
-    if (status != 302) {
-        return;
-    }
-    b = body_of(c->in, len, &blen);
-    json_field(b, blen, "ticket", c->ticket, sizeof(c->ticket));
-    if (strcmp(c->ticket, "-") == 0) {
-        return;            /* a plain 302: no line to wait in */
-    }
-    queued++;
-    c->failures = 0;
-    /* the page polls as soon as it opens */
-    c->shopper = SHOPPER_WAITING;
-    c->wake_at = now;
-}
-
-/* --queue: the answer to a status poll */
-static void
-on_poll(conn_t *c, int status, size_t len, uint64_t now)
-{
-    const char  *b, *v;
-    size_t       blen;
-    double       ra = retry_after(c), eta, wait;
-
-    if (status == 400) {
-        /* the gate no longer knows the ticket: the shopper leaves */
-        queue_lost++;
-        c->shopper = SHOPPER_NEW;
-        return;
-    }
-    if (status != 200) {
-        c->failures++;
-        poll_later(c, ra > 0 ? ra : c->failures < POLL_MAX_S
-                   ? c->failures : POLL_MAX_S, ra, now);
-        return;
-    }
-    c->failures = 0;
-    b = body_of(c->in, len, &blen);
-    v = json_raw(b, blen, "soldOut");
-    if (v && strncmp(v, "true", 4) == 0) {
-        queue_sold_out++;
-        c->shopper = SHOPPER_NEW;
-        return;
-    }
-    v = json_raw(b, blen, "admitted");
-    if (v && strncmp(v, "true", 4) == 0) {
-        admitted++;
-        c->shopper = SHOPPER_ADMITTED;
-        return;
-    }
-    v = json_raw(b, blen, "etaSeconds");
-    eta = v ? atof(v) : 0;
-    wait = eta / 4 > 1 ? eta / 4 : 1;
-    poll_later(c, wait < POLL_MAX_S ? wait : POLL_MAX_S, ra, now);
-}
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double
-pct(series_t *s, double p)
-{
-    size_t  i = (size_t) (p * (s->n - 1) + 0.5);
-
-    return s->lat[i] / 1000.0;
-}
-
-static void
-usage(int rc)
-{
-    fprintf(rc ? stderr : stdout,
-        "usage: fg-loadgen [-u host:port ...] [-p path] [-c conns] [-d secs]\n"
-        "                  [-n total] [-R rate] [--product id]\n"
-        "                  [--products N] [--users N] [--quantity N] [--same-key]\n"
-        "                  [--once] [--body json] [--run id] [--log file]\n"
-        "                  [--expect 200,409,...] [--log-errors]\n"
-        "                  [--queue /queue/status]\n"
-        "  -R rate: open loop, latency from each request's due time\n");
-    exit(rc);
-}
-
-int
-main(int argc, char **argv)
-{
-    static struct option  longopts[] = {
-        { "product", required_argument, NULL, 'P' },
-        { "products", required_argument, NULL, 'N' },
-        { "quantity", required_argument, NULL, 'q' },
-        { "users", required_argument, NULL, 'U' },
-        { "same-key", no_argument, NULL, 'K' },
-        { "once", no_argument, NULL, 'O' },
-        { "body", required_argument, NULL, 'B' },
-        { "run", required_argument, NULL, 'r' },
-        { "log", required_argument, NULL, 'L' },
-        { "expect", required_argument, NULL, 'E' },
-        { "log-errors", no_argument, NULL, 'X' },
-        { "queue", required_argument, NULL, 'Q' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
-    struct epoll_event    evs[256];
-    struct rlimit         rl;
-    conn_t               *conns;
-    char                 *colon;
-    double                secs;
-    long                  total_ok = 0;
-    int                   ch, ep, i, n, s;
-
-    while ((ch = getopt_long(argc, argv, "u:p:c:d:n:R:h", longopts, NULL))
-           != -1)
-    {
-        switch (ch) {
-        case 'u':
-            if (opt.targets == MAX_TARGETS) {
-                usage(2);
-            }
-            opt.host = strdup(optarg);
-            colon = strchr(opt.host, ':');
-            if (colon) {
-                *colon = '\0';
-                opt.port = atoi(colon + 1);
-            }
-            opt.hosts[opt.targets] = opt.host;
-            opt.ports[opt.targets++] = opt.port;
-            break;
-        case 'p': opt.path = optarg; break;
-        case 'c': opt.conns = atoi(optarg); break;
-        case 'd': opt.duration = atof(optarg); break;
-        case 'n': opt.total = atol(optarg); break;
-        case 'R': opt.rate = atof(optarg); break;
-        case 'P': opt.product = optarg; break;
-        case 'N': opt.products = atoi(optarg); break;
-        case 'q': opt.quantity = atoi(optarg); break;
-        case 'U': opt.users = atol(optarg); break;
-        case 'K': opt.same_key = 1; break;
-        case 'O': opt.once = 1; break;
-        case 'B': opt.body = optarg; break;
-        case 'r': opt.run = optarg; break;
-        case 'L': opt.log = optarg; break;
-        case 'E': opt.expect = optarg; break;
-        case 'X': opt.log_errors = 1; break;
-        case 'Q': opt.queue = optarg; break;
-        case 'h': usage(0); break;
-        default: usage(2);
-        }
-    }
-    if (opt.targets == 0) {
-        opt.hosts[0] = opt.host;
-        opt.ports[0] = opt.port;
-        opt.targets = 1;
-    }
-    for (i = 0; i < opt.targets; i++) {
-        if (opt.ports[i] < 1) {
-            usage(2);
-        }
-    }
-    if (opt.conns < 1) {
-        usage(2);
-    }
-    if (opt.queue && (opt.rate > 0 || opt.once || opt.same_key)) {
-        fprintf(stderr, "fg-loadgen: --queue follows shoppers in a closed "
-                "loop: not with -R, --once or --same-key\n");
-        return 2;
-    }
-    /* a gate killed under us: write() to its socket fails, not kills */
-    signal(SIGPIPE, SIG_IGN);
-    if (opt.once && !opt.total) {
-        opt.total = opt.conns;
-    }
-    if (opt.expect) {
-        char  *list = strdup(opt.expect), *tok, *save = NULL;
-
-        for (tok = strtok_r(list, ",", &save); tok;
-             tok = strtok_r(NULL, ",", &save))
-        {
-            s = atoi(tok);
-            if (s < 100 || s >= MAX_STATUS) {
-                fprintf(stderr, "fg-loadgen: --expect: bad status \"%s\"\n",
-                        tok);
-                return 2;
-            }
-            expected[s] = 1;
-        }
-        free(list);
-    }
-
-    /* a server that resets a connection is an error counted, not a kill */
-    signal(SIGPIPE, SIG_IGN);
-
-    if (opt.log) {
-        log_file = fopen(opt.log, "w");
-        if (log_file == NULL) {
-            perror(opt.log);
-            return 2;
-        }
-    }
-
-    snprintf(run_id, sizeof(run_id), "%s%ld", opt.run, (long) getpid());
-
-    if (opt.rate > 0) {
-        struct sched_param  sp = { .sched_priority = 10 };
-
-        if (sched_setscheduler(0, SCHED_FIFO, &sp) == 0) {
-            sched_policy = "fifo";
-        } else {
-            fprintf(stderr, "fg-loadgen: SCHED_FIFO refused (%s): waits of "
-                    "this client for a core can make requests late\n",
-                    strerror(errno));
-        }
-    }
-    real_minus_mono = clock_offset_us();
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0
-        && rl.rlim_cur < (rlim_t) opt.conns + 64)
-    {
-        rl.rlim_cur = opt.conns + 64;
-        if (rl.rlim_max < rl.rlim_cur) {
-            rl.rlim_max = rl.rlim_cur;   /* root only; fails loudly below */
-        }
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-            perror("fg-loadgen: setrlimit(RLIMIT_NOFILE)");
-        }
-    }
-
-    conns = calloc(opt.conns, sizeof(conn_t));
-    ep = epoll_create1(0);
-    if (conns == NULL || ep < 0) {
+    if (conns == NULL) {
         perror("setup");
-        return 1;
+        return NULL;
     }
-
     t0 = now_us();
     for (i = 0; i < opt.conns; i++) {
         conns[i].target = i % opt.targets;
+        conns[i].tr.turn = -1;
+        if (opt.watch) {
+            const char  *t;
+            int          len;
+
+            /* a ticket booked elsewhere, first polled within a second */
+            next_file_ticket(&t, &len);
+            snprintf(conns[i].ticket, sizeof(conns[i].ticket), "%.*s", len,
+                     t);
+            ticket_turn(conns[i].ticket, &conns[i].tr.kind,
+                        &conns[i].tr.turn);
+            conns[i].tr.booked = t0;
+            conns[i].shopper = SHOPPER_WAITING;
+            conns[i].wake_at = t0 + (uint64_t) i * 1000000 / opt.conns;
+        }
         if (open_conn(&conns[i], ep) != 0) {
-            return 1;
+            return NULL;
         }
     }
+    return conns;
+}
 
+/* the loop, until the run is over and every answer came (or 30 s more) */
+static void
+run(conn_t *conns, int ep)
+{
+    struct epoll_event  evs[256];
+    int                 i, n;
+
+    last_event = now_us();
     for ( ;; ) {
+        int  solving = 0;
+
         if (finished() && done >= sent) {
             break;
         }
-        n = epoll_wait(ep, evs, 256, opt.rate > 0 ? 1 : opt.queue ? 5 : 100);
+        if (opt.queue) {
+            solving = solve_some(conns);
+        }
+        n = epoll_wait(ep, evs, 256, solving ? 0 : opt.rate > 0 ? 1
+                                     : opt.queue ? 5 : 100);
         for (i = 0; i < n; i++) {
             conn_t  *c = evs[i].data.ptr;
 
@@ -907,13 +247,22 @@ main(int argc, char **argv)
         } else if (n == 0 || opt.queue) {
             /* an idle connection, or a queued shopper whose poll is due */
             for (i = 0; i < opt.conns; i++) {
-                if (!conns[i].busy && !(opt.once && sent >= opt.total)) {
+                if (!conns[i].busy
+                    && !(opt.once && !opt.queue && sent >= opt.total))
+                {
                     try_send(&conns[i]);
                 }
             }
         }
-        if (opt.duration > 0 && now_us() - t0
-            > (uint64_t) ((opt.duration + 30) * 1e6))
+        if (n > 0) {
+            last_event = now_us();
+        }
+        /* a run of -n requests lasts as long as they take: it gives up
+         * only when nothing came for 30 s; a timed run 30 s after its end */
+        if ((opt.total && !opt.queue)
+            ? sent > done && now_us() - last_event > 30000000
+            : opt.duration > 0
+              && now_us() - t0 > (uint64_t) ((opt.duration + 30) * 1e6))
         {
             fprintf(stderr, "fg-loadgen: %ld responses missing after "
                     "the run; giving up\n", sent - done);
@@ -921,6 +270,37 @@ main(int argc, char **argv)
             break;
         }
     }
+}
+
+int
+main(int argc, char **argv)
+{
+    conn_t  *conns;
+    double   secs;
+    int      ep, rc;
+
+    rc = parse_options(argc, argv);
+    if (rc == 0) {
+        rc = open_inputs();
+    }
+    if (rc == 0) {
+        rc = open_outputs();
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    set_up_process();
+
+    ep = epoll_create1(0);
+    if (ep < 0) {
+        perror("setup");
+        return 1;
+    }
+    conns = open_conns(ep);
+    if (conns == NULL) {
+        return 1;
+    }
+    run(conns, ep);
 
     secs = (now_us() - t0) / 1e6;
     if (opt.rate > 0 && opt.duration > 0 && !opt.total) {
@@ -934,59 +314,5 @@ main(int argc, char **argv)
             unsent = 0;
         }
     }
-    total_ok = all.n;
-    if (all.n) {
-        qsort(all.lat, all.n, sizeof(uint64_t), cmp_u64);
-    }
-    if (lag.n) {
-        qsort(lag.lat, lag.n, sizeof(uint64_t), cmp_u64);
-    }
-    printf("total requests=%ld responses=%ld errors=%ld unexpected=%ld"
-           " unsent=%ld seconds=%.3f rps=%.0f last_200_ms=%.1f mode=%s"
-           " rate=%.0f max_behind_ms=%.1f p50_ms=%.3f p90_ms=%.3f"
-           " p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sched=%s stamped=%zu"
-           " client_lag_p50_ms=%.3f client_lag_p99_ms=%.3f"
-           " client_lag_max_ms=%.3f started_at_ms=%.1f\n",
-           sent, total_ok, errors, unexpected, unsent, secs, total_ok / secs,
-           last_200 / 1000.0, opt.rate > 0 ? "open" : "closed", opt.rate,
-           max_behind / 1000.0,
-           all.n ? pct(&all, 0.50) : 0, all.n ? pct(&all, 0.90) : 0,
-           all.n ? pct(&all, 0.99) : 0,
-           all.n ? pct(&all, 0.999) : 0,
-           all.n ? all.lat[all.n - 1] / 1000.0 : 0,
-           sched_policy, lag.n, lag.n ? pct(&lag, 0.50) : 0,
-           lag.n ? pct(&lag, 0.99) : 0,
-           lag.n ? lag.lat[lag.n - 1] / 1000.0 : 0,
-           (double) ((int64_t) t0 + real_minus_mono) / 1000.0);
-    if (opt.queue) {
-        if (polls.n) {
-            qsort(polls.lat, polls.n, sizeof(uint64_t), cmp_u64);
-        }
-        printf("queue queued=%ld polls=%zu admitted=%ld sold_out=%ld lost=%ld"
-               " p50_ms=%.3f p99_ms=%.3f\n", queued, polls.n, admitted,
-               queue_sold_out, queue_lost, polls.n ? pct(&polls, 0.50) : 0,
-               polls.n ? pct(&polls, 0.99) : 0);
-    }
-    for (s = 0; s < MAX_STATUS; s++) {
-        series_t  *ser = &by_status[s];
-
-        if (ser->n == 0) {
-            continue;
-        }
-        qsort(ser->lat, ser->n, sizeof(uint64_t), cmp_u64);
-        printf("status=%d count=%zu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f"
-               " p999_ms=%.3f max_ms=%.3f\n", s, ser->n, pct(ser, 0.50),
-               pct(ser, 0.90), pct(ser, 0.99),
-               pct(ser, 0.999), ser->lat[ser->n - 1] / 1000.0);
-    }
-    if (log_file) {
-        fclose(log_file);
-    }
-    if (errors || unexpected || unsent) {
-        fprintf(stderr, "fg-loadgen: FAILED: %ld errors, %ld answers not in"
-                " --expect %s, %ld requests due but never sent\n", errors,
-                unexpected, opt.expect ? opt.expect : "(any)", unsent);
-        return 3;
-    }
-    return 0;
+    return report(conns, secs);
 }

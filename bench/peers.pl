@@ -7,9 +7,17 @@ use warnings;
 
 our ($ROOT);
 
+# lua/order.lua as Redis gets it: its "-- #include" lines expanded by
+# lua/expand.sh, as the module and the worker load it
+sub script_text {
+    my $text = `sh $ROOT/lua/expand.sh $ROOT/lua/order.lua`;
+    die "lua/expand.sh lua/order.lua failed\n" if $? != 0;
+    return $text;
+}
+
 sub script_sha {
-    my $sha = `sha1sum $ROOT/lua/order.lua`;
-    return (split ' ', $sha)[0];
+    require Digest::SHA;
+    return Digest::SHA::sha1_hex(script_text());
 }
 
 1;

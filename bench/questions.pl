@@ -11,9 +11,14 @@
 #   accept   the accept path of the shipped gate (Kafka acks=all): its
 #            closed-loop maximum, then open-loop runs at 25/50/75% of it
 #            (latency from each request's due time to its answer's
-#            arrival), and where the time of the 50% run went, from the
-#            access log's $request_time,
-#            $fluxgate_redis_time and $fluxgate_kafka_time
+#            arrival), each beside build/fg-bare at the same rate: the same
+#            EVALSHA and produce with the gate's producer settings, no
+#            nginx (the gate's p50/p99 over the bare client's, three pairs
+#            at 50%); and where the time of the 50% run went, from the
+#            access log's $request_time, $fluxgate_redis_time and
+#            $fluxgate_kafka_time, and per order from fg-loadgen's own log
+#            (request written to answer arrived) less those two: the time
+#            inside nginx beyond Redis and Kafka
 #   flash    flash sales of stock 1,000 and 10,000 under 500 connections on
 #            the shipped gate: time to sold out, the share of the crowd
 #            answered sold_out within 10 ms, acknowledged orders/s
@@ -23,7 +28,7 @@ use File::Path qw(make_path);
 use Time::HiRes qw(sleep time);
 
 our ($DIR, $ROOT, %fig, $SECONDS, $CONNS, @rows);
-our (@curves, @accept_runs, @soldout_bars, @stages, @flash);
+our (@curves, @accept_runs, @soldout_bars, @stages, @flash, @bare_runs);
 
 my $ROUNDS = $ENV{BENCH_ROUNDS} // 3;
 my $BUFFERED = 'buffer=64k flush=1s';
@@ -87,6 +92,11 @@ sub median_of {
 
 sub bench_soldout {
     my $sha = main::script_sha();
+    # the peer loads the script as Redis gets it (lua/expand.sh's)
+    open my $sf, '>', "$DIR/order-expanded.lua" or die;
+    print $sf main::script_text();
+    close $sf;
+    chmod 0644, "$DIR/order-expanded.lua";
     my %port;
     $port{shipped} = shipped_port();
     my $flag_admin;
@@ -116,7 +126,7 @@ sub bench_soldout {
         qq(    lua_package_path "/usr/share/lua/5.1/?.lua;;";
     lua_shared_dict fg_sold_out 1m;
     init_by_lua_block {
-        local f = assert(io.open("$ROOT/lua/order.lua"))
+        local f = assert(io.open("$DIR/order-expanded.lua"))
         GATE_SCRIPT = f:read("*a")
         f:close()
     }),
@@ -183,17 +193,23 @@ sub bench_soldout {
 # alone can answer, the bound of any gate that asks it every time
 sub redis_capacity {
     my ($p, $sha) = @_;
-    my $loaded = redis('SCRIPT', 'LOAD', slurp("$ROOT/lua/order.lua"));
+    my $loaded = redis('SCRIPT', 'LOAD', main::script_text());
     die "SCRIPT LOAD: $loaded\n" unless $loaded eq $sha;
     my $n = $SECONDS * 25000;
     my $t = "fg:{$p}:";
-    my $out = `redis-benchmark -h 127.0.0.1 -p $ENV{REDIS_PORT} -n $n -c $CONNS -P 1 -r 1000000000 -q EVALSHA $sha 6 ${t}stock ${t}rate ${t}buyers ${t}idem:k__rand_int__ ${t}gen ${t}pending u1 1 u1:1 00000000-0000-7000-8000-000000000000 60000 0 0 0 k__rand_int__ 2>&1`;
+    # KEYS and ARGV as ngx_fluxgate_order_decide() sends them (the shipped
+    # gate's queue on, no ticket); "" for the empty ones
+    my @args = ('u1', 1, 'u1:1', '00000000-0000-7000-8000-000000000000', 60000, 1000, 200,
+                0, 'k__rand_int__', 1, 30000000, 3600000000, 'u1', '', 0, 0,
+                '0123456789abcdef0123456789abcdef', '', '', '', '');
+    my $argv = join ' ', map { length $_ ? $_ : '""' } @args;
+    my $out = `redis-benchmark -h 127.0.0.1 -p $ENV{REDIS_PORT} -n $n -c $CONNS -P 1 -r 1000000000 -q EVALSHA $sha 7 ${t}stock ${t}q ${t}buyers ${t}idem:k__rand_int__ ${t}gen ${t}pending ${t}q: $argv 2>&1`;
     my ($rps) = $out =~ /([\d.]+) requests per second/;
     die "redis-benchmark: $out" unless $rps;
     # it must have been the sold-out branch, not an error reply
-    my $check = redis('EVALSHA', $sha, 6, "${t}stock", "${t}rate", "${t}buyers",
-                      "${t}idem:check", "${t}gen", "${t}pending", 'u1', 1, 'u1:1',
-                      '00000000-0000-7000-8000-000000000000', 60000, 0, 0, 0, 'check');
+    $args[8] = 'check';
+    my $check = redis('EVALSHA', $sha, 7, "${t}stock", "${t}q", "${t}buyers",
+                      "${t}idem:check", "${t}gen", "${t}pending", "${t}q:", @args);
     die "the script did not answer sold out: $check\n" unless $check =~ /^6\b/;
     return $rps;
 }
@@ -227,6 +243,113 @@ sub stage_times {
     return \%r;
 }
 
+# the shipped gate's settings that order.lua gets, from its rendered
+# conf (the module's defaults where it says nothing)
+sub shipped_settings {
+    my $conf = slurp("$DIR/nginx/nginx.conf");
+    my %ms = (ms => 1, s => 1000, m => 60000, h => 3600000);
+    my $time = sub {
+        my ($name, $dflt) = @_;
+        return $dflt unless $conf =~ /^\s*$name\s+(\d+)(ms|s|m|h)?\s*;/m;
+        return $1 * $ms{$2 // 's'};
+    };
+    my ($rate, $burst) = $conf =~ /^\s*fluxgate_threshold\s+(\d+)(?:\s+burst=(\d+))?\s*;/m;
+    return {
+        rate => $rate // 0, burst => $burst // 0,
+        window_ms => $time->('fluxgate_queue_window', 30000),
+        ticket_ttl_ms => $time->('fluxgate_queue_ticket_ttl', 3600000),
+        idem_ttl_ms => $time->('fluxgate_idempotency_ttl', 60000),
+        per_user => ($conf =~ /^\s*fluxgate_per_user_limit\s+(\d+)\s*;/m)[0] // 0,
+        queue => $conf =~ /^\s*fluxgate_queue_secret\s/m ? 1 : 0,
+        # without a proof the gate says '1' (needed if a place is due)
+        proof => ($conf =~ /^\s*fluxgate_queue_pow\s+(\d+)\s*;/m)[0] ? 1 : 0,
+        workers => ($conf =~ /^\s*worker_processes\s+(\S+)\s*;/m)[0] // 1,
+    };
+}
+
+# build/fg-bare at $rate/s for $SECONDS on products $prefix-0 .. -N-1, one
+# process per gate worker (each a Redis connection and a producer, as a
+# worker has): the merged latencies' percentiles
+sub bare_run {
+    my ($prefix, $products, $rate, $set) = @_;
+    my $procs = $set->{workers} eq 'auto' ? `nproc` + 0 : $set->{workers};
+    my @scripts = map { "$DIR/bare-$_.lua" } qw(order done);
+    for my $s (qw(order done)) {
+        system("sh $ROOT/lua/expand.sh $ROOT/lua/$s.lua > $DIR/bare-$s.lua") == 0
+            or die "expand $s.lua\n";
+    }
+    my @h;
+    for my $i (1 .. $procs) {
+        my $out = "$DIR/bare-$i.out";
+        my @args = ('--redis', "127.0.0.1:$ENV{REDIS_PORT}", '--brokers', $ENV{KAFKA_BOOTSTRAP},
+                    '--topic', $ENV{KAFKA_TOPIC}, '--script', $scripts[0],
+                    '--done', $scripts[1], '-R', $rate / $procs, '-d', $SECONDS,
+                    '--product', $prefix, '--products', $products, '--run', "bare$i",
+                    '--latencies', "$DIR/bare-$i.lat",
+                    map({ ("--$_" =~ tr/_/-/r, $set->{$_}) }
+                        qw(burst window_ms ticket_ttl_ms idem_ttl_ms per_user queue proof)),
+                    '--rate-limit', $set->{rate});
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            open STDOUT, '>', $out or die;
+            open STDERR, '>&', \*STDOUT or die;
+            exec "$ROOT/build/fg-bare", @args or die "exec fg-bare: $!";
+        }
+        push @h, [ $pid, $out, "$DIR/bare-$i.lat" ];
+    }
+    my (@lat, %sum, $raw, $rc);
+    for my $h (@h) {
+        waitpid $h->[0], 0;
+        $rc ||= $? >> 8;
+        my $out = slurp($h->[1]);
+        $raw .= $out;
+        my %kv = $out =~ /(\w+)=(\S+)/g;
+        $sum{$_} += $kv{$_} // 0 for qw(due sent reserved other delivered failed unsent done_errors);
+        $sum{sched} = $kv{sched};
+        open my $fh, '<', $h->[2] or next;
+        push @lat, map { $_ / 1000 } <$fh>;
+        unlink $h->[1], $h->[2];
+    }
+    @lat = sort { $a <=> $b } @lat;
+    my $q = sub { @lat ? sprintf('%.3f', $lat[int($_[0] * $#lat + 0.5)]) : undef };
+    return { %sum, rc => $rc, raw => $raw, n => scalar @lat, p50_ms => $q->(0.5),
+             p90_ms => $q->(0.9), p99_ms => $q->(0.99), p999_ms => $q->(0.999),
+             max_ms => @lat ? $lat[-1] : undef, procs => $procs };
+}
+
+# per order of the 50% run: fg-loadgen's wire time (written to arrived,
+# kernel-stamped) and the access log's $request_time, less
+# $fluxgate_redis_time and $fluxgate_kafka_time.  Those two are logged in
+# whole milliseconds (truncated), $request_time on nginx's cached
+# millisecond clock: "less the logged times" is an upper bound, "less
+# them plus the millisecond each may have lost" a lower one.
+sub inside_nginx {
+    my ($log, $from, $client) = @_;
+    my %wire = map { $_->[1] => $_->[5] } grep { $_->[0] == 200 && defined $_->[5] } @$client;
+    open my $fh, '<', $log or return {};
+    seek $fh, $from, 0;
+    my (@up, @low, @req);
+    while (<$fh>) {
+        my @f = split ' ';
+        next unless @f >= 6 && $f[-6] eq '200' && $f[-5] eq 'accepted'
+                    && $f[-2] ne '-' && $f[-1] ne '-';
+        my ($redis, $kafka) = map { $_ * 1000 } @f[-2, -1];
+        push @req, $f[-3] * 1000 - $redis - $kafka;
+        my $w = $wire{ $f[-4] } // next;
+        push @up, $w - $redis - $kafka;
+        push @low, $w - $redis - $kafka - 2;
+    }
+    my $p = sub {
+        my ($q, @v) = @_;
+        @v = sort { $a <=> $b } @v;
+        return @v ? sprintf('%.3f', $v[int($q * $#v + 0.5)]) : undef;
+    };
+    return { n => scalar @up, n_log => scalar @req,
+             up_p50 => $p->(0.5, @up), up_p99 => $p->(0.99, @up),
+             low_p50 => $p->(0.5, @low), low_p99 => $p->(0.99, @low),
+             req_p50 => $p->(0.5, @req), req_p99 => $p->(0.99, @req) };
+}
+
 sub bench_accept {
     my $port = shipped_port();
     my $prefix = uniq('acc');
@@ -251,12 +374,89 @@ sub bench_accept {
                   'acks=all; 200s only' . $failed->($r) ];
     main::say(sprintf 'accept max %.0f/s p99 %s ms', $max, $r->{p99_ms});
     my $log = "$DIR/logs/nginx-access.log";
+    my $set = shipped_settings();
+    my @pairs;
     for my $frac (0.25, 0.5, 0.75) {
         drained($prefix, $sent);
         my $rate = int($max * $frac) || 1;
         my $from = -s $log || 0;
-        $r = main::run_load(%o, c => 2 * $CONNS, rate => $rate);
+        $r = main::run_load(%o, c => 2 * $CONNS, rate => $rate, log => $frac == 0.5);
         $sent += $r->{status}{200}{count} // 0;
+        if ($frac == 0.5) {
+            $fig{accept_half_p99} = $r->{p99_ms};
+            $fig{accept_half_p50} = $r->{p50_ms};
+            $fig{accept_half_rate} = $rate;
+            $fig{accept_half_ok} = !$r->{rc};
+            sleep 1.5;   # the access log's flush, before anything else is logged
+            my $s = stage_times($log, $from);
+            for my $k (qw(request redis kafka)) {
+                next unless $s->{$k};
+                push @stages, [ $k, $s->{$k}{p50}, $s->{$k}{p99}, $s->{$k}{n} ];
+                $fig{"stage_${k}_p99"} = $s->{$k}{p99};
+                $fig{"stage_${k}_p50"} = $s->{$k}{p50};
+            }
+            push @stages, [ 'client (fg-loadgen, from due time to arrival)',
+                            $r->{p50_ms}, $r->{p99_ms}, $r->{responses} ];
+            my $in = inside_nginx($log, $from, $r->{log} || []);
+            $fig{inside} = $in;
+            push @stages, [ 'inside nginx beyond Redis and Kafka, upper bound (wire time less the logged Redis and Kafka times)',
+                            $in->{up_p50}, $in->{up_p99}, $in->{n} ];
+            push @stages, [ 'inside nginx beyond Redis and Kafka, lower bound (the same less the 2 ms the logged times may have lost)',
+                            $in->{low_p50}, $in->{low_p99}, $in->{n} ];
+            push @stages, [ 'inside nginx beyond Redis and Kafka, from the log alone ($request_time less both)',
+                            $in->{req_p50}, $in->{req_p99}, $in->{n_log} ];
+            delete $r->{log};
+            push @stages, [ "client's own lag reading answers (not counted above; sched $r->{sched})",
+                            $r->{client_lag_p50_ms}, $r->{client_lag_p99_ms}, $r->{stamped} ];
+        }
+        # the same orders at the same rate without the gate, once the
+        # worker caught up; at 50% three pairs, in turns
+        my @bare;
+        for my $round (1 .. ($frac == 0.5 ? 3 : 1)) {
+            my $g = $r;
+            if ($round > 1) {
+                drained($prefix, $sent);
+                if ($round == 2) {
+                    push @bare, bare_run($prefix, $products, $rate, $set);
+                    $sent += $bare[-1]{delivered};
+                    drained($prefix, $sent);
+                }
+                $g = main::run_load(%o, c => 2 * $CONNS, rate => $rate);
+                $sent += $g->{status}{200}{count} // 0;
+                if ($round == 3) {
+                    drained($prefix, $sent);
+                    push @bare, bare_run($prefix, $products, $rate, $set);
+                    $sent += $bare[-1]{delivered};
+                }
+            } else {
+                drained($prefix, $sent);
+                push @bare, bare_run($prefix, $products, $rate, $set);
+                $sent += $bare[-1]{delivered};
+            }
+            my $b = $bare[-1];
+            push @pairs, [ $frac, $rate, $round, $g, $b ];
+            push @bare_runs, [ $rate, $b->{p99_ms} ] if $round == 1;
+            push @rows, [ 'accept', "bare client (fg-bare, $b->{procs} procs), offered $rate/s",
+                          sprintf('%.0f', $b->{delivered} / ($SECONDS || 1)),
+                          @{$b}{qw(p50_ms p99_ms p999_ms)},
+                          sprintf('EVALSHA order.lua + produce (gate\'s settings), due time to '
+                                  . 'delivery report; client %s; gate / bare p50 %.2f, p99 %.2f%s',
+                                  $b->{sched} // '?', $g->{p50_ms} / ($b->{p50_ms} || 1),
+                                  $g->{p99_ms} / ($b->{p99_ms} || 1),
+                                  $b->{rc} ? "; RUN FAILED: $b->{raw}" : '') ];
+            main::say(sprintf 'accept at %d/s round %d: gate p50 %s p99 %s; bare p50 %s p99 %s',
+                      $rate, $round, @{$g}{qw(p50_ms p99_ms)}, @{$b}{qw(p50_ms p99_ms)});
+        }
+        if ($frac == 0.5) {
+            my @p = grep { $_->[0] == 0.5 } @pairs;
+            $fig{share_p50} = median_of(map { $_->[3]{p50_ms} / ($_->[4]{p50_ms} || 1) } @p);
+            $fig{share_p99} = median_of(map { $_->[3]{p99_ms} / ($_->[4]{p99_ms} || 1) } @p);
+            $fig{share_pairs} = join ', ', map {
+                sprintf('%s/%s vs %s/%s ms', $_->[3]{p50_ms}, $_->[3]{p99_ms},
+                        $_->[4]{p50_ms}, $_->[4]{p99_ms})
+            } @p;
+            $fig{share_ok} = !grep { $_->[3]{rc} || $_->[4]{rc} } @p;
+        }
         # the instrument's own error: how long answers waited in the
         # socket for the client (not counted: latency ends at arrival)
         my $note = sprintf('open loop at %d%% of max; all answers timed, '
@@ -272,25 +472,58 @@ sub bench_accept {
                         @{$r}{qw(p50_ms p90_ms p99_ms p999_ms max_ms)} ];
         main::say(sprintf 'accept at %d/s: p50 %s p99 %s p99.9 %s (%s)', $rate,
                   @{$r}{qw(p50_ms p99_ms p999_ms)}, $note);
-        if ($frac == 0.5) {
-            $fig{accept_half_p99} = $r->{p99_ms};
-            $fig{accept_half_p50} = $r->{p50_ms};
-            $fig{accept_half_rate} = $rate;
-            $fig{accept_half_ok} = !$r->{rc};
-            sleep 1.5;   # the access log's flush
-            my $s = stage_times($log, $from);
-            for my $k (qw(request redis kafka)) {
-                next unless $s->{$k};
-                push @stages, [ $k, $s->{$k}{p50}, $s->{$k}{p99}, $s->{$k}{n} ];
-                $fig{"stage_${k}_p99"} = $s->{$k}{p99};
-                $fig{"stage_${k}_p50"} = $s->{$k}{p50};
-            }
-            push @stages, [ 'client (fg-loadgen, from due time to arrival)',
-                            $r->{p50_ms}, $r->{p99_ms}, $r->{responses} ];
-            push @stages, [ "client's own lag reading answers (not counted above; sched $r->{sched})",
-                            $r->{client_lag_p50_ms}, $r->{client_lag_p99_ms}, $r->{stamped} ];
-        }
     }
+    # the gate's share, in its own file (make bench writes <date>.md too)
+    my $in = $fig{inside} || {};
+    my @goals = (
+        sprintf("the gate's p50 / the bare client's at half the maximum (%s/s): %.2f, p99 / p99: "
+                . '%.2f (medians of three pairs; goal <= 1.2): %s', $fig{accept_half_rate} // '?',
+                $fig{share_p50} // 0, $fig{share_p99} // 0,
+                defined $fig{share_p99} && $fig{share_p99} <= 1.2 && $fig{share_p50} <= 1.2
+                ? 'met' : 'NOT met'),
+        sprintf('time inside nginx beyond Redis and Kafka at half the maximum, p99: between %s and '
+                . '%s ms (p50 %s to %s; goal p99 <= 1 ms): %s', $in->{low_p99} // '?',
+                $in->{up_p99} // '?', $in->{low_p50} // '?', $in->{up_p50} // '?',
+                !defined $in->{up_p99} ? 'n/a'
+                : $in->{up_p99} <= 1 ? 'met'
+                : defined $in->{low_p99} && $in->{low_p99} > 1 ? 'NOT met'
+                : 'not resolved by the log (the bounds straddle 1 ms)'),
+    );
+    $fig{accept_goals} = \@goals;
+    main::write_part('accept', "The gate's own share of an order's latency",
+        "The accept path of the bench stack's gate, rendered from conf/nginx.conf as `make run` "
+        . "ships it (two workers, Kafka acks=all), $products products; its closed-loop maximum "
+        . sprintf('%.0f orders/s, then open loop at 25, 50 and 75%% of it, each run beside '
+                  . 'build/fg-bare at the same rate on the same stack: the same EVALSHA of '
+                  . 'order.lua (KEYS and ARGV of ngx_fluxgate_order_decide(), the gate\'s '
+                  . 'settings from its conf: %s), the same message produced with the gate\'s '
+                  . 'librdkafka settings (enable.idempotence, acks=all, linger.ms 5, '
+                  . 'message.timeout.ms 5000), done.lua after the delivery (not timed, as the '
+                  . 'gate answers first), one process per gate worker.  Both are open loop, timed '
+                  . 'from each order\'s due time: the gate to the answer\'s arrival (fg-loadgen), '
+                  . 'the bare client to the delivery report.  At 50%%: three pairs in turns '
+                  . '(gate, bare; bare, gate; gate, bare), after the worker drained the last '
+                  . "run's orders.\n\n", $max,
+                  join(', ', map { "$_ $set->{$_}" } sort keys %$set))
+        . "## Goals\n\n" . join('', map { "- $_\n" } @goals)
+        . "\n## Pairs\n\n| offered/s | pair | gate p50 ms | gate p99 ms | bare p50 ms | bare p99 ms | p50 ratio | p99 ratio | notes |\n"
+        . "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        . join('', map {
+              my ($f, $rate, $round, $g, $b) = @$_;
+              sprintf "| %d | %d | %s | %s | %s | %s | %.2f | %.2f | %s |\n", $rate, $round,
+                  $g->{p50_ms}, $g->{p99_ms}, $b->{p50_ms}, $b->{p99_ms},
+                  $g->{p50_ms} / ($b->{p50_ms} || 1), $g->{p99_ms} / ($b->{p99_ms} || 1),
+                  join('; ', ($g->{rc} ? 'gate run failed' : ()), ($b->{rc} ? 'bare run failed' : ()),
+                       sprintf('bare reserved %d of %d', $b->{reserved} // 0, $b->{due} // 0))
+          } @pairs)
+        . "\n## Where the 50% run's time went (ms)\n\n| stage | p50 | p99 | samples |\n| --- | ---: | ---: | ---: |\n"
+        . join('', map { '| ' . join(' | ', map { $_ // '-' } @$_) . " |\n" } @stages)
+        . "\n\$fluxgate_redis_time and \$fluxgate_kafka_time are logged in whole milliseconds "
+        . "(the module truncates its microseconds), so each may read up to 1 ms short: the wire "
+        . "time less both is an upper bound of the time inside nginx, less both and 2 ms a lower "
+        . "one.  The wire time runs from fg-loadgen's write of the request to the kernel's receive "
+        . "stamp of the answer: it also holds the loopback's two crossings.\n");
+    main::say($_) for @goals;
 }
 
 # --- flash sales ---------------------------------------------------------------
@@ -353,6 +586,7 @@ sub chart_questions {
     open my $gp, '|-', 'gnuplot' or return;
     my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @soldout_bars;
     my $acc = join '', map { "@$_[0,1,3]\n" } @accept_runs;
+    my $bare = join '', map { "@$_\n" } @bare_runs;
     my @pl = ('p50', 'p90', 'p99', 'p99.9', 'max');
     my $cur = '';
     for my $i (0 .. $#pl) {
@@ -370,24 +604,32 @@ sub chart_questions {
                 . '$bars using 0:2:(sprintf("%.0f", $2)) with labels offset 0,0.7 notitle' : $none,
         acc => @accept_runs ? 'plot $acc using 1:3 with linespoints lw 2 title "p99 (due time to arrival)", '
                 . '$acc using 1:2 axes x1y2 with linespoints lw 2 title "achieved 200s/s", '
-                . '10 with lines dt 2 lc rgb "red" title "goal: p99 10 ms"' : $none,
-        cur => @curves ? "plot $curve_plot" : $none,
+                . (@bare_runs ? '$bare using 1:2 with linespoints lw 2 dt 2 title "p99 of the bare client '
+                   . '(fg-bare: the same EVALSHA and produce, no nginx)"' : 'NaN notitle') : $none,
+        cur => @curves ? "plot $curve_plot" : "unset logscale y; $none",
         fl => @flash ? 'plot $fl using 2:xtic(1) title "time to sold out (s)" lc rgb "#3070b0", '
                 . '$fl using 3 axes x1y2 title "% of crowd sold_out within 10 ms" lc rgb "#b05030"' : $none,
     );
+    my ($line_data, $line_plot) = line_panel();
+    my ($flood_data, $flood_plot) = flood_panel();
     my $nproc = `nproc`; chomp $nproc;
     my $machine = $main::Machine =~ /^quiet/
         ? "a quiet $nproc-CPU machine" : "a shared $nproc-CPU machine (ratios, not absolutes)";
     print $gp <<"EOF";
-set terminal png size 1600,1100 font ",10" noenhanced
+set terminal png size 1600,1650 font ",10" noenhanced
 set output "$base.png"
 set yrange [0:*]
-set multiplot layout 2,2 title "Flux-Gate, one make bench run on $machine"
+set multiplot layout 3,2 title "Flux-Gate, one make bench run on $machine"
+$line_data
+$flood_data
 \$bars << EOD
 $bars
 EOD
 \$acc << EOD
 $acc
+EOD
+\$bare << EOD
+$bare
 EOD
 \$cur << EOD
 $cur
@@ -403,7 +645,7 @@ set ylabel "answers/s"
 set grid ytics
 set bmargin 8
 $plot{bars}
-set title "Accept path (shipped config, Kafka acks=all): achieved vs p99, open loop"
+set title "Accept path (shipped config, Kafka acks=all): achieved vs p99, open loop, beside a bare client"
 set xtics norotate
 set xlabel "offered orders/s"
 set ylabel "ms"
@@ -431,9 +673,68 @@ set style data histograms
 set style histogram clustered
 set boxwidth 0.8
 $plot{fl}
+unset y2tics
+unset y2label
+unset y2range
+set style data lines
+$line_plot
+$flood_plot
 unset multiplot
 EOF
     close $gp;
+}
+
+# the line of a million (bench/fair.pl, BENCH_ONLY=line): status polls/s
+# beside nginx return 200, and the Redis commands per poll in the title;
+# (data block, plot commands) for a panel of a gnuplot multiplot
+sub line_panel {
+    our (@line_bars);
+    my $none = 'set label 1 "not run" at graph 0.5, graph 0.5 center; '
+             . "plot [0:1] [0:1] NaN notitle; unset label 1\n";
+    my $title = "A line of a million: GET /queue/status polls/s against nginx return 200";
+    return ('', qq(set title "$title"\n$none)) unless @line_bars;
+    my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @line_bars;
+    my $sub = sprintf('polls / return 200: %.2f (goal >= 0.8); by worker CPU per answer %.2f\\n'
+                      . 'Redis commands per poll: %.5f, '
+                      . 'of them scripts and asks the gate sent %.5f (goal <= 0.001)\\n'
+                      . '%.0f bytes of Redis per waiting buyer; out of order: %s of %s watched',
+                      $fig{line_ratio} // 0, $fig{line_cpu_ratio} // 0, $fig{line_cmds_per_poll} // 0,
+                      $fig{line_sent_per_poll} // 0, $fig{line_bytes} // 0,
+                      $fig{line_ooo} // '?', $fig{line_tracked} // '?');
+    return ("\$line << EOD\n${bars}EOD\n",
+            qq(set title "$title\\n$sub"
+set style fill solid 0.8
+set boxwidth 0.5
+set xtics rotate by 0
+set xlabel ""
+set ylabel "answers/s"
+set yrange [0:*]
+unset logscale y
+plot \$line using 0:2:xtic(1) with boxes notitle lc rgb "#30a070", \\
+     \$line using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle
+));
+}
+
+# a bot flood (bench/fair.pl, BENCH_ONLY=flood): answers/s of proof-less
+# orders challenged in nginx beside the sold-out path's
+sub flood_panel {
+    our (@flood_bars);
+    my $none = 'set label 1 "not run" at graph 0.5, graph 0.5 center; '
+             . "plot [0:1] [0:1] NaN notitle; unset label 1\n";
+    my $title = "A bot flood: challenged in nginx against the sold-out path (answers/s)";
+    return ('', qq(set title "$title"\n$none)) unless @flood_bars;
+    my $bars = join '', map { (my $l = $_->[0]) =~ s/"/'/g; qq("$l" $_->[1]\n) } @flood_bars;
+    my $sub = sprintf('flood / sold-out as shipped %.2f (goal >= 0.8)\\n200 people, alone and '
+                      . 'under the flood: %s out of order', $fig{flood_ratio} // 0, $fig{flood_people_ooo} // '?');
+    return ("\$flood << EOD\n${bars}EOD\n",
+            qq(set title "$title\\n$sub"
+set style fill solid 0.8
+set boxwidth 0.5
+set ylabel "answers/s"
+set yrange [0:*]
+plot \$flood using 0:2:xtic(1) with boxes notitle lc rgb "#a07030", \\
+     \$flood using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 notitle
+));
 }
 
 1;

@@ -7,7 +7,12 @@
 #  - --expect: an answer with another status fails the run (rc 3, a line
 #    on stderr), and a run with only expected answers passes;
 #  - --queue: a crowd that follows the waiting room (polls, comes back with
-#    its ticket) buys the whole stock exactly once, polls counted apart.
+#    its ticket) buys the whole stock exactly once, polls counted apart;
+#    against a server of our own it solves the challenge of a 302 (checked
+#    here with Digest::SHA), resends the same order with X-Queue-Proof,
+#    polls with the ticket in X-Queue-Ticket, and counts a ticket seen
+#    admitted ahead of an earlier turn as out of order; against the gate
+#    with fluxgate_queue_pow, every proof is taken and nobody is overtaken.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -28,6 +33,95 @@ EOF
 our $Redis = svc_pid('redis') or die "no redis pid";
 our $frozen = 0;
 END { kill 'CONT', $Redis if $frozen }
+
+# A waiting room of our own for two shoppers, on one port: POST /order
+# answers a challenge of 8 bits, then (with a good X-Queue-Proof) a place
+# whose ticket names turn 1 or 2 in the order the proofs came; a poll of
+# turn 2 is admitted at once, turn 1 only from its fourth poll on (after
+# turn 2 was told it is in: out of order); an order with its ticket gets
+# 200.  Returns what it saw, once both bought or the deadline passed.
+sub fake_room {
+    my ($srv, $deadline) = @_;
+    require IO::Select;
+    require Digest::SHA;
+    my $sel = IO::Select->new($srv);
+    my (%buf, %seen, @bad);
+    my ($turns, $bought, %polls) = (0, 0);
+    my $b64 = sub {
+        (my $s = MIME::Base64::encode_base64(shift, '')) =~ tr{+/}{-_};
+        $s =~ s/=+$//;
+        $s;
+    };
+    require MIME::Base64;
+    my $reply = sub {
+        my ($c, $code, $body) = @_;
+        syswrite($c, "HTTP/1.1 $code X\r\nContent-Type: application/json\r\n"
+                     . 'Content-Length: ' . length($body) . "\r\n\r\n$body");
+    };
+    my $end = time + $deadline;
+    while ($bought < 2 && time < $end) {
+        for my $c ($sel->can_read(0.1)) {
+            if ($c == $srv) {
+                $sel->add($srv->accept);
+                next;
+            }
+            my $n = sysread($c, $buf{$c}, 65536, length($buf{$c} // ''));
+            if (!$n) {
+                $sel->remove($c);
+                close $c;
+                next;
+            }
+            for (;;) {
+                my $at = index($buf{$c}, "\r\n\r\n");
+                last if $at < 0;
+                my $head = substr($buf{$c}, 0, $at);
+                my $len = $head =~ /Content-Length: (\d+)/i ? $1 : 0;
+                last if length($buf{$c}) < $at + 4 + $len;
+                my $body = substr($buf{$c}, $at + 4, $len);
+                $buf{$c} = substr($buf{$c}, $at + 4 + $len);
+                my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1 => $2) : () }
+                        split /\r\n/, $head;
+                my ($method, $target) = $head =~ /^(\S+) (\S+)/;
+                if ($method eq 'GET') {
+                    push @bad, "poll with the ticket in the query: $target"
+                        if $target =~ /ticket=/;
+                    my $t = $h{'x-queue-ticket'} // '';
+                    push @bad, 'poll without X-Queue-Ticket' unless $t;
+                    my ($turn) = MIME::Base64::decode_base64(
+                        ($t =~ /^([^.]+)/)[0] =~ tr/-_/+\//r) =~ /^[^|]*\|[^|]*\|\d+\|q\|(\d+)\|/;
+                    $polls{$turn // 'none'}++;
+                    my $in = defined $turn && ($turn == 2 || $polls{1} >= 4);
+                    $reply->($c, 200, $in ? '{"position":0,"admitted":true,"etaSeconds":0,"soldOut":false}'
+                                          : '{"position":1,"admitted":false,"etaSeconds":1,"soldOut":false}');
+                    next;
+                }
+                my $key = $h{'x-idempotency-key'};
+                $seen{$key}{body} //= $body;
+                push @bad, "key $key came back with another body"
+                    if $seen{$key}{body} ne $body;
+                if (my $t = $h{'x-queue-ticket'}) {
+                    $bought++;
+                    $reply->($c, 200, '{"status":"accepted","orderId":"o' . $bought . '"}');
+                } elsif (my $proof = $h{'x-queue-proof'}) {
+                    my ($chal, $nonce) = $proof =~ /^(.+)\.(\d+)$/;
+                    my $md = Digest::SHA::sha256($proof);
+                    my $ok = defined $chal && $chal eq $seen{$key}{challenge}
+                             && unpack('B8', $md) eq '00000000';
+                    push @bad, "a bad proof: $proof" unless $ok;
+                    $seen{$key}{proof} = $proof;
+                    my $turn = ++$turns;
+                    my $ticket = $b64->("p|u|1|q|$turn|9999999999") . '.sig';
+                    $reply->($c, 302, qq({"status":"queued","ticket":"$ticket","position":$turn,"retryAfter":1}));
+                } else {
+                    my $chal = $b64->("p|$key|9999999999|" . ('ab' x 16)) . '.mac';
+                    $seen{$key}{challenge} = $chal;
+                    $reply->($c, 302, qq({"status":"challenge","challenge":"$chal","bits":8}));
+                }
+            }
+        }
+    }
+    return { bought => $bought, bad => \@bad, seen => \%seen, polls => \%polls };
+}
 
 plan 'no_plan';
 run_tests();
@@ -230,3 +324,92 @@ ok($r->{status}{409}{max_ms} < $to_write + 150,
            . " written %.0f ms after the request was due)",
            $r->{status}{409}{max_ms}, $to_write))
     or diag($r->{raw});
+
+=== TEST 5: --queue against a waiting room of our own: the challenge solved, the same order resent with its proof, polls with X-Queue-Ticket, an overtaken ticket counted out of order
+--- config
+    location = /t { return 200; }
+--- request
+GET /t
+--- error_code: 200
+--- timeout: 60
+--- check
+require IO::Socket::INET;
+my $srv = IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1',
+                                LocalPort => 0, ReuseAddr => 1)
+    or die "listen: $!";
+my $h = loadgen_start(port => $srv->sockport, c => 2, once => 1, d => 30,
+                      product => 'p', queue => '/queue/status',
+                      poll_min => 0.1, track => 1);
+my $seen = main::fake_room($srv, 40);
+my $r = loadgen_wait($h);
+is($r->{rc}, 0, "$name - the run passed") or diag($r->{raw});
+is_deeply($seen->{bad}, [], "$name - every proof good, every poll by header, one body per key");
+is($seen->{bought}, 2, "$name - both bought with their tickets");
+is(scalar(grep { $_->{proof} } values %{ $seen->{seen} }), 2,
+   "$name - each order was resent with its proof");
+my $q = $r->{queue} || {};
+is($q->{challenged}, 2, "$name - two challenges") or diag($r->{raw});
+is($q->{proofs}, 2, "$name - two proofs");
+is($q->{done}, 2, "$name - both shoppers done");
+is($q->{turns_known}, 2, "$name - both turns read from the tickets");
+is($q->{out_of_order}, 1, "$name - turn 1 was overtaken by turn 2, and that is counted");
+is(scalar @{ $r->{track} || [] }, 2, "$name - a track line per shopper");
+ok((grep { $_->[8] > 0 } @{ $r->{track} }) == 2, "$name - hashes counted");
+
+=== TEST 6: --queue against fluxgate_queue_pow 12: every challenge is solved and taken, everyone buys once, nobody is overtaken
+--- init
+$ENV{TEST_NGINX_PRODUCT} = uniq('lg-pow');
+$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
+--- http_config
+    fluxgate_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    fluxgate_redis_timeout 5s;
+    fluxgate_kafka_brokers $TEST_NGINX_KAFKA_BROKERS;
+    fluxgate_kafka_topic orders;
+    fluxgate_queue_secret $TEST_NGINX_QUEUE_SECRET;
+    fluxgate_queue_pow 12;
+    fluxgate_threshold 40 burst=0;
+    fluxgate_waiting_room /waiting-room/;
+    keepalive_requests 100000;
+    log_format q '$request_method $uri "$args" "$http_x_queue_ticket" "$http_x_queue_proof" $status $fluxgate_outcome';
+--- config
+    access_log $TEST_NGINX_SERVROOT/logs/queue.log q;
+    location = /order { fluxgate_order; }
+    location = /init { fluxgate_stock_admin; }
+    location = /queue/status { fluxgate_queue_status; }
+--- request
+POST /init
+{"productId":"$TEST_NGINX_PRODUCT","quantity":1000}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- timeout: 90
+--- check
+my $p = $ENV{TEST_NGINX_PRODUCT};
+my $log = servroot() . '/logs/queue.log';
+truncate $log, 0;
+my $r = loadgen(port => server_port(), c => 60, once => 1, d => 60,
+                product => $p, expect => '200,302', queue => '/queue/status',
+                track => 1);
+is($r->{rc}, 0, "$name - the run passed") or diag($r->{raw});
+my $q = $r->{queue} || {};
+is($q->{done}, 60, "$name - all 60 shoppers done") or diag($r->{raw});
+is($r->{status}{200}{count}, 60, "$name - each bought once");
+ok($q->{challenged} >= 1, "$name - challenged ($q->{challenged})");
+is($q->{proofs}, $q->{challenged}, "$name - every challenge solved");
+is(scalar(grep { $_->[7] > 1 } @{ $r->{track} || [] }), 0,
+   "$name - nobody challenged twice: every proof was taken");
+is($q->{out_of_order}, 0, "$name - nobody overtaken");
+is($q->{turns_known}, $q->{queued}, "$name - every place's turn known");
+my @lines = do { open my $fh, '<', $log or die "$log: $!"; <$fh> };
+my @polls = grep { /^GET \/queue\/status / } @lines;
+ok(@polls >= $q->{queued}, "$name - polls logged") or diag(scalar @polls);
+is(scalar(grep { !/^GET \S+ "productId=[^"&]+" "[^"-][^"]*" "-" 200 / } @polls), 0,
+   "$name - every poll carried X-Queue-Ticket, not a query parameter, and got 200")
+    or diag(join '', grep { !/^GET \S+ "productId=[^"&]+" "[^"-][^"]*" "-" 200 / } @polls);
+my @proved = grep { /^POST \S+ "-" "-" "[^"-][^"]*" / } @lines;
+is(scalar @proved, $q->{proofs}, "$name - one order with X-Queue-Proof per proof");
+is(scalar(grep { !/ 302 redirected$/ && !/ 200 accepted$/ } @proved), 0,
+   "$name - each of them queued (or passed), none challenged again");
+my @with = grep { /^POST \S+ "-" "[^"-][^"]*" "-" / } @lines;
+is(scalar(grep { / 200 accepted$/ } @with), $q->{queued},
+   "$name - each place bought with its ticket");

@@ -1,8 +1,9 @@
 -- The OpenResty way of gating a flash sale, for the benchmark only: what a
 -- user who would not pick Flux-Gate writes with lua-nginx-module,
 -- lua-resty-redis (Debian: lua-nginx-redis) and lua-cjson.  It makes the
--- same decision as the module with the same script (lua/order.lua, the v2
--- contract: 6 keys, 9 arguments, replies 1-8), one EVALSHA per request on a
+-- same decision as the module with the same script (lua/order.lua as
+-- lua/expand.sh makes it, the v3 contract: 7 keys, 21 arguments, the queue
+-- on as the shipped gate has it, no ticket), one EVALSHA per request on a
 -- keepalive pool.  It has no Kafka client (none is packaged for OpenResty
 -- in Debian), so it is compared on the path that does not produce: the
 -- sold-out path.
@@ -80,15 +81,22 @@ if not ok then
     return respond(503, cjson.encode({status = "error", error = err}))
 end
 
--- KEYS stock, rate, buyers, idem, gen, pending; ARGV userId, quantity,
--- fingerprint, orderId, ttl ms, rate, burst, per-user limit, key
+-- KEYS stock, the line, buyers, idem, gen, pending, the line's prefix;
+-- ARGV userId, quantity, fingerprint, orderId, ttl ms, rate, burst,
+-- per-user limit, key, queue, window us, ticket life us, buyer, client,
+-- places per client, proof, seed, and the four fields of no ticket
+local seed = string.format("%08x%08x%08x%08x", math.random(0, 2147483647),
+                           math.random(0, 2147483647),
+                           math.random(0, 2147483647),
+                           math.random(0, 2147483647))
 local function run()
-    return red:evalsha(ngx.var.fg_script_sha, 6, tag .. "stock", tag .. "rate",
+    return red:evalsha(ngx.var.fg_script_sha, 7, tag .. "stock", tag .. "q",
                        tag .. "buyers", tag .. "idem:" .. key, tag .. "gen",
-                       tag .. "pending", order.userId, qty,
+                       tag .. "pending", tag .. "q:", order.userId, qty,
                        order.userId .. ":" .. qty, order_id, 60000,
                        tonumber(ngx.var.fg_rate), tonumber(ngx.var.fg_burst),
-                       0, key)
+                       0, key, "1", 30000000, 3600000000, order.userId, "",
+                       0, "0", seed, "", "", "", "")
 end
 local res
 res, err = run()
@@ -122,6 +130,9 @@ elseif kind == 6 then
     return respond(409, '{"status":"sold_out"}')
 elseif kind == 7 then
     return respond(409, '{"status":"limit_reached"}')
-else
+elseif kind == 8 then
     return respond(404, '{"status":"unknown_product"}')
+else
+    -- the line's answers (places, tickets, closed): not this benchmark's
+    return respond(503, cjson.encode({status = "error", reply = kind}))
 end

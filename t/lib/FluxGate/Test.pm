@@ -344,7 +344,15 @@ sub promtool_check {
 # log_errors => 1 logs each request left without an answer as
 # [0, '-', what, '-', ms since the start]; queue => '/queue/status' makes
 # each connection a shopper that follows the waiting room (polls counted
-# in {queue} => {queued, polls, admitted, sold_out, lost, p50_ms, p99_ms})
+# in {queue} => {queued, polls, admitted, sold_out, lost, p50_ms, p99_ms,
+# challenged, proofs, out_of_order, ...}); with track => 1 also
+# {track} => [[turn, kind, started, booked, last waiting sent, admitted
+# seen, bought, challenges, hashes, solve ms, status]] per shopper;
+# watch => FILE follows the tickets of FILE without ordering (with
+# queue and once); poll_min => S; tickets_out => FILE keeps each 302's
+# ticket; poll_file => FILE polls (path) with the tickets of FILE, from
+# the line after byte poll_from; header => 'Name: value' on every order,
+# body => JSON instead of the generated one
 # loadgen_start(...) runs it in the background; loadgen_wait($h) collects.
 sub loadgen { loadgen_wait(loadgen_start(@_)) }
 
@@ -373,13 +381,22 @@ sub loadgen_start {
     push @args, '--expect', $o{expect} if $o{expect};
     push @args, '--log-errors' if $log && $o{log_errors};
     push @args, '--queue', $o{queue} if $o{queue};
+    my $track = $o{track} ? "$base.track" : undef;
+    push @args, '--track', $track if $track;
+    push @args, '--watch', $o{watch} if $o{watch};
+    push @args, '--poll-min', $o{poll_min} if $o{poll_min};
+    push @args, '--tickets-out', $o{tickets_out} if $o{tickets_out};
+    push @args, '--poll-file', $o{poll_file} if $o{poll_file};
+    push @args, '--poll-from', int($o{poll_from}) if $o{poll_from};
+    push @args, '--header', $o{header} if $o{header};
+    push @args, '--body', $o{body} if $o{body};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', "$base.out" or die;
         open STDERR, '>&', \*STDOUT or die;
         exec $bin, @args or die "exec $bin: $!";
     }
-    return { pid => $pid, out => "$base.out", log => $log };
+    return { pid => $pid, out => "$base.out", log => $log, track => $track };
 }
 
 sub loadgen_wait {
@@ -403,6 +420,13 @@ sub loadgen_wait {
         open my $fh, '<', $h->{log} or die "loadgen log: $!";
         $r{log} = [ map { chomp; [split / /] } <$fh> ];
         unlink $h->{log};
+    }
+    if ($h->{track}) {
+        # absent when the run failed before its summary
+        if (open my $fh, '<', $h->{track}) {
+            $r{track} = [ map { chomp; [split / /] } <$fh> ];
+        }
+        unlink $h->{track};
     }
     return \%r;
 }

@@ -1,0 +1,190 @@
+# The waiting room's polls and Redis (DESIGN.md v3, "Polls without
+# Redis"): /queue/status answers from the gate's shared memory, where each
+# gate keeps the product's head of line, asked again from Redis at most
+# every refresh interval (100 ms).  On a Redis of the test's own, so that
+# every command it runs is the gate's (INFO commandstats before and
+# after):
+#   1. a flood of polls, once the head is known, makes Redis run nothing
+#      but that refresh: at most one queue_head.lua per refresh interval
+#      per worker process over the flood's duration (with one and with two
+#      processes), the commands inside those scripts, and the health asks
+#      (PING and ROLE on each connection each second); a fixed number of
+#      polls, however long they take, against a bound made of the elapsed
+#      time and the refresh interval;
+#   2. a product that sells out is reported by /queue/status within the
+#      refresh interval (plus the refresh's own round trip, bounded by
+#      fluxgate_redis_timeout, and one poll).
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use File::Temp qw(tempdir);
+use Time::HiRes qw(time);
+use FluxGate::Test;
+use FluxGate::Fleet;
+
+my $Refresh = 0.1;        # the zone's default refresh
+my $Timeout = 0.2;        # fluxgate_redis_timeout below
+my $Polls = 20_000;
+
+my $dir = tempdir(CLEANUP => 1);
+chmod 0755, $dir;
+my ($rport) = free_ports(1);
+system('redis-server', '--port', $rport, '--bind', '127.0.0.1', '--save', '',
+       '--appendonly', 'no', '--daemonize', 'yes', '--dir', $dir,
+       '--pidfile', "$dir/redis.pid", '--logfile', "$dir/redis.log") == 0
+    or BAIL_OUT('redis-server');
+wait_until(10, sub { `redis-cli -p $rport ping 2>&1` =~ /PONG/ }) or BAIL_OUT('redis');
+END { system("redis-cli -p $rport shutdown nosave >/dev/null 2>&1") if $rport }
+
+sub private {
+    my $q = join ' ', map { (my $s = $_) =~ s/'/'\\''/g; "'$s'" } @_;
+    my $out = `redis-cli -p $rport --raw $q 2>&1`;
+    chomp $out;
+    return wantarray ? split(/\n/, $out) : $out;
+}
+
+# calls per command since the server started
+sub calls {
+    my %c;
+    for (private('INFO', 'commandstats')) {
+        $c{$1} = $2 if /^cmdstat_([^:]+):calls=(\d+)/;
+    }
+    return \%c;
+}
+
+# the gate's connections to our Redis (not redis-cli's)
+sub gate_connections {
+    return scalar grep { !/cmd=client/ } private('CLIENT', 'LIST');
+}
+
+my $topic = uniq('t208');
+kafka_create_topic($topic);
+my $secret = queue_secret();
+
+sub gate {
+    my ($workers) = @_;
+    return gate_start(
+        workers => $workers, redis => "127.0.0.1:$rport", topic => $topic,
+        extra => "fluxgate_queue_secret $secret;\n"
+               . "    fluxgate_threshold 1 burst=0;\n"
+               . "    fluxgate_redis_timeout 200ms;\n",
+        server => "location = /queue/status { fluxgate_queue_status; }\n"
+                . "        location = /vip { fluxgate_threshold off; fluxgate_order; }\n");
+}
+
+sub order {
+    my ($g, $p, $path) = @_;
+    my $key = uniq('k');
+    return http_post(gate_url($g) . ($path // '/order'),
+                     json_encode({ productId => $p, userId => "u-$key" }),
+                     { 'X-Idempotency-Key' => $key });
+}
+
+# a ticket in the product's line: the first order takes the free turn,
+# the next one waits
+sub ticket {
+    my ($g, $p) = @_;
+    is(order($g, $p)->{status}, 200, "$p: the first order passes");
+    my $res = order($g, $p);
+    is($res->{status}, 302, "$p: the next one gets a place") or diag($res->{content});
+    return json_decode($res->{content})->{ticket};
+}
+
+sub poll {
+    my ($g, $p, $t) = @_;
+    my $res = http_request_get(gate_url($g) . "/queue/status?productId=$p", $t);
+    return ($res->{status}, eval { json_decode($res->{content}) } || {});
+}
+
+my $Http;
+sub http_request_get {
+    my ($url, $ticket) = @_;
+    require HTTP::Tiny;
+    $Http //= HTTP::Tiny->new(timeout => 10, keep_alive => 1);
+    return $Http->get($url, { headers => { 'X-Queue-Ticket' => $ticket } });
+}
+
+for my $workers (1, 2) {
+    my $g = gate($workers);
+    my $p = uniq('p');
+    set_stock($p, 100, via => \&private);
+    my $t = ticket($g, $p);
+    my $file = "$dir/ticket-$workers";
+    open my $fh, '>', $file or die;
+    print $fh "$t\n";
+    close $fh;
+
+    # the head known to the gate, then the flood
+    my ($st) = poll($g, $p, $t);
+    is($st, 200, "$workers process(es): the first poll answers");
+    my $conns = gate_connections();
+    my $before = calls();
+    my $t0 = time;
+    my $r = loadgen(port => $g->{port}, c => 20, n => $Polls, path => '/queue/status',
+                    product => $p, poll_file => $file, expect => '200');
+    my $elapsed = time - $t0;
+    my $after = calls();
+    my %d = map { $_ => ($after->{$_} // 0) - ($before->{$_} // 0) } keys %$after;
+    $d{info}--;     # ours, after
+    is($r->{rc}, 0, "$workers process(es): $Polls polls, all 200") or diag($r->{raw});
+    is($r->{status}{200}{count}, $Polls, "$workers process(es): each answered");
+
+    my $allowed = $workers * (int($elapsed / $Refresh) + 1);
+    my $scripts = $d{evalsha} // 0;
+    cmp_ok($scripts, '<=', $allowed,
+           sprintf('%d process(es): %d queue_head.lua in %.2f s of polls, at most one '
+                   . 'per %.1f s per process: %d', $workers, $scripts, $elapsed, $Refresh,
+                   $allowed));
+    # the health asks go by the clock, on each of the gate's connections
+    my $asks = ($d{ping} // 0) + ($d{role} // 0);
+    cmp_ok($asks, '<=', 2 * $conns * (int($elapsed) + 2),
+           "$workers process(es): health asks by the clock ($asks on $conns connections)");
+    # everything else ran inside those scripts (queue_head.lua runs at
+    # most 9 commands: TIME, EXISTS, HMGET, GET, BITCOUNT, HSET and the
+    # oldest wait's ZRANGE or two ZRANGEBYSCOREs)
+    my $inner = 0;
+    $inner += $d{$_} for grep { !/^(evalsha|ping|role|info)$/ } keys %d;
+    cmp_ok($inner, '<=', 9 * $scripts,
+           "$workers process(es): nothing else: $inner commands inside the scripts")
+        or diag(explain \%d);
+    cmp_ok(($d{eval} // 0) + ($d{'script|load'} // 0), '==', 0,
+           "$workers process(es): no EVAL, no SCRIPT LOAD during the flood");
+    gate_stop($g);
+}
+
+# 2. sold out, reported within the refresh interval
+{
+    my $g = gate(2);
+    my $p = uniq('p');
+    set_stock($p, 2, via => \&private);
+    my $t = ticket($g, $p);
+    my ($st, $b) = poll($g, $p, $t);
+    ok($st == 200 && !$b->{soldOut}, 'in line, not sold out') or diag(explain $b);
+    # the last unit, bought past the line while the ticket's holder polls
+    # (the sale's 200 waits for Kafka; the stock is 0 once its order.lua
+    # ran, some time after $sold)
+    my $sold = time;
+    my $h = loadgen_start(port => $g->{port}, c => 1, n => 1, once => 1, path => '/vip',
+                          product => $p, expect => '200');
+    my ($seen, $slowest) = (undef, 0);
+    wait_until(10, sub {
+        my $at = time;
+        my ($s, $body) = poll($g, $p, $t);
+        $slowest = time - $at if time - $at > $slowest;
+        $seen = time if $s == 200 && $body->{soldOut};
+        return $seen;
+    });
+    my $r = loadgen_wait($h);
+    is($r->{status}{200}{count}, 1, 'the last unit sold') or diag($r->{raw});
+    is(private('GET', "fg:{$p}:stock"), 0, 'the stock is 0');
+    ok($seen, 'the poll says soldOut');
+    my $took = ($seen // time) - $sold;
+    cmp_ok($took, '<=', $Refresh + $Timeout + 2 * $slowest,
+           sprintf('within the refresh interval (%.0f ms), its round trip (at most %.0f ms) '
+                   . 'and a poll (%.0f ms): %.0f ms after the sale', 1000 * $Refresh,
+                   1000 * $Timeout, 1000 * $slowest, 1000 * $took));
+    gate_stop($g);
+}
+
+done_testing();
