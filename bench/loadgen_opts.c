@@ -11,8 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,6 +274,65 @@ clock_offset_us(void)
            + (r.tv_nsec - m.tv_nsec) / 1000;
 }
 
+
+/*
+ * Receive stamps on before the run: the kernel turns packet stamping on
+ * for the first socket that asks for it a moment later (a deferred static
+ * key), and an answer that arrives in that moment has no stamp.  A UDP
+ * socket with SO_TIMESTAMPNS, kept open for the whole run, sends itself
+ * datagrams until one comes back stamped (at most 2 s; without one the
+ * run goes on, and stamped= says how many answers had theirs)
+ */
+static void
+stamps_on(void)
+{
+    int                 fd, one = 1;
+    char                b = 0, ctl[CMSG_SPACE(sizeof(struct timespec))];
+    uint64_t            until;
+    socklen_t           len = sizeof(struct sockaddr_in);
+    struct iovec        iov = { &b, 1 };
+    struct msghdr       msg;
+    struct cmsghdr     *cm;
+    struct sockaddr_in  sa;
+
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0
+        || setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) != 0
+        || bind(fd, (struct sockaddr *) &sa, len) != 0
+        || getsockname(fd, (struct sockaddr *) &sa, &len) != 0)
+    {
+        perror("fg-loadgen: a socket to turn receive stamps on");
+        return;
+    }
+    /* fd stays open: stamping stays on while one socket asks for it */
+    for (until = now_us() + 2000000; now_us() < until; ) {
+        if (sendto(fd, &b, 1, 0, (struct sockaddr *) &sa, len) != 1) {
+            break;
+        }
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl;
+        msg.msg_controllen = sizeof(ctl);
+        if (recvmsg(fd, &msg, 0) != 1) {
+            break;
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET
+                && cm->cmsg_type == SCM_TIMESTAMPNS)
+            {
+                return;
+            }
+        }
+        usleep(1000);
+    }
+    fprintf(stderr, "fg-loadgen: the kernel does not stamp received packets"
+            " yet: answers may be timed to their reading\n");
+}
+
 /* SIGPIPE, the run's id, SCHED_FIFO in open loop, the clocks' offset,
  * enough file descriptors */
 void
@@ -296,6 +358,7 @@ set_up_process(void)
         }
     }
     real_minus_mono = clock_offset_us();
+    stamps_on();
 
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0
         && rl.rlim_cur < (rlim_t) opt.conns + 64)
