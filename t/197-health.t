@@ -57,10 +57,19 @@ sub url { "http://127.0.0.1:" . server_port() . $_[0] }
 
 # the health answer once it is $want (a worker connects after it starts;
 # brokers are found down after the first attempts), or the last one
+# health is each worker process's own view: "ok" is waited for until the
+# gauges, the minimum over every worker, say up too (a worker that just
+# started has not asked Kafka yet)
 sub health_becomes {
     my ($want) = @_;
     my $res;
-    wait_until(15, sub { $res = http_get(url('/health')); $res->{content} eq $want });
+    wait_until(15, sub {
+        $res = http_get(url('/health'));
+        return 0 unless $res->{content} eq $want;
+        return 1 unless $want =~ /"status":"ok"/;
+        my $m = metrics_scrape(url('/metrics'));
+        ($m->{fluxgate_redis_up} // 0) == 1 && ($m->{fluxgate_kafka_up} // 0) == 1;
+    });
     return $res;
 }
 

@@ -62,12 +62,7 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
-$ENV{TEST_NGINX_TOPIC} = uniq('t200');
-kafka_create_topic($ENV{TEST_NGINX_TOPIC});
-$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
-$ENV{TEST_NGINX_USER_SECRET} = queue_secret('user');
-$ENV{TEST_NGINX_ADMIN_PORT} = free_port();
-our $SECRET = secret_of($ENV{TEST_NGINX_QUEUE_SECRET});
+our $SECRET = queue_setup('t200', user => 1);
 
 sub port { server_port() }
 sub admin { $ENV{TEST_NGINX_ADMIN_PORT} }

@@ -39,9 +39,7 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
-$ENV{TEST_NGINX_TOPIC} = uniq('t201');
-kafka_create_topic($ENV{TEST_NGINX_TOPIC});
-$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
+queue_setup('t201');
 
 # FG_QUEUE_CLIENTS=2000 FG_QUEUE_RATE=250 for a bigger crowd than the
 # suite's (which stays a few seconds long)

@@ -59,10 +59,7 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
-$ENV{TEST_NGINX_TOPIC} = uniq('t202');
-kafka_create_topic($ENV{TEST_NGINX_TOPIC});
-$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
-$ENV{TEST_NGINX_ADMIN_PORT} = free_port();
+queue_setup('t202');
 
 sub port { server_port() }
 sub admin { $ENV{TEST_NGINX_ADMIN_PORT} }

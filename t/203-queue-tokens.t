@@ -57,11 +57,7 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
-$ENV{TEST_NGINX_TOPIC} = uniq('t203');
-kafka_create_topic($ENV{TEST_NGINX_TOPIC});
-$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
-$ENV{TEST_NGINX_USER_SECRET} = queue_secret('user');
-$ENV{TEST_NGINX_ADMIN_PORT} = free_port();
+queue_setup('t203', user => 1);
 our $USER_SECRET = secret_of($ENV{TEST_NGINX_USER_SECRET});
 
 sub port { server_port() }

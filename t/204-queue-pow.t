@@ -56,11 +56,7 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
-$ENV{TEST_NGINX_TOPIC} = uniq('t204');
-kafka_create_topic($ENV{TEST_NGINX_TOPIC});
-$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
-$ENV{TEST_NGINX_ADMIN_PORT} = free_port();
-our $SECRET = secret_of($ENV{TEST_NGINX_QUEUE_SECRET});
+our $SECRET = queue_setup('t204');
 our $BITS = 8;
 
 sub port { server_port() }

@@ -59,10 +59,7 @@ our $CONFIG = <<'EOF';
     }
 EOF
 
-$ENV{TEST_NGINX_TOPIC} = uniq('t208');
-kafka_create_topic($ENV{TEST_NGINX_TOPIC});
-$ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
-$ENV{TEST_NGINX_ADMIN_PORT} = free_port();
+queue_setup('t208');
 
 sub port { server_port() }
 sub admin { $ENV{TEST_NGINX_ADMIN_PORT} }

@@ -113,7 +113,7 @@ sub as_before {
     redis('CONFIG', 'SET', 'maxmemory', 1);
     # Redis has room again once both releases met its error and retry
     ok(wait_until(30, sub { my %o = map { $_ => 1 } substr(gate_log($g), $mark)
-                                =~ /order (\S+): release\.lua: OOM[^\n]*retrying/g;
+                                =~ /release\.lua: OOM[^\n]*retrying[^\n]*, order: (\S+),/g;
                             keys %o == 2 }),
        "$name - both releases met the OOM error and retry");
     redis('CONFIG', 'SET', 'maxmemory', 0);

@@ -22,7 +22,7 @@ use Time::HiRes qw(time sleep);
 use FluxGate::Test;
 use FluxGate::Shop qw(pow_solve pow_bits);
 
-our @EXPORT = qw(b64url b64url_decode secret_of
+our @EXPORT = qw(b64url b64url_decode secret_of queue_setup
                  ticket_decode ticket_sign ticket_forge
                  challenge_decode challenge_sign proof_of pow_solve pow_bits
                  jwt
@@ -371,6 +371,21 @@ sub location_parts {
     my ($pq, $frag) = split /#/, $loc, 2;
     my ($path, $query) = split /\?/, $pq, 2;
     return ($path, $query // '', $frag // '');
+}
+
+# queue_setup($name, user => 1) -> the waiting room's secret (raw bytes):
+# a topic of the file's own (TEST_NGINX_TOPIC), a queue secret file
+# (TEST_NGINX_QUEUE_SECRET), with user => 1 a user token secret
+# (TEST_NGINX_USER_SECRET), and a port for the admin listener
+# (TEST_NGINX_ADMIN_PORT)
+sub queue_setup {
+    my ($name, %o) = @_;
+    $ENV{TEST_NGINX_TOPIC} = uniq($name);
+    kafka_create_topic($ENV{TEST_NGINX_TOPIC});
+    $ENV{TEST_NGINX_QUEUE_SECRET} = queue_secret();
+    $ENV{TEST_NGINX_USER_SECRET} = queue_secret('user') if $o{user};
+    $ENV{TEST_NGINX_ADMIN_PORT} = free_port();
+    return secret_of($ENV{TEST_NGINX_QUEUE_SECRET});
 }
 
 # spawn(sub { ... return @lines }) -> a process running the sub now;

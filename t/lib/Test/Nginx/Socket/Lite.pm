@@ -510,7 +510,10 @@ sub run_tests () {
     my @modes = @WorkerModes ? @WorkerModes
               : split ' ', ($ENV{TEST_NGINX_WORKERS} || '1');
     @WorkerModes = @modes;
-    $Port = free_port();
+    # not a port the file already took for a listener of its own
+    # (TEST_NGINX_ADMIN_PORT...): a closed socket's port can come again
+    my %taken = map { $ENV{$_} => 1 } grep { /^TEST_NGINX_\w*PORT$/ } keys %ENV;
+    do { $Port = free_port() } while $taken{$Port};
     remove_tree($Servroot);
     make_path($Servroot);
     chmod 0755, $Servroot;
