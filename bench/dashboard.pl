@@ -36,7 +36,7 @@ my $http = HTTP::Tiny->new(timeout => 20);
 my $tmp = tempdir(CLEANUP => 1);
 my @panels;
 
-for my $panel (@{ $board->{panels} }) {
+for my $panel (grep { ($_->{type} // '') ne 'row' } @{ $board->{panels} }) {
     my @series;
     for my $t (@{ $panel->{targets} || [] }) {
         (my $expr = $t->{expr}) =~ s/\$__rate_interval/$o{'rate-interval'}/g;

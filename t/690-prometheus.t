@@ -79,7 +79,7 @@ my $end = time + 1;
 # every panel of the dashboard, as Prometheus sees it
 my $board = json_decode(slurp("$ENV{FG_ROOT}/conf/grafana/fluxgate.json"));
 for my $panel (@{ $board->{panels} }) {
-    for my $t (@{ $panel->{targets} }) {
+    for my $t (@{ $panel->{targets} || [] }) {
         (my $expr = $t->{expr}) =~ s/\$__rate_interval/5s/g;
         my $q = prom_query($prom, $expr, time => $end - 3);
         is($q->{status}, 'success', "$panel->{title}: valid PromQL: $expr")

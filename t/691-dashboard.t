@@ -14,7 +14,10 @@ my %gate = map { $_ => 1 } qw(
     fluxgate_orders_total fluxgate_redis_duration_seconds
     fluxgate_kafka_delivery_duration_seconds fluxgate_in_flight
     fluxgate_redis_up fluxgate_kafka_up fluxgate_sold_out_flag_hits_total
-    fluxgate_releases_total fluxgate_claims_settled_total);
+    fluxgate_releases_total fluxgate_claims_settled_total
+    fluxgate_queue_waiting fluxgate_queue_oldest_wait_seconds
+    fluxgate_queue_admitted_total fluxgate_queue_no_shows_total
+    fluxgate_queue_challenges_total fluxgate_queue_controls_total);
 my %worker = map { /^# TYPE (\S+) / ? ($1 => 1) : () }
              split /\n/, worker_metrics(raw => 1);
 ok(keys %worker >= 9, 'the worker lists its metrics (' . join(' ', sort keys %worker) . ')');
@@ -27,6 +30,9 @@ my @panels = @{ $board->{panels} || [] };
 cmp_ok(scalar @panels, '>=', 6, scalar(@panels) . ' panels');
 
 my %seen;
+my @rows = grep { ($_->{type} // '') eq 'row' } @panels;
+ok((grep { $_->{title} =~ /line/i } @rows), 'a row for the line');
+@panels = grep { ($_->{type} // '') ne 'row' } @panels;
 for my $p (@panels) {
     my @t = @{ $p->{targets} || [] };
     ok($p->{title} && @t, "panel $p->{id} \"$p->{title}\" has targets");
@@ -44,7 +50,9 @@ for my $p (@panels) {
 for my $want (qw(fluxgate_orders_total fluxgate_redis_duration_seconds
                  fluxgate_kafka_delivery_duration_seconds fluxgate_in_flight
                  fluxgate_worker_consumer_lag fluxgate_worker_dead_letters_total
-                 fluxgate_worker_db_errors_total)) {
+                 fluxgate_worker_db_errors_total fluxgate_queue_waiting
+                 fluxgate_queue_oldest_wait_seconds fluxgate_queue_admitted_total
+                 fluxgate_queue_no_shows_total fluxgate_queue_challenges_total)) {
     ok($seen{$want}, "the dashboard shows $want");
 }
 
