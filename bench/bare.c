@@ -345,7 +345,14 @@ on_delivered(rd_kafka_t *k, const rd_kafka_message_t *m, void *opaque)
     for (i = 0; i < 10; i++) {
         argvlen[i] = strlen(argv[i]);
     }
-    redisAsyncCommandArgv(ac, on_done, o, 10, argv, argvlen);
+    if (redisAsyncCommandArgv(ac, on_done, o, 10, argv, argvlen) != REDIS_OK) {
+        /* not sent: counted as refused, so the run does not wait for it */
+        if (done_errors++ == 0) {
+            fprintf(stderr, "fg-bare: done.lua not sent: %s\n", ac->errstr);
+        }
+        free(o);
+        finished++;
+    }
 }
 
 static void

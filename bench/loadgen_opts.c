@@ -287,13 +287,17 @@ static void
 stamps_on(void)
 {
     int                 fd, one = 1;
-    char                b = 0, ctl[CMSG_SPACE(sizeof(struct timespec))];
+    char                b = 0;
     uint64_t            until;
     socklen_t           len = sizeof(struct sockaddr_in);
     struct iovec        iov = { &b, 1 };
     struct msghdr       msg;
     struct cmsghdr     *cm;
     struct sockaddr_in  sa;
+    union {
+        char            buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr  align;
+    } ctl;
 
     fd = socket(AF_INET, SOCK_DGRAM, 0);
     memset(&sa, 0, sizeof(sa));
@@ -305,6 +309,9 @@ stamps_on(void)
         || getsockname(fd, (struct sockaddr *) &sa, &len) != 0)
     {
         perror("fg-loadgen: a socket to turn receive stamps on");
+        if (fd >= 0) {
+            close(fd);
+        }
         return;
     }
     /* fd stays open: stamping stays on while one socket asks for it */
@@ -315,8 +322,8 @@ stamps_on(void)
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
-        msg.msg_control = ctl;
-        msg.msg_controllen = sizeof(ctl);
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof(ctl.buf);
         if (recvmsg(fd, &msg, 0) != 1) {
             break;
         }

@@ -311,6 +311,12 @@ on_poll(conn_t *c, int status, size_t len, uint64_t now)
         shopper_end(c, 409);
         return;
     }
+    v = json_raw(b, blen, "closed");
+    if (v && strncmp(v, "true", 4) == 0) {
+        /* the operator closed the sale: nothing to wait for */
+        shopper_end(c, 409);
+        return;
+    }
     v = json_raw(b, blen, "admitted");
     if (v && strncmp(v, "true", 4) == 0) {
         admitted++;

@@ -109,8 +109,10 @@ ngx_fluxgate_line_parse(redisReply *reply, ngx_fluxgate_line_t *line)
 int64_t
 ngx_fluxgate_line_now(ngx_fluxgate_line_t *line)
 {
+    /* fetched by any worker, whose clock may be a little ahead: signed */
     return line->redis_now
-           + (int64_t) (ngx_current_msec - line->fetched) * 1000;
+           + (int64_t) (ngx_msec_int_t) (ngx_current_msec - line->fetched)
+             * 1000;
 }
 
 

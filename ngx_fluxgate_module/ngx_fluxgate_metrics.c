@@ -924,12 +924,11 @@ ngx_fluxgate_metrics_queue(ngx_pool_t *pool, u_char *p, u_char *last,
     max = ngx_max(sh->max_products, 1);
 
     lines = ngx_palloc(pool, max * sizeof(ngx_fluxgate_line_t));
-    products = ngx_palloc(pool, max * sizeof(ngx_str_t));
-    ids = ngx_pnalloc(pool, max * NGX_FLUXGATE_ID_MAX);
-
-    if (lines == NULL || products == NULL || ids == NULL) {
+    if (lines == NULL) {
         return p;
     }
+
+    products = NULL;
 
     if (sh->max_products == 0) {
         /* one line for all: every product's summed */
@@ -937,6 +936,13 @@ ngx_fluxgate_metrics_queue(ngx_pool_t *pool, u_char *p, u_char *last,
         n = 1;
 
     } else {
+        products = ngx_palloc(pool, max * sizeof(ngx_str_t));
+        ids = ngx_pnalloc(pool, max * NGX_FLUXGATE_ID_MAX);
+
+        if (products == NULL || ids == NULL) {
+            return p;
+        }
+
         n = ngx_fluxgate_line_each(ngx_fluxgate_metrics_fmcf->queue_zone,
                                    lines, products, ids, max);
     }

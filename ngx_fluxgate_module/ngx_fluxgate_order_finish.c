@@ -210,9 +210,11 @@ ngx_fluxgate_order_finishing(ngx_fluxgate_order_t *op, ngx_uint_t release)
 static void
 ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
 {
-    ngx_int_t             rc;
-    ngx_msec_t            now;
-    ngx_fluxgate_args_t   a;
+    ngx_int_t               rc;
+    ngx_uint_t              nkeys, nargs;
+    ngx_msec_t              now;
+    ngx_fluxgate_args_t     a;
+    ngx_fluxgate_script_t  *script;
 
     if (op->op.timer.timer_set) {
         ngx_del_timer(&op->op.timer);
@@ -233,10 +235,9 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
         /* the tombstone's life, should order.lua still be on its way */
         ngx_fluxgate_args_int(&a, op->ttl);
 
-        rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_release,
-                                     NGX_FLUXGATE_LUA_RELEASE_NKEYS, a.n,
-                                     a.arg,
-                                     ngx_fluxgate_order_finished, op);
+        script = &ngx_fluxgate_script_release;
+        nkeys = NGX_FLUXGATE_LUA_RELEASE_NKEYS;
+        nargs = NGX_FLUXGATE_LUA_RELEASE_NARGS;
 
     } else {
         ngx_fluxgate_args_str(&a, &op->idem_key);
@@ -247,9 +248,21 @@ ngx_fluxgate_order_finish(ngx_fluxgate_order_t *op)
         ngx_fluxgate_args_int(&a, NGX_HTTP_OK);
         ngx_fluxgate_args_text(&a, (u_char *) "success", 7);
 
-        rc = ngx_fluxgate_redis_eval(op->redis, &ngx_fluxgate_script_done,
-                                     NGX_FLUXGATE_LUA_DONE_NKEYS, a.n,
-                                     a.arg,
+        script = &ngx_fluxgate_script_done;
+        nkeys = NGX_FLUXGATE_LUA_DONE_NKEYS;
+        nargs = NGX_FLUXGATE_LUA_DONE_NARGS;
+    }
+
+    /* the script's own contract (lua/header.sh): a mismatch is a bug */
+    if (a.n != nkeys + nargs) {
+        ngx_log_error(NGX_LOG_ALERT, &op->op.log, 0,
+                      "fluxgate: %s takes %ui arguments, not %ui",
+                      op->releasing ? "release.lua" : "done.lua",
+                      nkeys + nargs, a.n);
+        rc = NGX_ERROR;
+
+    } else {
+        rc = ngx_fluxgate_redis_eval(op->redis, script, nkeys, a.n, a.arg,
                                      ngx_fluxgate_order_finished, op);
     }
 
