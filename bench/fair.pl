@@ -460,9 +460,9 @@ EOF
                       . "%.1f MB before, %.1f MB after: **%.1f bytes per waiting buyer** "
                       . "(INFO memory's used_memory_dataset %.1f and used_memory_overhead %.1f "
                       . "bytes per buyer).  After the polls: %.1f MB (polls write nothing).  "
-                      . "The one-place-per-buyer hash (buyer -> \"seq:expires\", MEMORY USAGE "
+                      . "The one-place-per-buyer hash (buyer -> \"seq:second\", MEMORY USAGE "
                       . "below) is the only key that grows with the line; the pre-queue's is "
-                      . "the same shape (q:<e>:pb), and its keyed permutation keeps a seed and "
+                      . "the same shape (q:<e>:pb, with the expiry itself), and its keyed permutation keeps a seed and "
                       . "a count in the line's own hash, nothing per buyer.\n\n",
                       $places, $CONNS, 'u-b1<pid>-<n>', $buyer_len // 0, $book_s, $book_rate,
                       $p99, $passed, $m0 / 1e6, $m1 / 1e6, $per_buyer, $split{dataset},

@@ -233,6 +233,24 @@ for my $i (1 .. 300) {
 is_deeply(\%seen, { "302 $t 3" => 300 }, "$main::name - 300 fresh keys of bob: the same ticket, third each time");
 is(line_of($p)->{n}, 3, "$main::name - three turns handed out");
 is(places_of($p), 3, "$main::name - three places in Redis");
+# what Redis keeps of bob's place: "seq:second of its bucket" (12 bytes
+# at most for a line of up to ten million, a 16-byte allocation); the
+# ticket's expiry is the bucket's start, that second and a ticket's life
+my $e = epoch_of($p);
+my ($bk) = grep { /:b:\d+$/ } redis('KEYS', "fg:{$p}:q:$e:b:*");
+my ($bucket) = $bk =~ /:b:(\d+)$/;
+my $v = redis('HGET', $bk, 'bob');
+like($v, qr/^2:\d+$/, "$main::name - bob's place is seq:second ($v)");
+my $tf = ticket_decode($t);
+my $ttl = 3600;
+my ($seq, $at) = split /:/, $v;
+ok($at < $ttl, "$main::name - the second is within the bucket");
+is($bucket * $ttl + $at + $ttl, $tf->{expires}, "$main::name - the ticket's expiry is the bucket's start, the second and a ticket's life");
+# a place written in the older form, "seq:expiry", still reads the same
+redis('HSET', $bk, 'bob', "2:$tf->{expires}");
+my $old = order(main::port(), $p, user => 'bob', key => 'bob-old');
+is("$old->{status} " . ($old->{json}{ticket} // '-'), "302 $t", "$main::name - a place in the older form: the same ticket");
+redis('HSET', $bk, 'bob', $v);
 my $res = main::place($p, user => 'carol');
 is($res->{json}{position}, 4, "$main::name - the next buyer is fourth");
 
