@@ -22,6 +22,7 @@ use File::Temp qw(tempdir);
 use Time::HiRes qw(time);
 use FluxGate::Test;
 use FluxGate::Fleet;
+use FluxGate::Queue qw(ticket_decode ticket_sign secret_of);
 
 my $Refresh = 0.1;        # the zone's default refresh
 my $Timeout = 0.2;        # fluxgate_redis_timeout below
@@ -62,6 +63,8 @@ my $topic = uniq('t208');
 kafka_create_topic($topic);
 my $secret = queue_secret();
 
+my $other = queue_secret('other');
+
 sub gate {
     my ($workers) = @_;
     return gate_start(
@@ -70,6 +73,8 @@ sub gate {
                . "    fluxgate_threshold 1 burst=0;\n"
                . "    fluxgate_redis_timeout 200ms;\n",
         server => "location = /queue/status { fluxgate_queue_status; }\n"
+                . "        location = /other/status { fluxgate_queue_secret $other; "
+                . "fluxgate_queue_status; }\n"
                 . "        location = /vip { fluxgate_threshold off; fluxgate_order; }\n");
 }
 
@@ -92,8 +97,8 @@ sub ticket {
 }
 
 sub poll {
-    my ($g, $p, $t) = @_;
-    my $res = http_request_get(gate_url($g) . "/queue/status?productId=$p", $t);
+    my ($g, $p, $t, $path) = @_;
+    my $res = http_request_get(gate_url($g) . ($path // '/queue/status') . "?productId=$p", $t);
     return ($res->{status}, eval { json_decode($res->{content}) } || {});
 }
 
@@ -184,6 +189,33 @@ for my $workers (1, 2) {
            sprintf('within the refresh interval (%.0f ms), its round trip (at most %.0f ms) '
                    . 'and a poll (%.0f ms): %.0f ms after the sale', 1000 * $Refresh,
                    1000 * $Timeout, 1000 * $slowest, 1000 * $took));
+    gate_stop($g);
+}
+
+# 3. two secrets in one gate, polled in turns: each process keeps one
+# keyed MAC and re-keys it when the secret changes; a ticket is good
+# only where its own secret is
+{
+    my $g = gate(1);
+    my $p = uniq('p');
+    set_stock($p, 100, via => \&private);
+    my $t = ticket($g, $p);
+    my $f = ticket_decode($t);
+    my $t2 = ticket_sign(secret_of($other), %$f);
+    my (%seen, @bad);
+    for my $i (1 .. 6) {
+        for ([ $t, '/queue/status', 200 ], [ $t2, '/other/status', 200 ],
+             [ $t2, '/queue/status', 400 ], [ $t, '/other/status', 400 ]) {
+            my ($tk, $path, $want) = @$_;
+            my ($st, $b) = poll($g, $p, $tk, $path);
+            $seen{"$path " . ($tk eq $t ? 'first' : 'other') . " $st"}++;
+            push @bad, "$path $st: " . ($b->{error} // '') if $st != $want;
+        }
+    }
+    is_deeply(\%seen, { '/queue/status first 200' => 6, '/other/status other 200' => 6,
+                        '/queue/status other 400' => 6, '/other/status first 400' => 6 },
+              'two secrets in turns: each ticket good where its secret is, refused where not')
+        or diag(join "\n", @bad);
     gate_stop($g);
 }
 
