@@ -363,7 +363,9 @@ typedef struct {
     size_t                       product_id_len;
     uint64_t                     redis_time;  /* microseconds */
     uint64_t                     kafka_time;
+    uint64_t                     started;     /* the body read: monotonic */
     unsigned                     has_order_id:1;
+    unsigned                     has_started:1;
     unsigned                     has_redis_time:1;
     unsigned                     has_kafka_time:1;
     unsigned                     error_sent:1;

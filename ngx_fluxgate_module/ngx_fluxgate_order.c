@@ -70,7 +70,15 @@ ngx_fluxgate_order_handler(ngx_http_request_t *r)
 static void
 ngx_fluxgate_order_body(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
+    ngx_int_t            rc;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    /* $fluxgate_gate_time counts from here: the body is in hand */
+    ctx = ngx_fluxgate_get_ctx(r);
+    if (ctx != NULL) {
+        ctx->started = ngx_fluxgate_metrics_clock();
+        ctx->has_started = 1;
+    }
 
     rc = ngx_fluxgate_order_start(r);
 

@@ -2,7 +2,8 @@
 /*
  * Flux-Gate: the $fluxgate_* variables, for log_format: what each request
  * of ours came to ($fluxgate_outcome, $fluxgate_order_id) and where its
- * time went ($fluxgate_redis_time, $fluxgate_kafka_time).
+ * time went ($fluxgate_redis_time, $fluxgate_kafka_time, and the rest,
+ * $fluxgate_gate_time).
  */
 
 
@@ -14,6 +15,8 @@ static ngx_int_t ngx_fluxgate_outcome_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_fluxgate_order_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_fluxgate_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_fluxgate_gate_time_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -30,6 +33,9 @@ static ngx_http_variable_t  ngx_fluxgate_vars[] = {
 
     { ngx_string("fluxgate_kafka_time"), NULL, ngx_fluxgate_time_variable,
       NGX_FLUXGATE_HISTOGRAM_KAFKA, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("fluxgate_gate_time"), NULL, ngx_fluxgate_gate_time_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -141,6 +147,53 @@ ngx_fluxgate_time_variable(ngx_http_request_t *r,
 
     v->data = p;
     v->len = ngx_sprintf(p, "%ui.%03ui", ms / 1000, ms % 1000) - p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $fluxgate_gate_time: seconds with microsecond resolution, the order's
+ * time inside nginx beyond its Redis and Kafka round trips: from the body
+ * in hand to the log line (the answer written), less
+ * $fluxgate_redis_time and $fluxgate_kafka_time at full resolution; "-"
+ * for a request that never had a body to decide on
+ */
+
+static ngx_int_t
+ngx_fluxgate_gate_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char              *p;
+    uint64_t             now, usec, away;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    if (ctx == NULL || !ctx->has_started) {
+        v->len = 1;
+        v->data = (u_char *) "-";
+        return NGX_OK;
+    }
+
+    now = ngx_fluxgate_metrics_clock();
+    usec = (now > ctx->started) ? now - ctx->started : 0;
+
+    away = (ctx->has_redis_time ? ctx->redis_time : 0)
+           + (ctx->has_kafka_time ? ctx->kafka_time : 0);
+    usec = (usec > away) ? usec - away : 0;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000) - p;
 
     return NGX_OK;
 }
