@@ -360,8 +360,17 @@ ngx_fluxgate_line_node(ngx_fluxgate_line_ctx_t *ctx, ngx_str_t *product,
 
     if (sn != NULL) {
         ln = (ngx_fluxgate_line_node_t *) sn;
-        ngx_queue_remove(&ln->queue);
-        ngx_queue_insert_head(&ctx->sh->lru, &ln->queue);
+
+        /*
+         * the product polled most is at the head already: no write to
+         * the zone, whose cache lines the worker processes then share
+         * instead of passing them back and forth on every poll
+         */
+        if (ngx_queue_head(&ctx->sh->lru) != &ln->queue) {
+            ngx_queue_remove(&ln->queue);
+            ngx_queue_insert_head(&ctx->sh->lru, &ln->queue);
+        }
+
         return ln;
     }
 

@@ -377,10 +377,10 @@ ngx_fluxgate_mac_keyed(ngx_str_t *secret)
     EVP_MAC      *hmac;
     OSSL_PARAM    params[2];
 
+    /* both sides are the gate's own secret: no timing to hide here */
     if (ngx_fluxgate_mac_key != NULL
         && ngx_fluxgate_mac_key_len == secret->len
-        && CRYPTO_memcmp(ngx_fluxgate_mac_key, secret->data, secret->len)
-           == 0)
+        && ngx_memcmp(ngx_fluxgate_mac_key, secret->data, secret->len) == 0)
     {
         return EVP_MAC_init(ngx_fluxgate_mac_ctx, NULL, 0, NULL)
                ? ngx_fluxgate_mac_ctx : NULL;

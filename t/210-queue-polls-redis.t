@@ -192,6 +192,40 @@ for my $workers (1, 2) {
     gate_stop($g);
 }
 
+# 4. a zone's memory is bounded: a zone of 32 KB (the least nginx makes)
+# holds far fewer than 400 products; polling 400 evicts the least
+# recently polled, never fails a poll, and an evicted product is asked
+# from Redis again when polled, the most recent one not
+{
+    my $g = gate_start(
+        workers => 1, redis => "127.0.0.1:$rport", topic => $topic,
+        extra => "fluxgate_queue_secret $secret;\n"
+               . "    fluxgate_queue_zone zone=tiny:32k refresh=1h;\n"
+               . "    fluxgate_redis_timeout 200ms;\n",
+        server => "location = /queue/status { fluxgate_queue_status; }\n");
+    my $key = secret_of($secret);
+    my @p = map { uniq("z$_") } 1 .. 400;
+    my %t = map { $_ => ticket_sign($key, product => $_, buyer => 'b', epoch => 0,
+                                    kind => 'q', seq => 5, expires => int(time) + 600) } @p;
+    my %st;
+    for my $p (@p) {
+        my ($st) = poll($g, $p, $t{$p});
+        $st{$st}++;
+    }
+    is_deeply(\%st, { 404 => 400 }, '400 products polled through a 32 KB zone: each answered (unknown product), none failed');
+    my $asked = sub {
+        my ($p) = @_;
+        my $before = calls();
+        my ($st) = poll($g, $p, $t{$p});
+        my $after = calls();
+        return (($after->{evalsha} // 0) - ($before->{evalsha} // 0), $st);
+    };
+    is_deeply([ $asked->($p[-1]) ], [ 0, 404 ], 'the product polled last is still held: no Redis command');
+    is_deeply([ $asked->($p[0]) ], [ 1, 404 ], 'the first one was evicted: asked from Redis again, and answered');
+    is_deeply([ $asked->($p[0]) ], [ 0, 404 ], 'and held again');
+    gate_stop($g);
+}
+
 # 3. two secrets in one gate, polled in turns: each process keeps one
 # keyed MAC and re-keys it when the secret changes; a ticket is good
 # only where its own secret is
