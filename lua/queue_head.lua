@@ -6,7 +6,10 @@
 -- KEYS[1] fg:{p}:stock   KEYS[2] fg:{p}:q (the line)   KEYS[3] fg:{p}:gen
 -- KEYS[4] fg:{p}:q: (the prefix of its epochs' keys)
 -- ARGV    rate (the gate's fluxgate_threshold), burst, admission window
---         (us), a seed (hex) should this call open the sale
+--         (us), a seed (hex) should this call open the sale, full ('1':
+--         count the no-shows and read the oldest wait; '0': the head
+--         only, for the polls' refresh ten times a second: no-shows as
+--         last counted, the oldest wait -1, four commands in all)
 --
 -- Reply: {now, known (0/1), stock, epoch, n, h (text: not an integer), t,
 --         rate, state, opensAt (0: none), P (-1: not opened), seed,
@@ -15,7 +18,7 @@
 --
 -- The contract, read by lua/header.sh into C #defines:
 --- keys: stock line gen prefix
---- args: rate burst window seed
+--- args: rate burst window seed full
 --- replies: FIELDS=17
 
 -- #include line.lua
@@ -23,18 +26,22 @@
 local stock_key, line_key, gen_key = KEYS[1], KEYS[2], KEYS[3]
 local rate, burst, window, seed =
     tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local full = ARGV[5] ~= '0'
 
 local now = line_clock()
 
-if redis.call('EXISTS', gen_key) == 0 then
+-- /init writes the stock and the generation together: a stock is a
+-- product set by /init, no stock one that may never have been
+local stock = redis.call('GET', stock_key)
+if not stock and redis.call('EXISTS', gen_key) == 0 then
     return {now, 0}
 end
+stock = tonumber(stock) or 0
 
 local line = line_load(line_key)
 rate = line_rate(line, rate)
 line_open(line, line_key, now, seed)
 
-local stock = tonumber(redis.call('GET', stock_key)) or 0
 local H = line_head(line, now, rate, burst)
 local W = line_window(window, rate)
 local admitted = math.min(math.floor(H), line.n)
@@ -43,7 +50,7 @@ local prefix = KEYS[4] .. line.e
 -- no-shows: the turns whose window closed since the last count, less the
 -- spent ones among them (one BITCOUNT over the new range only)
 local closed = W == math.huge and 0 or math.max(0, admitted - W)
-if closed > line.ck then
+if full and closed > line.ck then
     local spent = redis.call('BITCOUNT', prefix .. ':spent', line.ck,
                              closed - 1, 'BIT')
     line.ns = line.ns + (closed - line.ck) - spent
@@ -53,8 +60,8 @@ end
 
 -- the oldest wait: the booking time sampled nearest before the first
 -- waiting turn (the pre-queue's first booking while the pre-queue waits)
-local oldest = 0
-if admitted < line.n then
+local oldest = full and 0 or -1
+if full and admitted < line.n then
     local marks, m = prefix .. ':marks', nil
     if line_scheduled(line) or admitted < (line.P or 0) then
         m = redis.call('ZRANGE', marks, 0, 0)

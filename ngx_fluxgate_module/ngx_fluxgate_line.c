@@ -13,8 +13,11 @@
  * the gate's and Redis's clocks never need to agree.  A record older than
  * the refresh interval (100 ms by default) is asked again by the first
  * process that needs it, one ask per product at a time: the others read
- * the record they have.  A fixed zone holds a bounded number of products:
- * the least recently used is evicted for a new one.
+ * the record they have.  Most asks are for the head only (four Redis
+ * commands); at most once a second one also counts the no-shows and reads
+ * the oldest wait, the statistics the metrics show.  A fixed zone holds a
+ * bounded number of products: the least recently used is evicted for a
+ * new one.
  *
  * The zone also remembers the proofs of work it took (their nonces, until
  * their challenge expires), so a proof is good once per gate.
@@ -29,12 +32,14 @@
 
 #define NGX_FLUXGATE_LINE_ZONE_SIZE   (1024 * 1024)
 #define NGX_FLUXGATE_LINE_REFRESH     100
+#define NGX_FLUXGATE_LINE_FULL        1000    /* the statistics: ms */
 
 
 typedef struct {
     ngx_str_node_t               sn;          /* the product id */
     ngx_queue_t                  queue;       /* most recently used first */
     ngx_msec_t                   asked;       /* an ask is out: since */
+    ngx_msec_t                   counted;     /* the last full ask */
     ngx_fluxgate_line_t          line;
     u_char                       data[1];
 } ngx_fluxgate_line_node_t;
@@ -72,6 +77,7 @@ typedef struct {
     ngx_fluxgate_redis_t        *node;
     ngx_uint_t                   burst;
     ngx_uint_t                   late;        /* its deadline passed */
+    ngx_uint_t                   full;        /* the statistics too */
     size_t                       len;
     u_char                       product[NGX_FLUXGATE_ID_MAX];
 } ngx_fluxgate_line_ask_t;
@@ -82,7 +88,7 @@ static ngx_int_t ngx_fluxgate_line_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_fluxgate_line_node_t *ngx_fluxgate_line_node(
     ngx_fluxgate_line_ctx_t *ctx, ngx_str_t *product, ngx_uint_t create);
 static ngx_int_t ngx_fluxgate_line_ask(ngx_fluxgate_loc_conf_t *flcf,
-    ngx_shm_zone_t *zone, ngx_str_t *product);
+    ngx_shm_zone_t *zone, ngx_str_t *product, ngx_uint_t full);
 static void ngx_fluxgate_line_answered(redisReply *reply, void *data);
 static void ngx_fluxgate_line_deadline(ngx_event_t *ev);
 static void ngx_fluxgate_line_done(ngx_fluxgate_line_ask_t *ask);
@@ -275,7 +281,7 @@ ngx_int_t
 ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
     ngx_uint_t create, ngx_fluxgate_line_t *line)
 {
-    ngx_uint_t                 ask;
+    ngx_uint_t                 ask, full;
     ngx_shm_zone_t            *zone;
     ngx_fluxgate_line_ctx_t   *ctx;
     ngx_fluxgate_line_node_t  *ln;
@@ -283,6 +289,7 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
     zone = flcf->queue_zone;
     ctx = zone->data;
     ask = 0;
+    full = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -308,15 +315,27 @@ ngx_fluxgate_line_get(ngx_fluxgate_loc_conf_t *flcf, ngx_str_t *product,
     {
         ln->asked = ngx_current_msec ? ngx_current_msec : 1;
         ask = 1;
+
+        if (ln->counted == 0
+            || (ngx_msec_int_t) (ngx_current_msec - ln->counted)
+               >= NGX_FLUXGATE_LINE_FULL)
+        {
+            ln->counted = ln->asked;
+            full = 1;
+        }
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    if (ask && ngx_fluxgate_line_ask(flcf, zone, product) != NGX_OK) {
+    if (ask && ngx_fluxgate_line_ask(flcf, zone, product, full) != NGX_OK) {
         ngx_shmtx_lock(&ctx->shpool->mutex);
         ln = ngx_fluxgate_line_node(ctx, product, 0);
         if (ln != NULL) {
             ln->asked = 0;
+
+            if (full) {
+                ln->counted = 0;
+            }
         }
         ngx_shmtx_unlock(&ctx->shpool->mutex);
 
@@ -421,13 +440,14 @@ ngx_fluxgate_line_node(ngx_fluxgate_line_ctx_t *ctx, ngx_str_t *product,
 
 static ngx_int_t
 ngx_fluxgate_line_ask(ngx_fluxgate_loc_conf_t *flcf, ngx_shm_zone_t *zone,
-    ngx_str_t *product)
+    ngx_str_t *product, ngx_uint_t full)
 {
     u_char                    keys[4][NGX_FLUXGATE_ID_MAX + 16];
     u_char                    nums[3][NGX_INT64_LEN];
     u_char                    seed[2 * NGX_FLUXGATE_NONCE_LEN];
     u_char                    raw[NGX_FLUXGATE_NONCE_LEN];
-    ngx_str_t                 args[8];
+    ngx_str_t                 args[NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS
+                                   + NGX_FLUXGATE_LUA_QUEUE_HEAD_NARGS];
     ngx_fluxgate_line_ask_t  *ask;
 
     if (!ngx_fluxgate_redis_ready(flcf->redis)
@@ -456,6 +476,10 @@ ngx_fluxgate_line_ask(ngx_fluxgate_loc_conf_t *flcf, ngx_shm_zone_t *zone,
     args[7].data = seed;
     args[7].len = ngx_hex_dump(seed, raw, sizeof(raw)) - seed;
 
+    /* the head only, or the statistics too */
+    args[8].data = (u_char *) (full ? "1" : "0");
+    args[8].len = 1;
+
     ask = ngx_calloc(sizeof(ngx_fluxgate_line_ask_t), ngx_cycle->log);
     if (ask == NULL) {
         return NGX_ERROR;
@@ -464,12 +488,15 @@ ngx_fluxgate_line_ask(ngx_fluxgate_loc_conf_t *flcf, ngx_shm_zone_t *zone,
     ask->zone = zone;
     ask->node = ngx_fluxgate_redis_node(flcf->redis, &args[0]);
     ask->burst = flcf->burst;
+    ask->full = full;
     ask->len = product->len;
     ngx_memcpy(ask->product, product->data, product->len);
 
     if (ngx_fluxgate_redis_eval(flcf->redis, &ngx_fluxgate_script_queue_head,
-                                NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS, 8, args,
-                                ngx_fluxgate_line_answered, ask)
+                                NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS,
+                                NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS
+                                + NGX_FLUXGATE_LUA_QUEUE_HEAD_NARGS,
+                                args, ngx_fluxgate_line_answered, ask)
         != NGX_OK)
     {
         ngx_free(ask);
@@ -537,6 +564,11 @@ ngx_fluxgate_line_answered(redisReply *reply, void *data)
     ln = ngx_fluxgate_line_node(ctx, &product, 1);
 
     if (ln != NULL) {
+        if (!ask->full) {
+            /* the head only: the oldest wait as the last full ask read it */
+            line.oldest = ln->line.oldest;
+        }
+
         ln->line = line;
         ln->asked = 0;
     }

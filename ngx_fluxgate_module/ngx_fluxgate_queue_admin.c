@@ -122,7 +122,9 @@ ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r)
     u_char                       seed[2 * NGX_FLUXGATE_NONCE_LEN];
     u_char                       raw[NGX_FLUXGATE_NONCE_LEN];
     ngx_int_t                    rc;
-    ngx_str_t                    product, args[8];
+    ngx_str_t                    product;
+    ngx_str_t                    args[NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS
+                                      + NGX_FLUXGATE_LUA_QUEUE_HEAD_NARGS];
     ngx_fluxgate_loc_conf_t     *flcf;
     ngx_fluxgate_queue_admin_t  *qa;
 
@@ -163,6 +165,9 @@ ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r)
     args[7].data = seed;
     args[7].len = ngx_hex_dump(seed, raw, sizeof(raw)) - seed;
 
+    /* the statistics are what is asked: counted now */
+    ngx_str_set(&args[8], "1");
+
     qa = ngx_fluxgate_queue_admin_start(r, ngx_fluxgate_queue_admin_timeout);
     if (qa == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -176,7 +181,9 @@ ngx_fluxgate_queue_stats_handler(ngx_http_request_t *r)
     if (!ngx_fluxgate_redis_ready(qa->node)
         || ngx_fluxgate_redis_eval(flcf->redis,
                                    &ngx_fluxgate_script_queue_head,
-                                   NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS, 8,
+                                   NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS,
+                                   NGX_FLUXGATE_LUA_QUEUE_HEAD_NKEYS
+                                   + NGX_FLUXGATE_LUA_QUEUE_HEAD_NARGS,
                                    args, ngx_fluxgate_queue_stats_reply, qa)
            != NGX_OK)
     {
