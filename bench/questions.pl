@@ -402,7 +402,7 @@ sub bench_accept {
             $fig{accept_half_ok} = !$r->{rc};
             sleep 1.5;   # the access log's flush, before anything else is logged
             my $s = stage_times($log, $from);
-            for my $k (qw(request redis kafka gate)) {
+            for my $k (qw(request redis kafka)) {
                 next unless $s->{$k};
                 push @stages, [ $k, $s->{$k}{p50}, $s->{$k}{p99}, $s->{$k}{n} ];
                 $fig{"stage_${k}_p99"} = $s->{$k}{p99};
