@@ -412,7 +412,7 @@ sub bench_accept {
                             $r->{p50_ms}, $r->{p99_ms}, $r->{responses} ];
             my $in = inside_nginx($log, $from, $r->{log} || []);
             $fig{inside} = $in;
-            push @stages, [ 'inside nginx beyond Redis and Kafka, the module\'s own clock ($fluxgate_gate_time, microseconds)',
+            push @stages, [ 'inside nginx beyond Redis and Kafka, the module\'s own clock ($fluxgate_gate_time, to the microsecond)',
                             $in->{gate_p50}, $in->{gate_p99}, $in->{n_gate} ];
             push @stages, [ 'inside nginx beyond Redis and Kafka, upper bound (wire time less the logged Redis and Kafka times)',
                             $in->{up_p50}, $in->{up_p99}, $in->{n} ];
@@ -535,7 +535,7 @@ sub bench_accept {
           } @pairs)
         . "\n## Where the 50% run's time went (ms)\n\n| stage | p50 | p99 | samples |\n| --- | ---: | ---: | ---: |\n"
         . join('', map { '| ' . join(' | ', map { $_ // '-' } @$_) . " |\n" } @stages)
-        . "\n\$fluxgate_gate_time is the module's own measure, in microseconds: from the "
+        . "\n\$fluxgate_gate_time is the module's own measure, to the microsecond: from the "
         . "request's body in hand to its log line, less order.lua's round trip and the Kafka "
         . "delivery as the module timed them.  \$fluxgate_redis_time and \$fluxgate_kafka_time "
         . "are logged in whole milliseconds (the module truncates its microseconds), so each "

@@ -9,7 +9,7 @@
 --         (us), a seed (hex) should this call open the sale, full ('1':
 --         count the no-shows and read the oldest wait; '0': the head
 --         only, for the polls' refresh ten times a second: no-shows as
---         last counted, the oldest wait -1, four commands in all)
+--         last counted, the oldest wait -1: TIME, GET and HMGET)
 --
 -- Reply: {now, known (0/1), stock, epoch, n, h (text: not an integer), t,
 --         rate, state, opensAt (0: none), P (-1: not opened), seed,

@@ -364,6 +364,7 @@ typedef struct {
     uint64_t                     redis_time;  /* microseconds */
     uint64_t                     kafka_time;
     uint64_t                     started;     /* the body read: monotonic */
+    uint64_t                     waited;      /* for a reply, to a deadline */
     unsigned                     has_order_id:1;
     unsigned                     has_started:1;
     unsigned                     has_redis_time:1;

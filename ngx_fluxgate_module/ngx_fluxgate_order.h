@@ -90,6 +90,7 @@ u_char *ngx_fluxgate_order_describe(ngx_fluxgate_op_t *fop, u_char *buf,
     size_t len);
 void ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
     ngx_fluxgate_histogram_e histogram);
+void ngx_fluxgate_order_waited(ngx_fluxgate_order_t *op);
 void ngx_fluxgate_order_free(ngx_fluxgate_order_t *op);
 
 

@@ -54,7 +54,11 @@ ngx_fluxgate_order_produce(ngx_fluxgate_order_t *op)
                            op->generation_stock)
               - value;
 
-    /* op->sent: order.lua's reply, read by ngx_fluxgate_order_timed() */
+    /*
+     * $fluxgate_kafka_time counts from here (ngx_fluxgate_order_timed()):
+     * the message built above is the gate's own time
+     */
+    op->sent = ngx_fluxgate_metrics_clock();
 
     if (ngx_fluxgate_kafka_produce(&key, &msg, &op->op.delivery) != NGX_OK) {
         return NGX_ERROR;
@@ -402,6 +406,9 @@ ngx_fluxgate_order_timeout(ngx_event_t *ev)
 
     } else if (!op->op.answered) {
 
+        /* the wait for the reply that did not come is not the gate's */
+        ngx_fluxgate_order_waited(op);
+
         if (op->state == NGX_FLUXGATE_ORDER_DECIDING) {
             ngx_fluxgate_redis_timed_out(
                 ngx_fluxgate_redis_node(op->redis, &op->stock_key));
@@ -445,9 +452,6 @@ ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
     now = ngx_fluxgate_metrics_clock();
     usec = (now > op->sent) ? now - op->sent : 0;
 
-    /* the end of order.lua's round trip starts the produce that follows */
-    op->sent = now;
-
     ngx_fluxgate_metrics_observe(histogram, usec);
 
     if (op->op.request == NULL) {
@@ -467,6 +471,28 @@ ngx_fluxgate_order_timed(ngx_fluxgate_order_t *op,
         ctx->kafka_time = usec;
         ctx->has_kafka_time = 1;
     }
+}
+
+
+/* a deadline passed: the time waited for Redis or Kafka, for the variable */
+
+void
+ngx_fluxgate_order_waited(ngx_fluxgate_order_t *op)
+{
+    uint64_t             now;
+    ngx_fluxgate_ctx_t  *ctx;
+
+    if (op->op.request == NULL) {
+        return;
+    }
+
+    ctx = ngx_fluxgate_get_ctx(op->op.request);
+    if (ctx == NULL) {
+        return;
+    }
+
+    now = ngx_fluxgate_metrics_clock();
+    ctx->waited += (now > op->sent) ? now - op->sent : 0;
 }
 
 

@@ -20,8 +20,10 @@
 
 #include "ngx_fluxgate.h"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+#include <openssl/core_names.h>
+#endif
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -362,12 +364,17 @@ ngx_fluxgate_unseal(ngx_str_t *secret, ngx_str_t *text, u_char *payload,
  * one context keyed with the last secret it used (a copy of the key, to
  * compare: a reload may put another secret at the same address) and only
  * resets it per call, 0.4 us.  Another secret re-keys it; should OpenSSL
- * refuse any of it, the one-shot call does the work.
+ * refuse any of it, the one-shot call does the work.  OpenSSL before
+ * 3.0.3 said yes to the reset without doing it (openssl#17811): there,
+ * and before 3.0, the one-shot call does all the work.
  */
+
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
 
 static EVP_MAC_CTX  *ngx_fluxgate_mac_ctx;
 static u_char       *ngx_fluxgate_mac_key;
 static size_t        ngx_fluxgate_mac_key_len;
+static ngx_uint_t    ngx_fluxgate_mac_off;
 
 
 static EVP_MAC_CTX *
@@ -376,6 +383,10 @@ ngx_fluxgate_mac_keyed(ngx_str_t *secret)
     u_char       *key;
     EVP_MAC      *hmac;
     OSSL_PARAM    params[2];
+
+    if (ngx_fluxgate_mac_off) {
+        return NULL;
+    }
 
     /* both sides are the gate's own secret: no timing to hide here */
     if (ngx_fluxgate_mac_key != NULL
@@ -387,8 +398,16 @@ ngx_fluxgate_mac_keyed(ngx_str_t *secret)
     }
 
     if (ngx_fluxgate_mac_ctx == NULL) {
+
+        /* once per process: whatever the answer, it stays */
+        if (OpenSSL_version_num() < 0x30000030L) {
+            ngx_fluxgate_mac_off = 1;
+            return NULL;
+        }
+
         hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
         if (hmac == NULL) {
+            ngx_fluxgate_mac_off = 1;
             return NULL;
         }
 
@@ -396,6 +415,7 @@ ngx_fluxgate_mac_keyed(ngx_str_t *secret)
         EVP_MAC_free(hmac);
 
         if (ngx_fluxgate_mac_ctx == NULL) {
+            ngx_fluxgate_mac_off = 1;
             return NULL;
         }
     }
@@ -432,11 +452,16 @@ ngx_fluxgate_mac_keyed(ngx_str_t *secret)
 }
 
 
+#endif
+
+
 static ngx_int_t
 ngx_fluxgate_mac(ngx_str_t *secret, u_char *data, size_t len, u_char *mac)
 {
-    size_t         out;
     unsigned int   n;
+
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+    size_t         out;
     EVP_MAC_CTX   *ctx;
 
     ctx = ngx_fluxgate_mac_keyed(secret);
@@ -448,6 +473,7 @@ ngx_fluxgate_mac(ngx_str_t *secret, u_char *data, size_t len, u_char *mac)
     {
         return NGX_OK;
     }
+#endif
 
     n = NGX_FLUXGATE_SEAL_MAC;
 

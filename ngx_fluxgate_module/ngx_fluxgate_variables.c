@@ -156,8 +156,9 @@ ngx_fluxgate_time_variable(ngx_http_request_t *r,
  * $fluxgate_gate_time: seconds with microsecond resolution, the order's
  * time inside nginx beyond its Redis and Kafka round trips: from the body
  * in hand to the log line (the answer written), less
- * $fluxgate_redis_time and $fluxgate_kafka_time at full resolution; "-"
- * for a request that never had a body to decide on
+ * $fluxgate_redis_time and $fluxgate_kafka_time at full resolution, and
+ * less the wait for a reply that did not come by its deadline (the 503's);
+ * "-" for a request that never had a body to decide on
  */
 
 static ngx_int_t
@@ -184,7 +185,8 @@ ngx_fluxgate_gate_time_variable(ngx_http_request_t *r,
     usec = (now > ctx->started) ? now - ctx->started : 0;
 
     away = (ctx->has_redis_time ? ctx->redis_time : 0)
-           + (ctx->has_kafka_time ? ctx->kafka_time : 0);
+           + (ctx->has_kafka_time ? ctx->kafka_time : 0)
+           + ctx->waited;
     usec = (usec > away) ? usec - away : 0;
 
     p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);

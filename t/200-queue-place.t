@@ -253,6 +253,16 @@ is("$old->{status} " . ($old->{json}{ticket} // '-'), "302 $t", "$main::name - a
 redis('HSET', $bk, 'bob', $v);
 my $res = main::place($p, user => 'carol');
 is($res->{json}{position}, 4, "$main::name - the next buyer is fourth");
+# a place booked in the bucket before this one is read with that bucket's
+# start: its last second expires at the end of this bucket (not in the
+# last three seconds of a bucket, which could pass before the order runs)
+wait_until(5, sub { int(redis_now() / 1e6) % $ttl < $ttl - 3 });
+my $now_b = int(redis_now() / 1e6 / $ttl);
+redis('HSET', "fg:{$p}:q:$e:b:" . ($now_b - 1), 'olda', '9:' . ($ttl - 1));
+my $prev = order(main::port(), $p, user => 'olda', key => 'olda-1');
+my $pf = ticket_decode($prev->{json}{ticket} // '');
+is("$prev->{status} $pf->{seq} $pf->{expires}", '302 9 ' . (($now_b - 1) * $ttl + 2 * $ttl - 1),
+   "$main::name - a place of the bucket before: its turn, and its expiry from that bucket's start");
 
 
 
