@@ -729,7 +729,7 @@ sub report {
                           "the gate's share at half the maximum ($fig{accept_half_rate}/s): the gate's "
                           . 'p50 / the bare client\'s (fg-bare: the same EVALSHA and produce, the '
                           . sprintf('gate\'s producer settings, no nginx) %.2f, p99 / p99 %%.2f '
-                                    . '(medians of three pairs: gate p50/p99 vs bare p50/p99: %s)',
+                                    . '(medians of ' . ($main::Pairs // 5) . ' pairs: gate p50/p99 vs bare p50/p99: %s)',
                                     $fig{share_p50} // 0, $fig{share_pairs} // ''),
                           defined $fig{share_p99} && $fig{share_p99} <= 1.2
                           && $fig{share_p50} <= 1.2 && $fig{share_ok})
