@@ -18,6 +18,8 @@ static ngx_int_t ngx_fluxgate_time_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_fluxgate_gate_time_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_fluxgate_seconds(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uint64_t usec, ngx_uint_t decimals);
 
 
 static ngx_http_variable_t  ngx_fluxgate_vars[] = {
@@ -116,9 +118,7 @@ static ngx_int_t
 ngx_fluxgate_time_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char              *p;
     uint64_t             usec;
-    ngx_uint_t           ms;
     ngx_fluxgate_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_fluxgate_module);
@@ -138,17 +138,9 @@ ngx_fluxgate_time_variable(ngx_http_request_t *r,
 
     usec = (data == NGX_FLUXGATE_HISTOGRAM_REDIS) ? ctx->redis_time
                                                   : ctx->kafka_time;
-    ms = (ngx_uint_t) (usec / 1000);
 
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 4);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-    v->len = ngx_sprintf(p, "%ui.%03ui", ms / 1000, ms % 1000) - p;
-
-    return NGX_OK;
+    /* milliseconds, truncated, as nginx's own times */
+    return ngx_fluxgate_seconds(r, v, usec / 1000 * 1000, 3);
 }
 
 
@@ -165,7 +157,6 @@ static ngx_int_t
 ngx_fluxgate_gate_time_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char              *p;
     uint64_t             now, usec, away;
     ngx_fluxgate_ctx_t  *ctx;
 
@@ -189,13 +180,34 @@ ngx_fluxgate_gate_time_variable(ngx_http_request_t *r,
            + ctx->waited;
     usec = (usec > away) ? usec - away : 0;
 
+    return ngx_fluxgate_seconds(r, v, usec, 6);
+}
+
+
+/* microseconds as seconds with 3 or 6 decimals: "0.001", "0.000184" */
+
+static ngx_int_t
+ngx_fluxgate_seconds(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uint64_t usec, ngx_uint_t decimals)
+{
+    u_char  *p;
+
     p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     v->data = p;
-    v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000) - p;
+
+    if (decimals == 3) {
+        v->len = ngx_sprintf(p, "%uL.%03uL", usec / 1000000,
+                             usec % 1000000 / 1000)
+                 - p;
+
+    } else {
+        v->len = ngx_sprintf(p, "%uL.%06uL", usec / 1000000, usec % 1000000)
+                 - p;
+    }
 
     return NGX_OK;
 }
