@@ -84,9 +84,13 @@ close $sfh;
 
 # one order per second and per product: a line forms at once; the gate's
 # pages are the stack's, with their types (the module's locations aside,
-# the shop is plain nginx)
+# the shop is plain nginx).  Chromium opens connections ahead of need; one
+# that never sent a request is not idle to nginx, and a worker shutting
+# down waits for its client_header_timeout: 5 s, as conf/nginx.conf has
+# it, not the default minute
 my $g = gate_start(workers => 1,
     extra => "fluxgate_threshold 1; fluxgate_waiting_room /waiting-room/;\n"
+           . "client_header_timeout 5s;\n"
            . "fluxgate_idempotency_ttl 120s; fluxgate_per_user_limit 1;\n"
            . "fluxgate_queue_secret $art/queue.secret;\n"
            . "fluxgate_queue_window 10s;\n"
