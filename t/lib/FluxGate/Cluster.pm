@@ -27,12 +27,13 @@ use Exporter 'import';
 use File::Path qw(make_path remove_tree);
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
+use Test::More ();
 use FluxGate::Test;
 
 our @EXPORT = qw(cluster_start cluster_stop cluster_redis cluster_directive
                  cluster_master_of cluster_masters cluster_kill cluster_nodes
                  cluster_wait_ok node_redis cluster_migrate_slot
-                 cluster_restart);
+                 cluster_restart cluster_alive);
 
 my $Seq = 0;
 my @Started;
@@ -80,13 +81,26 @@ sub cluster_start {
             `redis-cli -p $_->{port} info replication 2>&1` !~ /master_link_status:up/
         } @replicas;
     }) or die "the replicas did not sync";
+    # ... and every master sees its replica acknowledge a write (WAIT), so
+    # a test's first write is not the one that finds replication starting
+    for my $m (@{ cluster_masters($c) }) {
+        my $key;
+        for my $i (1 .. 1000) {
+            my $slot = node_redis($m->{port}, 'CLUSTER', 'KEYSLOT', "fg-ready-$i");
+            next unless grep { $slot >= $_->[0] && $slot <= $_->[1] } @{ $m->{slots} };
+            $key = "fg-ready-$i";
+            last;
+        }
+        die "no key found for the slots of $m->{addr}" unless defined $key;
+        my $acks = `printf 'SET $key 1\nWAIT 1 30000\nDEL $key\n' | redis-cli -p $m->{port} 2>&1`;
+        $acks =~ /^OK\n1\n/ or die "$m->{addr}: no replica acknowledged a write: $acks";
+    }
     return $c;
 }
 
 # whatever a test leaves running when it dies is killed with it
-END { cluster_stop($_) for grep { $_->{dir} && -d $_->{dir} } @Started }
+END { my $died = $?; cluster_stop($_, $died) for grep { !$_->{stopped} } @Started }
 
-# the nodes that answer: alive, and not frozen by a test ($c->{frozen}{$port})
 sub cluster_alive {
     my ($c) = @_;
     grep { !$c->{frozen}{$_} && kill 0, $c->{pids}{$_} } @{ $c->{ports} };
@@ -210,10 +224,17 @@ sub cluster_restart {
     $c->{pids}{$port} = do { local (@ARGV, $/) = "$c->{dir}/$port/redis.pid"; <> } + 0;
 }
 
+# the nodes killed; their directories (redis.log, nodes.conf) are kept for
+# the reader when a test has failed
 sub cluster_stop {
-    my ($c) = @_;
+    my ($c, $died) = @_;
     kill 'KILL', grep { $_ } values %{ $c->{pids} };
-    remove_tree($c->{dir});
+    $c->{stopped} = 1;
+    if ($died || !Test::More->builder->is_passing) {
+        print STDERR "# the cluster's nodes kept in $c->{dir}\n" if -d $c->{dir};
+    } else {
+        remove_tree($c->{dir});
+    }
 }
 
 1;
