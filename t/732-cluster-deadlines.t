@@ -66,14 +66,31 @@ sub order {
 
 # 2. a frozen replica does not stop the map's refresh
 {
+    # the masters now (a slow machine's freeze above may have failed one
+    # over), and the victim's replica holding all of its writes: the
+    # replication is asynchronous here (no fluxgate_redis_wait), and this
+    # is about the map, not about a write lost with its master
+    @m = map { cluster_master_of($c, "fg:{$_}:stock") } @products;
     my ($victim) = $m[0] =~ /:(\d+)$/;
     my ($other) = $m[1] =~ /:(\d+)$/;
     my %masters = map { $_->{port} => $_ } @{ cluster_masters($c) };
     my $nodes = cluster_nodes($c);
-    my ($replica) = map { $_->{port} } grep {
-        $_->{flags} =~ /slave/ && $_->{master} eq $masters{$other}{id}
-    } @$nodes;
+    my $replica_of = sub {
+        my ($port) = @_;
+        map { $_->{port} } grep {
+            $_->{flags} =~ /slave/ && $_->{master} eq $masters{$port}{id}
+        } @$nodes;
+    };
+    my ($replica) = $replica_of->($other);
     ok($replica, "a replica of $m[1] to freeze: $replica");
+    my ($heir) = $replica_of->($victim);
+    my $offset = sub {
+        my ($port, $field) = @_;
+        (join("\n", node_redis($port, 'INFO', 'replication')) =~ /^$field:(\d+)/m)[0] // -1;
+    };
+    ok($heir && wait_until(20, sub {
+        $offset->($heir, 'slave_repl_offset') >= $offset->($victim, 'master_repl_offset')
+    }), "$m[0]'s replica $heir has all its writes");
     kill 'STOP', $pid{$replica};
     push @frozen, $pid{$replica};
     $c->{frozen}{$replica} = 1;
