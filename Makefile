@@ -157,7 +157,7 @@ $(BUILD)/include-tests/test_slot: include/test_slot.c include/fluxgate_slot.h \
 	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
 	    $(MODULE_CFLAGS_EXTRA) -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA)
 
-# the pre-queue's shuffle: OpenSSL's SHA-1
+# the pre-queue's shuffle: OpenSSL's SHA-1 (and libm for its statistics)
 $(BUILD)/include-tests/test_shuffle: include/test_shuffle.c \
         include/fluxgate_shuffle.h include/test_tap.h
 	@mkdir -p $(@D)
@@ -165,7 +165,7 @@ $(BUILD)/include-tests/test_shuffle: include/test_shuffle.c \
 	@$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude \
 	    $$(pkg-config --cflags libcrypto) $(MODULE_CFLAGS_EXTRA) \
 	    -o $@ $(filter %.c,$^) $(MODULE_LDFLAGS_EXTRA) \
-	    $$(pkg-config --libs libcrypto)
+	    $$(pkg-config --libs libcrypto) -lm
 
 # nginx-dev ships the configured source tree of Debian's nginx; a dynamic
 # module built from it with the same flags (--with-compat) loads into the

@@ -180,7 +180,10 @@ is_deeply([sort { $a <=> $b } @pos], [1 .. $N], "$main::name - positions 1..$N: 
 my @turn = map { $_ - 1 } @pos;
 my $rho = spearman([0 .. $N - 1], \@turn);
 diag(sprintf "pre-queue shuffle: %d arrivals, Spearman's rho (arrival, turn) = %.4f", $N, $rho);
-ok(abs($rho) < 0.1, "$main::name - |rho| = " . sprintf('%.4f', abs $rho) . " < 0.1");
+# a random permutation's rho has a standard deviation of 1/sqrt(999) =
+# 0.0316: 0.15 is 4.7 of them, passed by chance by all but 2 in a million
+# openings (include/test_shuffle.c measures the spread over 500 seeds)
+ok(abs($rho) < 0.15, "$main::name - |rho| = " . sprintf('%.4f', abs $rho) . " < 0.15");
 my $moved = grep { $pos[$_] != main::position($p, $t[$_]) } 0 .. $N - 1;
 is($moved, 0, "$main::name - paused: every position stays put");
 srand(208);

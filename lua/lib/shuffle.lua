@@ -1,7 +1,7 @@
 -- lib/shuffle.lua: the turn of pre-queue place k among n, a keyed
 -- permutation of [0, n): include/fluxgate_shuffle.h computes the same in
 -- C (t/207-shuffle.t checks that both agree).  A balanced Feistel network
--- of four rounds over the smallest 2^(2h) >= n, walked in cycles until
+-- of eight rounds (FG_SHUFFLE_ROUNDS) over the smallest 2^(2h) >= n, walked in cycles until
 -- the result falls in [0, n); the round function is SHA-1 of
 -- "<seed>:<round>:<half>", its first eight hex digits, masked to h bits.
 
@@ -16,7 +16,7 @@ local function shuffle(s, k, n)
     local half = 2 ^ bits
     local function encrypt(x)
         local left, right = math.floor(x / half), x % half
-        for r = 0, 3 do
+        for r = 0, 7 do
             local h = redis.sha1hex(s .. ':' .. r .. ':'
                                     .. string.format('%d', right))
             local f = tonumber(string.sub(h, 1, 8), 16) % half
