@@ -101,6 +101,7 @@ sub cluster_start {
 # whatever a test leaves running when it dies is killed with it
 END { my $died = $?; cluster_stop($_, $died) for grep { !$_->{stopped} } @Started }
 
+# the nodes that answer: alive, and not frozen by a test ($c->{frozen}{$port})
 sub cluster_alive {
     my ($c) = @_;
     grep { !$c->{frozen}{$_} && kill 0, $c->{pids}{$_} } @{ $c->{ports} };
