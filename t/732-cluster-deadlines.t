@@ -35,9 +35,10 @@ my @products = map { "$prefix-$_" } 0 .. 1;
 is(init_stock($g, $_, 1000)->{status}, 200, "/init $_") for @products;
 my %pid = %{ $c->{pids} };
 
+# an order for product $p through a gate ($g unless another is named)
 sub order {
-    my ($p) = @_;
-    return http_post(gate_url($g) . '/order',
+    my ($p, $gate) = @_;
+    return http_post(gate_url($gate // $g) . '/order',
                      json_encode({ productId => $p, userId => uniq('u') }),
                      { 'X-Idempotency-Key' => uniq('k') });
 }
@@ -124,14 +125,10 @@ sub order {
     like(gate_log($g2), qr/no reply to CLUSTER SLOTS from 127\.0\.0\.1:$replica within 1000ms, asking another node/,
          'a gate whose first seed is frozen: its CLUSTER SLOTS missed the deadline, another node was asked');
     my $res2;
-    ok(wait_until(20, sub {
-        $res2 = http_post(gate_url($g2) . '/order',
-                          json_encode({ productId => $products[0], userId => uniq('u') }),
-                          { 'X-Idempotency-Key' => uniq('k') });
-        $res2->{status} == 200 }), '... and it sells from the map another node gave')
+    ok(wait_until(20, sub { $res2 = order($products[0], $g2); $res2->{status} == 200 }),
+       '... and it sells from the map another node gave')
         or diag("the last answer: $res2->{status} $res2->{content}");
-    unlike(gate_log($g2), qr/\[(alert|crit|emerg)\]/, '... no alert in its log');
-    gate_stop($g2);
+    gate_stop($g2);    # which checks its log for alerts
     kill 'CONT', $pid{$replica};
     @frozen = ();
     delete $c->{frozen}{$replica};
